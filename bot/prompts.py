@@ -1,0 +1,471 @@
+"""Prompt files: load, validate, render, version.
+
+``prompts/NAME.prompty`` is a Prompty-compatible subset: YAML front matter between
+``---`` lines, then a body split into messages by lines that hold only a role marker
+(``system:``, ``user:``, ``assistant:``). Each block is a sandboxed Jinja2 template.
+Text before the first marker is a ``system`` block (as in Prompty); a body with no
+marker at all is a ``system`` block followed by an implicit ``user: {{ text }}``.
+
+Loading never raises: every invalid file becomes a ``PromptError`` (path, line,
+reason) in ``PromptSet.problems`` and the other files still load. A prompt's version
+is the sha256 of its file's bytes, so any edit is a new version in the call log.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import yaml
+from jinja2 import StrictUndefined, TemplateSyntaxError, meta, nodes
+from jinja2.environment import Template
+from jinja2.sandbox import SandboxedEnvironment
+
+from bot.errors import PromptError
+
+KNOWN_VARIABLES = ("text", "user", "channel", "date", "thread")
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+COMMAND_RE = re.compile(r"^/[a-z0-9][a-z0-9_-]{0,30}$")
+MAX_COMMANDS = 50  # Slack's limit per app manifest
+
+TOP_KEYS = ("name", "description", "version", "authors", "tags", "model", "inputs",
+            "outputs", "sample", "template", "metadata")
+MODEL_KEYS = ("id", "api", "apiType", "provider", "connection", "options")
+SLACK_KEYS = ("command", "usage_hint")
+INPUT_KEYS = ("name", "type", "kind", "default", "description", "required", "sample", "example")
+_HINTS = {"parameters": "options", "configuration": "connection"}  # Prompty 1 spellings
+
+_Fail = Callable[[int | None, str], None]  # report a problem at a file line
+_At = Callable[..., int]  # file line of a front-matter key path, e.g. at("model", "options")
+_MARKER_RE = re.compile(r"^\s*(system|user|assistant)\s*:\s*$", re.IGNORECASE)
+_ENV = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False,
+                            keep_trailing_newline=False, trim_blocks=True, lstrip_blocks=True)
+
+
+def _whole(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _number(lo: float, hi: float) -> tuple[Any, str]:
+    return ((lambda v: (_whole(v) or isinstance(v, float)) and lo <= v <= hi),
+            f"a number between {lo} and {hi}")
+
+
+def _one_of(*choices: str) -> tuple[Any, str]:
+    return (lambda v: isinstance(v, str) and v in choices), "one of " + ", ".join(choices)
+
+
+_POSITIVE = (lambda v: _whole(v) and v > 0), "a positive whole number"
+_OPTIONS: dict[str, tuple[Any, str]] = {  # name -> (check, what it must be)
+    "temperature": _number(0, 2), "top_p": _number(0, 1),
+    "max_tokens": _POSITIVE, "max_completion_tokens": _POSITIVE,
+    "frequency_penalty": _number(-2, 2), "presence_penalty": _number(-2, 2),
+    "stop": ((lambda v: isinstance(v, str) or (isinstance(v, list) and len(v) <= 4
+                                               and all(isinstance(s, str) for s in v))),
+             "a string or a list of at most 4 strings"),
+    "seed": (_whole, "a whole number"),
+    "reasoning_effort": _one_of("none", "minimal", "low", "medium", "high", "xhigh"),
+    "verbosity": _one_of("low", "medium", "high"),
+}
+
+
+@dataclass(frozen=True)
+class _Block:
+    role: str
+    line: int  # file line of the block's first template line
+    template: Template
+
+
+@dataclass(frozen=True)
+class Prompt:
+    name: str
+    description: str
+    path: Path
+    version: str
+    source: str
+    model: str | None
+    options: dict[str, Any]
+    command: str | None
+    usage_hint: str
+    feedback: dict[str, Any]
+    inputs: dict[str, Any]
+    uses_thread: bool = False  # the template reads {{ thread }}: history is then not inserted
+    _blocks: tuple[_Block, ...] = field(default=(), repr=False, compare=False)
+    _command_line: int | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def short_version(self) -> str:
+        return self.version[:12]
+
+    def messages(self, text: str, history: Sequence[dict] = (), **variables: Any) -> list[dict]:
+        """Render the chat messages for one call.
+
+        Variables: declared input defaults, then the caller's ``variables`` (None means
+        "not given"), then ``text``. ``history`` (earlier turns as role/content dicts)
+        goes just before the last template message, unless the template reads
+        ``{{ thread }}``, which already carries the thread as a transcript.
+        Raises ``PromptError`` if a template fails at render time.
+        """
+        text = text or ""
+        values: dict[str, Any] = {"user": "", "channel": "", "thread": "",
+                                  "date": dt.date.today().isoformat()}
+        values |= {n: s["default"] for n, s in self.inputs.items() if s.get("default") is not None}
+        values |= {k: v for k, v in variables.items() if v is not None}
+        values["text"] = text
+        out: list[dict] = []
+        last = len(self._blocks) - 1
+        for i, block in enumerate(self._blocks):
+            content = _render(block, values, self.path)
+            if i == last and not content:
+                content = text
+            if content or i == last:
+                out.append({"role": block.role, "content": content})
+        if not self.uses_thread:
+            out[-1:-1] = [dict(turn) for turn in history]
+        return out
+
+
+def _render(block: _Block, values: dict[str, Any], path: Path) -> str:
+    try:
+        return block.template.render(values).strip()
+    except Exception as exc:  # any failure inside a template is the prompt's fault
+        frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == "<template>"]
+        line = block.line + (frames[-1].lineno or 1) - 1 if frames else block.line
+        raise PromptError(path, line, f"template error in the {block.role} block: {exc}") from exc
+
+
+@dataclass
+class PromptSet:
+    prompts: dict[str, Prompt]
+    problems: list[PromptError]
+    directory: Path
+    _snapshot: dict[str, tuple[int, int]] | None = field(default=None, repr=False)
+
+    @classmethod
+    def load(cls, directory: Path | str) -> PromptSet:
+        directory = Path(directory)
+        if not directory.is_dir():
+            reason = "folder not found (set PROMPTS_DIR to the folder that holds your .prompty files)"
+            return cls({}, [PromptError(directory, None, reason)], directory, None)
+        snapshot = _snapshot(directory)  # before reading, so an edit during load shows as changed
+        prompts: dict[str, Prompt] = {}
+        problems: list[PromptError] = []
+        commands: dict[str, Path] = {}
+        for path in _prompt_files(directory):
+            try:
+                raw = path.read_bytes()
+            except OSError as exc:
+                problems.append(PromptError(path, None, f"cannot read the file: {exc.strerror or exc}"))
+                continue
+            try:
+                prompt, errors = _parse(path, raw)
+            except Exception as exc:  # a bug here must not take the other prompts (or the bot) down
+                prompt, errors = None, [PromptError(path, None, f"could not load: {exc!r}")]
+            problems += errors
+            if prompt is None:
+                continue
+            if prompt.command and (prompt.command in commands or len(commands) >= MAX_COMMANDS):
+                why = (f"{prompt.command} is already declared by {commands[prompt.command].name}"
+                       if prompt.command in commands else f"Slack allows at most {MAX_COMMANDS} per app")
+                problems.append(PromptError(path, prompt._command_line, (
+                    f"metadata.slack.command: {why}; this prompt loads without a slash command")))
+                prompt = replace(prompt, command=None)
+            elif prompt.command:
+                commands[prompt.command] = path
+            prompts[prompt.name] = prompt
+        return cls(dict(sorted(prompts.items())), problems, directory, snapshot)
+
+    def get(self, name: str) -> Prompt | None:
+        return self.prompts.get(name.strip().lower())
+
+    def by_command(self, command: str) -> Prompt | None:
+        wanted = "/" + command.strip().lower().lstrip("/")
+        return next((p for p in self.prompts.values() if p.command == wanted), None)
+
+    def route(self, text: str, default: str = "ask") -> tuple[Prompt | None, str]:
+        """``"summarize: notes"`` -> (summarize, "notes"); otherwise (default prompt, text)."""
+        parts = text.split(maxsplit=1)
+        if parts:
+            word = parts[0].rstrip(":,")
+            prompt = self.get(word) if word else None
+            if prompt is not None:
+                return prompt, parts[1].strip() if len(parts) > 1 else ""
+        return self.get(default), text
+
+    def changed(self) -> bool:
+        """Whether a .prompty file was added, removed or modified since ``load``."""
+        return _snapshot(self.directory) != self._snapshot
+
+    def __iter__(self) -> Iterator[Prompt]:
+        return iter(self.prompts.values())
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+
+def _prompt_files(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.glob("*.prompty") if not p.name.startswith(".") and p.is_file())
+
+
+def _snapshot(directory: Path) -> dict[str, tuple[int, int]] | None:
+    try:
+        if not directory.is_dir():
+            return None
+        return {p.name: (st.st_mtime_ns, st.st_size) for p in _prompt_files(directory) for st in [p.stat()]}
+    except OSError:  # a file vanished mid-scan: report "changed" and let the reload sort it out
+        return None
+
+
+# --- parsing and validation -------------------------------------------------------------------
+
+def _line(root: yaml.Node | None, *path: str | int) -> int:
+    """File line of a front-matter key (the YAML starts on file line 2); else its nearest parent's."""
+    node, line = root, 1
+    for key in path:
+        if isinstance(node, yaml.MappingNode):
+            found = [(k, v) for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == str(key)]
+            if not found:
+                break
+            knode, node = found[-1]
+            line = knode.start_mark.line + 2
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            node = node.value[key]
+            line = node.start_mark.line + 2
+        else:
+            break
+    return line
+
+
+def _duplicate_keys(node: yaml.Node | None) -> Iterator[tuple[int, str]]:
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for k, v in node.value:
+            if isinstance(k, yaml.ScalarNode):
+                if k.value in seen:
+                    yield k.start_mark.line + 2, f"duplicate key '{k.value}' (YAML keeps only the last one)"
+                seen.add(k.value)
+            yield from _duplicate_keys(v)
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            yield from _duplicate_keys(item)
+
+
+def _unknown(mapping: dict, allowed: tuple[str, ...], where: tuple, label: str, at: _At, fail: _Fail) -> None:
+    for key in (k for k in mapping if k not in allowed):
+        if not label:
+            fail(at(key), f"unknown key '{key}' (allowed: {', '.join(allowed)}; "
+                          "Flywheel's own settings go under metadata)")
+        else:
+            hint = f"; did you mean '{_HINTS[key]}'?" if label == "model" and key in _HINTS else ""
+            fail(at(*where, key), f"{label}.{key}: unknown key (allowed: {', '.join(allowed)}){hint}")
+
+
+def _parse(path: Path, raw: bytes) -> tuple[Prompt | None, list[PromptError]]:
+    problems: list[PromptError] = []
+
+    def fail(line: int | None, reason: str) -> None:
+        problems.append(PromptError(path, line, reason))
+
+    def broken(line: int, reason: str) -> tuple[None, list[PromptError]]:
+        return None, [PromptError(path, line, reason)]
+
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        return broken(raw[:exc.start].count(b"\n") + 1, "the file is not valid UTF-8 text; save it as UTF-8")
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    if lines[0].strip() != "---":
+        return broken(1, "missing front matter: the file must start with a '---' line, then YAML keys "
+                         "(name:, description:, ...), then another '---' line")
+    close = next((i for i in range(1, len(lines)) if lines[i].strip() == "---"), None)
+    if close is None:
+        return broken(1, "the front matter is not closed: add a '---' line after the YAML keys")
+    loader = yaml.SafeLoader("\n".join(lines[1:close]))
+    try:
+        root = loader.get_single_node()
+        duplicates = list(_duplicate_keys(root))  # before constructing, which flattens YAML merge keys
+        data = loader.construct_document(root) if root is not None else None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        detail = " ".join(filter(None, [getattr(exc, "context", None), getattr(exc, "problem", None)]))
+        return broken(mark.line + 2 if mark else 1, f"invalid YAML in the front matter: {detail or exc}")
+    finally:
+        loader.dispose()
+    if data is None:
+        return broken(1, f"the front matter is empty; it needs at least 'name: {path.stem}'")
+    if not isinstance(data, dict):
+        return broken(1, "the front matter must be YAML keys (name:, description:, ...), "
+                         f"not a {type(data).__name__}")
+    at = partial(_line, root)
+    for line, reason in duplicates:
+        fail(line, reason)
+    _unknown(data, TOP_KEYS, (), "", at, fail)
+
+    name = data.get("name")
+    if name is None:
+        fail(1, f"'name' is missing; add 'name: {path.stem}' (it must match the file name)")
+    elif name != path.stem:
+        fail(at("name"), f"name: must equal the file name '{path.stem}', got {name!r}")
+    if not NAME_RE.match(path.stem):
+        fail(at("name"), f"the file name '{path.stem}' must use only lowercase letters, digits, "
+                         "'-' and '_' (it is also the skill name)")
+    description = data.get("description", "")
+    if not isinstance(description, str) or len(description) > 2000:
+        fail(at("description"), "description: must be text of at most 2000 characters (Slack's limit)")
+        description = ""
+    model_id, options = _check_model(data.get("model"), at, fail)
+    command, usage_hint, feedback = _check_metadata(data.get("metadata"), at, fail)
+    if command and not description.strip():
+        fail(at("metadata", "slack", "command"),
+             "description: is required for a slash command (Slack shows it in the command menu)")
+    inputs = _check_inputs(data.get("inputs"), at, fail)
+    template = data.get("template")
+    fmt = template.get("format", "jinja2") if isinstance(template, dict) else template
+    if template is not None and fmt != "jinja2":
+        fail(at("template"), f"template: only the jinja2 format is supported, got {fmt!r}")
+    allowed = set(KNOWN_VARIABLES) | set(inputs)
+    blocks, uses_thread = _compile_body(lines[close + 1:], close + 2, allowed, fail)
+    if problems:
+        return None, problems
+
+    prompt = Prompt(name=name, description=description.strip(), path=path,
+                    version=hashlib.sha256(raw).hexdigest(), source=text, model=model_id,
+                    options=options, command=command, usage_hint=usage_hint, feedback=feedback,
+                    inputs=inputs, uses_thread=uses_thread, _blocks=tuple(blocks),
+                    _command_line=at("metadata", "slack", "command") if command else None)
+    try:  # a trial render catches runtime template errors now, not in a user's thread
+        for sample, thread in (("example request", "someone: example message"), ("", "")):
+            prompt.messages(sample, user="U0", channel="C0", thread=thread)
+    except PromptError as exc:
+        return None, [exc]
+    return prompt, []
+
+
+def _check_model(model: Any, at: _At, fail: _Fail) -> tuple[str | None, dict[str, Any]]:
+    if not isinstance(model, dict | None):
+        fail(at("model"), "model: must be a mapping with keys like id: and options:")
+    if not isinstance(model, dict):
+        return None, {}
+    _unknown(model, MODEL_KEYS, ("model",), "model", at, fail)
+    for key in ("api", "apiType"):
+        if key in model and model[key] != "chat":
+            fail(at("model", key), f"model.{key}: only 'chat' is supported, got {model[key]!r}")
+    model_id = model.get("id")
+    if model_id is not None and not (isinstance(model_id, str) and model_id.strip()):
+        fail(at("model", "id"), f"model.id: must be a model name such as gpt-5-mini, got {model_id!r}")
+        model_id = None
+    options = model.get("options") or {}
+    if not isinstance(options, dict):
+        fail(at("model", "options"), "model.options: must be a mapping such as {max_tokens: 800}")
+        options = {}
+    _unknown(options, tuple(_OPTIONS), ("model", "options"), "model.options", at, fail)
+    for key, value in options.items():
+        if key in _OPTIONS and not _OPTIONS[key][0](value):
+            fail(at("model", "options", key),
+                 f"model.options.{key}: must be {_OPTIONS[key][1]}, got {value!r}")
+    if "max_tokens" in options and "max_completion_tokens" in options:
+        fail(at("model", "options", "max_completion_tokens"),
+             "model.options: set either max_tokens or max_completion_tokens, not both")
+    return (model_id.strip() if model_id else None), dict(options)
+
+
+def _check_metadata(metadata: Any, at: _At, fail: _Fail) -> tuple[str | None, str, dict[str, Any]]:
+    metadata = {} if metadata is None else metadata
+    if not isinstance(metadata, dict):
+        fail(at("metadata"), "metadata: must be a mapping (slack:, feedback:, ...)")
+        return None, "", {}
+    slack = metadata.get("slack") or {}
+    if not isinstance(slack, dict):
+        fail(at("metadata", "slack"), "metadata.slack: must be a mapping with command: and usage_hint:")
+        slack = {}
+    _unknown(slack, SLACK_KEYS, ("metadata", "slack"), "metadata.slack", at, fail)
+    command, usage_hint = slack.get("command"), slack.get("usage_hint") or ""
+    if command is not None and not (isinstance(command, str) and COMMAND_RE.match(command)):
+        fail(at("metadata", "slack", "command"), "metadata.slack.command: must be '/' followed by 1-31 "
+             f"lowercase letters, digits, '-' or '_' (Slack's rule), got {command!r}")
+        command = None
+    if not isinstance(usage_hint, str) or len(usage_hint) > 1000:
+        fail(at("metadata", "slack", "usage_hint"),
+             "metadata.slack.usage_hint: must be text of at most 1000 characters")
+        usage_hint = ""
+    feedback = metadata.get("feedback") or {}
+    if not isinstance(feedback, dict):
+        fail(at("metadata", "feedback"), "metadata.feedback: must be a mapping")
+        feedback = {}
+    return command, usage_hint.strip(), dict(feedback)
+
+
+def _check_inputs(raw: Any, at: _At, fail: _Fail) -> dict[str, Any]:
+    if isinstance(raw, dict):
+        items = [(name, spec, ("inputs", name)) for name, spec in raw.items()]
+    elif isinstance(raw, list):
+        items = [(spec.get("name") if isinstance(spec, dict) else None, spec, ("inputs", i))
+                 for i, spec in enumerate(raw)]
+    else:
+        if raw is not None:
+            fail(at("inputs"), "inputs: must be a mapping (name: {type, default, description}) or a list")
+        return {}
+    inputs: dict[str, Any] = {}
+    for name, spec, where in items:
+        spec = {} if spec is None else spec
+        if not (isinstance(name, str) and name.isidentifier()):
+            fail(at(*where), f"inputs: {name!r} is not a valid variable name (letters, digits, '_')"
+                 if name is not None else "inputs: each item of the list needs a name: key")
+            continue
+        if not isinstance(spec, dict):
+            fail(at(*where), f"inputs.{name}: must be a mapping with type:, default:, description:")
+            continue
+        _unknown(spec, INPUT_KEYS, where, f"inputs.{name}", at, fail)
+        if spec.get("default") is None and name not in KNOWN_VARIABLES:
+            fail(at(*where), f"inputs.{name}: needs a default, because the bot only fills "
+                             f"{', '.join(KNOWN_VARIABLES)}")
+        inputs[name] = {"type": spec.get("type", spec.get("kind", "string")),
+                        "default": spec.get("default"), "description": spec.get("description", "")}
+    return inputs
+
+
+def _compile_body(lines: list[str], first: int, allowed: set[str], fail: _Fail) -> tuple[list[_Block], bool]:
+    # Prompty: text before the first marker is a system message
+    chunks: list[tuple[str, int, list[str]]] = [("system", first, [])]
+    for offset, line in enumerate(lines):
+        marker = _MARKER_RE.match(line)
+        if marker:
+            chunks.append((marker.group(1).lower(), first + offset + 1, []))
+        else:
+            chunks[-1][2].append(line)
+    if len(chunks) == 1:  # no marker at all: the body is the system message, the user's text follows
+        chunks.append(("user", first + len(lines), ["{{ text }}"]))
+    elif not any(role == "user" for role, _, _ in chunks):
+        fail(first, "the body has no 'user:' block; end it with a line 'user:' followed by '{{ text }}'")
+    elif chunks[-1][0] != "user":
+        fail(chunks[-1][1] - 1,
+             f"the last block must be 'user:' (it carries the request), not '{chunks[-1][0]}:'")
+    if not "\n".join(chunks[0][2]).strip():
+        chunks.pop(0)
+
+    blocks: list[_Block] = []
+    uses_thread = False
+    for role, start, body in chunks:
+        try:
+            ast = _ENV.parse("\n".join(body))
+            template = _ENV.from_string(ast)
+        except TemplateSyntaxError as exc:
+            fail(start + (exc.lineno or 1) - 1, f"template syntax error: {exc.message}")
+            continue
+        for tag in ast.find_all((nodes.Extends, nodes.Include, nodes.Import, nodes.FromImport)):
+            fail(start + tag.lineno - 1, "include/extends/import are not supported: a prompt is one file")
+        undeclared = meta.find_undeclared_variables(ast)
+        for var in sorted(undeclared - allowed):
+            line = min(n.lineno for n in ast.find_all(nodes.Name) if n.name == var and n.ctx == "load")
+            fail(start + line - 1, f"unknown template variable '{var}': use one of "
+                                   f"{', '.join(KNOWN_VARIABLES)}, or declare it under inputs:")
+        uses_thread = uses_thread or "thread" in undeclared
+        blocks.append(_Block(role, start, template))
+    return blocks, uses_thread

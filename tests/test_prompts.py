@@ -1,0 +1,382 @@
+"""Prompt files: the shipped prompts load and render; every rule reports path, line and reason."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bot.errors import PromptError
+from bot.prompts import Prompt, PromptSet
+
+SHIPPED_DIR = Path(__file__).resolve().parent.parent / "prompts"
+SHIPPED = ["ask", "explain", "review", "rewrite", "summarize"]
+SHIPPED_SET = PromptSet.load(SHIPPED_DIR)  # module-level: hypothesis tests can't use function fixtures
+
+
+def good(name: str = "demo", command: str | None = None, body: str = "system:\nBe brief.\n\nuser:\n{{ text }}\n") -> str:
+    slack = f"metadata:\n  slack:\n    command: {command}\n" if command else ""
+    return f"---\nname: {name}\ndescription: A test prompt\n{slack}---\n{body}"
+
+
+def write(folder: Path, name: str, text: str | bytes) -> Path:
+    path = folder / f"{name}.prompty"
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text, encoding="utf-8")
+    return path
+
+
+def load_one(tmp_path: Path, text: str | bytes, name: str = "demo") -> tuple[Prompt | None, list[PromptError]]:
+    write(tmp_path, name, text)
+    prompts = PromptSet.load(tmp_path)
+    return prompts.get(name), prompts.problems
+
+
+@pytest.fixture
+def shipped() -> PromptSet:
+    return SHIPPED_SET
+
+
+# --- the shipped prompts ------------------------------------------------------------------------
+
+def test_shipped_prompts_load_without_problems(shipped: PromptSet) -> None:
+    assert [str(p) for p in shipped.problems] == []
+    assert [p.name for p in shipped] == SHIPPED
+    for prompt in shipped:
+        assert prompt.description and len(prompt.description) <= 2000
+        assert prompt.command == f"/{prompt.name}"
+        assert prompt.usage_hint
+        assert prompt.model is None  # FLYWHEEL_MODEL decides
+        assert "temperature" not in prompt.options  # reasoning models reject it
+        assert prompt.options["max_tokens"] >= 1000
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+@pytest.mark.parametrize("text", ["How do I undo the last git commit?", ""])
+def test_every_shipped_prompt_renders(shipped: PromptSet, name: str, text: str) -> None:
+    prompt = shipped.get(name)
+    history = [{"role": "user", "content": "earlier question"}, {"role": "assistant", "content": "earlier answer"}]
+    messages = prompt.messages(text, history, user="U123", channel="C123", date="2026-01-02",
+                               thread="alice: earlier question\nflywheel: earlier answer")
+    assert messages[0]["role"] == "system" and len(messages[0]["content"]) > 200
+    assert messages[-1]["role"] == "user" and messages[-1]["content"]
+    assert "{{" not in str(messages) and "{%" not in str(messages)
+    if text:
+        assert text in messages[-1]["content"]
+    if not prompt.uses_thread:
+        assert messages[1:3] == history
+
+
+def test_ask_states_the_date_and_has_a_question_for_a_bare_mention(shipped: PromptSet) -> None:
+    messages = shipped.get("ask").messages("", date="2026-01-02")
+    assert "2026-01-02" in messages[0]["content"]
+    assert "mentioned without a question" in messages[-1]["content"]
+
+
+def test_summarize_with_empty_text_summarises_the_thread(shipped: PromptSet) -> None:
+    thread = "alice: the deploy failed on migrations\nbob: I'll fix it by Friday"
+    summarize = shipped.get("summarize")
+    messages = summarize.messages("", [{"role": "user", "content": "not sent twice"}], thread=thread)
+    assert [m["role"] for m in messages] == ["system", "user"]  # the transcript replaces the history turns
+    assert messages[-1]["content"].startswith("Summarise this Slack thread")
+    assert thread in messages[-1]["content"]
+    for section in ("TL;DR", "Decisions", "Open questions", "Action items"):
+        assert section in messages[0]["content"]
+
+
+def test_summarize_text_and_the_no_thread_case(shipped: PromptSet) -> None:
+    summarize = shipped.get("summarize")
+    assert summarize.messages("notes from the incident")[-1]["content"] == "Summarise this:\n\nnotes from the incident"
+    both = summarize.messages("just the action items", thread="alice: hi")[-1]["content"]
+    assert "just the action items" in both and "alice: hi" in both
+    assert "/summarize" in summarize.messages("")[-1]["content"]
+
+
+def test_the_readme_example_is_a_valid_prompt(tmp_path: Path) -> None:
+    readme = (SHIPPED_DIR / "README.md").read_text(encoding="utf-8")
+    example = re.search(r"```\n(---\nname: (\S+)\n.*?)```", readme, re.S)
+    prompt, problems = load_one(tmp_path, example.group(1), name=example.group(2))
+    assert problems == [] and prompt.command == f"/{prompt.name}"
+    assert "bullets" in prompt.messages("did things")[0]["content"]
+
+
+# --- rendering ----------------------------------------------------------------------------------
+
+FEW_SHOT = """system:
+You answer in one word.
+
+user:
+Capital of France?
+
+assistant:
+Paris
+
+User:
+{{ text }}
+"""
+
+
+def test_history_goes_just_before_the_last_template_message(tmp_path: Path) -> None:
+    prompt, _ = load_one(tmp_path, good(body=FEW_SHOT))
+    history = [{"role": "user", "content": "h1"}, {"role": "assistant", "content": "h2"}]
+    messages = prompt.messages("Capital of Peru?", history)
+    assert messages == [
+        {"role": "system", "content": "You answer in one word."},
+        {"role": "user", "content": "Capital of France?"},
+        {"role": "assistant", "content": "Paris"},
+        {"role": "user", "content": "h1"},
+        {"role": "assistant", "content": "h2"},
+        {"role": "user", "content": "Capital of Peru?"},
+    ]
+    messages[3]["content"] = "changed"
+    assert history[0]["content"] == "h1"  # the caller's dicts are not shared
+
+
+def test_empty_blocks_are_dropped_and_an_empty_last_block_becomes_the_text(tmp_path: Path) -> None:
+    body = "system:\n{% if channel %}In {{ channel }}.{% endif %}\n\nuser:\n{% if false %}x{% endif %}\n"
+    prompt, _ = load_one(tmp_path, good(body=body))
+    assert prompt.messages("hello") == [{"role": "user", "content": "hello"}]
+    assert prompt.messages("hello", channel="C1")[0] == {"role": "system", "content": "In C1."}
+
+
+def test_a_body_without_markers_is_system_then_the_text(tmp_path: Path) -> None:
+    prompt, problems = load_one(tmp_path, good(body="You are terse.\nVery terse.\n"))
+    assert problems == []
+    assert prompt.messages("hi") == [{"role": "system", "content": "You are terse.\nVery terse."},
+                                     {"role": "user", "content": "hi"}]
+
+
+def test_text_before_the_first_marker_is_a_system_message(tmp_path: Path) -> None:
+    prompt, _ = load_one(tmp_path, good(body="Preamble.\nuser:\n{{ text }}\n"))
+    assert prompt.messages("hi") == [{"role": "system", "content": "Preamble."},
+                                     {"role": "user", "content": "hi"}]
+
+
+def test_variables_defaults_and_user_text_is_never_template_code(tmp_path: Path) -> None:
+    text = good(body="system:\n{{ user }}|{{ channel }}|{{ date }}|{{ tone }}|{{ thread }}\nuser:\n{{ text }}\n")
+    text = text.replace("---\nsystem:", "inputs:\n  - name: tone\n    default: calm\n---\nsystem:")
+    prompt, problems = load_one(tmp_path, text)
+    assert problems == []
+    assert prompt.inputs == {"tone": {"type": "string", "default": "calm", "description": ""}}
+    messages = prompt.messages("{{ 7 * 7 }} {% raw %}", user="U1", channel="C1", date="2026-01-02",
+                               tone="loud", thread=None)
+    assert messages == [{"role": "system", "content": "U1|C1|2026-01-02|loud|"},
+                        {"role": "user", "content": "{{ 7 * 7 }} {% raw %}"}]
+    assert re.fullmatch(r"\|\|\d{4}-\d\d-\d\d\|calm\|", prompt.messages("x")[0]["content"])
+
+
+def test_a_render_failure_is_a_prompt_error_with_its_line(tmp_path: Path) -> None:
+    body = "system:\nfine\nuser:\n{{ text }}\n{% if text == 'boom' %}{{ 1 // 0 }}{% endif %}\n"
+    prompt, problems = load_one(tmp_path, good(body=body))
+    assert problems == []
+    with pytest.raises(PromptError) as caught:
+        prompt.messages("boom")
+    assert (caught.value.path, caught.value.line) == (prompt.path, 9)
+    assert "division" in caught.value.reason
+
+
+# --- version ------------------------------------------------------------------------------------
+
+def test_version_is_the_sha256_of_the_file_and_changes_with_one_byte(tmp_path: Path) -> None:
+    path = write(tmp_path, "demo", good())
+    before = PromptSet.load(tmp_path).get("demo")
+    assert before.version == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert before.short_version == before.version[:12]
+    assert before.source == path.read_text(encoding="utf-8")
+    path.write_bytes(path.read_bytes().replace(b"Be brief.", b"Be brief!"))
+    after = PromptSet.load(tmp_path).get("demo")
+    assert after.version != before.version and len(after.version) == 64
+
+
+# --- routing and lookup -------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("text", "name", "rest"), [
+    ("summarize the thread please", "summarize", "the thread please"),
+    ("Summarize: notes from today", "summarize", "notes from today"),
+    ("REVIEW,  def f(): pass  ", "review", "def f(): pass"),
+    ("summarize", "summarize", ""),
+    ("  explain\n\nKeyError: 'x'\n", "explain", "KeyError: 'x'"),
+    ("ask what is a monad", "ask", "what is a monad"),
+    ("what does summarize do?", "ask", "what does summarize do?"),
+    ("summarizer is not a prompt", "ask", "summarizer is not a prompt"),
+    (": nothing", "ask", ": nothing"),
+    ("", "ask", ""),
+])
+def test_route(shipped: PromptSet, text: str, name: str, rest: str) -> None:
+    prompt, routed = shipped.route(text)
+    assert (prompt.name, routed) == (name, rest)
+
+
+def test_route_falls_back_to_the_given_default(shipped: PromptSet) -> None:
+    assert shipped.route("tidy this up", default="rewrite")[0].name == "rewrite"
+    assert shipped.route("tidy this up", default="missing") == (None, "tidy this up")
+
+
+WORDS = st.one_of(st.sampled_from(["ask", "Summarize:", "review,", "EXPLAIN", "rewrite", "ask:", ":", "x"]),
+                  st.text(max_size=12))
+
+
+@given(st.lists(WORDS, max_size=6).map(" ".join))
+def test_route_never_loses_text(text: str) -> None:
+    prompt, rest = SHIPPED_SET.route(text)
+    if rest == text and prompt.name == "ask":
+        return  # the default prompt gets the text untouched
+    first, *others = text.split()
+    assert first.rstrip(":,").lower() == prompt.name
+    assert rest.split() == others and rest == rest.strip()
+
+
+def test_lookup_by_name_and_command(shipped: PromptSet) -> None:
+    assert shipped.get("Summarize").name == "summarize"
+    assert shipped.get("nope") is None
+    assert shipped.by_command("/ask").name == "ask"
+    assert shipped.by_command("/REVIEW").name == "review"
+    assert shipped.by_command("/nope") is None
+    assert len(shipped) == len(SHIPPED) and list(shipped.prompts) == SHIPPED
+
+
+# --- validation: each rule names the file, the line and what to do ---------------------------------
+
+FM = "---\nname: demo\ndescription: d\n"  # lines 1-3 of most bad files below
+BODY = "---\nuser:\n{{ text }}\n"
+
+RULES = [
+    # (file text, line, reason fragment)
+    (FM + "model: {id: [unclosed\n" + BODY, 4, "invalid YAML in the front matter"),
+    (FM + "tags:\n  - a\n - b\n" + BODY, 6, "invalid YAML"),
+    ("name: demo\nuser:\n{{ text }}\n", 1, "missing front matter"),
+    ("---\nname: demo\nuser:\n{{ text }}\n", 1, "front matter is not closed"),
+    ("---\n- name\n- demo\n" + BODY, 1, "must be YAML keys"),
+    ("---\n---\nuser:\n{{ text }}\n", 1, "front matter is empty"),
+    ("---\ndescription: d\n" + BODY, 1, "'name' is missing; add 'name: demo'"),
+    ("---\nname: Demo2\n" + BODY, 2, "name: must equal the file name 'demo', got 'Demo2'"),
+    (FM + "prompt_version: 2\n" + BODY, 4, "unknown key 'prompt_version'"),
+    (FM + "description: again\n" + BODY, 4, "duplicate key 'description'"),
+    (FM + "model:\n  id: gpt-x\n  parameters: {}\n" + BODY, 6, "model.parameters: unknown key"),
+    (FM + "model:\n  api: completion\n" + BODY, 5, "model.api: only 'chat' is supported"),
+    (FM + "model:\n  id: gpt-x\n  options:\n    max_tokens: 100\n    temperature: hot\n" + BODY, 8,
+     "model.options.temperature: must be a number between 0 and 2, got 'hot'"),
+    (FM + "model:\n  options: {temperature: true}\n" + BODY, 5, "must be a number between 0 and 2, got True"),
+    (FM + "model:\n  options:\n    max_tokens: 0\n" + BODY, 6, "model.options.max_tokens: must be a positive whole number"),
+    (FM + "model:\n  options:\n    top_p: 1.5\n" + BODY, 6, "model.options.top_p: must be a number between 0 and 1"),
+    (FM + "model:\n  options:\n    stop: [a, b, c, d, e]\n" + BODY, 6, "a string or a list of at most 4 strings"),
+    (FM + "model:\n  options:\n    reasoning_effort: max\n" + BODY, 6, "one of none, minimal, low"),
+    (FM + "model:\n  options:\n    maxTokens: 10\n" + BODY, 6, "model.options.maxTokens: unknown key (allowed: temperature"),
+    (FM + "model:\n  options:\n    max_tokens: 9\n    max_completion_tokens: 9\n" + BODY, 7, "not both"),
+    (FM + "metadata:\n  slack:\n    command: /Demo\n" + BODY, 6, "metadata.slack.command: must be '/' followed by"),
+    (FM + "metadata:\n  slack:\n    command: summarize\n" + BODY, 6, "got 'summarize'"),
+    (FM + "metadata:\n  slack:\n    command: /d\n    aliases: [x]\n" + BODY, 7, "metadata.slack.aliases: unknown key"),
+    (FM + "metadata:\n  slack:\n    usage_hint: " + "x" * 1001 + "\n" + BODY, 6, "at most 1000 characters"),
+    (FM + "metadata:\n  feedback: [up, down]\n" + BODY, 5, "metadata.feedback: must be a mapping"),
+    ("---\nname: demo\nmetadata:\n  slack:\n    command: /demo\n" + BODY, 5, "description: is required for a slash"),
+    (FM + "inputs:\n  lang:\n    type: string\n" + BODY, 5, "inputs.lang: needs a default"),
+    (FM + "inputs:\n  - name: 2x\n    default: a\n" + BODY, 5, "'2x' is not a valid variable name"),
+    (FM + "inputs:\n  lang:\n    default: en\n    choices: [en]\n" + BODY, 7, "inputs.lang.choices: unknown key"),
+    (FM + "template: mustache\n" + BODY, 4, "only the jinja2 format is supported"),
+    (FM + "---\nsystem:\nYou help.\n", 5, "no 'user:' block"),
+    (FM + "---\nsystem:\nhi\nuser:\n{{ text }}\nassistant:\nSure!\n", 9, "the last block must be 'user:'"),
+    (FM + "---\nsystem:\nhi\n\nuser:\nline one\n{% if text %}\n{{ text }}\n", 11,
+     "template syntax error: Unexpected end of template"),
+    (FM + "---\nuser:\n{{ text | shout }}\n", 6, "No filter named 'shout'"),
+    (FM + "---\nsystem:\nHello {{ user }}.\nYou serve {{ team }}.\nuser:\n{{ text }}\n", 7,
+     "unknown template variable 'team': use one of text, user, channel, date, thread, or declare it"),
+    (FM + "---\nuser:\n{% include 'other.prompty' %}{{ text }}\n", 6, "include/extends/import are not supported"),
+    (FM + "---\nsystem:\nok\n\n{{ text.__class__ }}\nuser:\n{{ text }}\n", 8, "template error in the system block"),
+    (b"---\nname: demo\ndescription: caf\xe9\n" + BODY.encode(), 3, "not valid UTF-8"),
+]
+
+
+@pytest.mark.parametrize(("text", "line", "reason"), RULES, ids=[r[2][:40] for r in RULES])
+def test_each_rule_reports_path_line_and_reason(tmp_path: Path, text: str | bytes, line: int, reason: str) -> None:
+    path = write(tmp_path, "demo", text)
+    prompts = PromptSet.load(tmp_path)
+    assert len(prompts) == 0
+    assert [(p.path, p.line) for p in prompts.problems] == [(path, line)], [str(p) for p in prompts.problems]
+    problem = prompts.problems[0]
+    assert reason in problem.reason
+    assert str(problem) == f"{path}:{line}: {problem.reason}"
+
+
+def test_several_problems_in_one_file_are_all_reported(tmp_path: Path) -> None:
+    text = FM + "colour: red\nmodel:\n  options: {temperature: 3}\n---\nuser:\n{{ txet }}\n"
+    _, problems = load_one(tmp_path, text)
+    assert [(p.line, p.reason.split(":")[0]) for p in problems] == [
+        (4, "unknown key 'colour' (allowed"), (6, "model.options.temperature"), (9, "unknown template variable 'txet'")]
+
+
+def test_windows_line_endings_and_a_byte_order_mark_are_fine(tmp_path: Path) -> None:
+    crlf = good(body="system:\nBe brief.\nuser:\n{{ nope }}\n").replace("\n", "\r\n")
+    _, problems = load_one(tmp_path, b"\xef\xbb\xbf" + crlf.encode())
+    assert [(p.line, "'nope'" in p.reason) for p in problems] == [(8, True)]
+    prompt, problems = load_one(tmp_path, good().replace("\n", "\r\n").encode())
+    assert problems == [] and prompt.messages("hi")[0] == {"role": "system", "content": "Be brief."}
+
+
+def test_a_file_name_that_is_not_a_valid_name(tmp_path: Path) -> None:
+    write(tmp_path, "My Prompt", good(name="My Prompt"))
+    problems = PromptSet.load(tmp_path).problems
+    assert [(p.line, "lowercase letters" in p.reason) for p in problems] == [(2, True)]
+
+
+def test_a_duplicate_command_is_reported_on_the_second_file(tmp_path: Path) -> None:
+    write(tmp_path, "alpha", good("alpha", command="/shared"))
+    second = write(tmp_path, "beta", good("beta", command="/shared"))
+    prompts = PromptSet.load(tmp_path)
+    assert [(p.path, p.line) for p in prompts.problems] == [(second, 6)]
+    assert "/shared is already declared by alpha.prompty" in prompts.problems[0].reason
+    assert prompts.by_command("/shared").name == "alpha"
+    assert prompts.get("beta").command is None  # still usable by @mention
+
+
+def test_a_broken_file_does_not_stop_the_good_ones(tmp_path: Path) -> None:
+    write(tmp_path, "alpha", good("alpha", command="/alpha"))
+    write(tmp_path, "broken", "---\nname: broken\nmodel: [\n---\nuser:\n{{ text }}\n")
+    write(tmp_path, "gamma", good("gamma"))
+    (tmp_path / "notes.txt").write_text("not a prompt")
+    (tmp_path / ".alpha.prompty").write_text("editor or macOS debris")
+    (tmp_path / "folder.prompty").mkdir()
+    prompts = PromptSet.load(tmp_path)
+    assert list(prompts.prompts) == ["alpha", "gamma"]
+    assert [p.path.name for p in prompts.problems] == ["broken.prompty"]
+
+
+def test_a_missing_folder_is_one_problem_and_never_raises(tmp_path: Path) -> None:
+    prompts = PromptSet.load(tmp_path / "nowhere")
+    assert len(prompts) == 0 and prompts.route("hi") == (None, "hi")
+    assert [(p.line, p.reason.startswith("folder not found")) for p in prompts.problems] == [(None, True)]
+    assert not prompts.changed()
+    (tmp_path / "nowhere").mkdir()
+    assert prompts.changed()
+
+
+# --- hot reload ---------------------------------------------------------------------------------
+
+def test_changed_detects_edits_additions_and_removals(tmp_path: Path) -> None:
+    path = write(tmp_path, "alpha", good("alpha"))
+    prompts = PromptSet.load(tmp_path)
+    assert not prompts.changed()
+    (tmp_path / "README.md").write_text("other files don't count")
+    assert not prompts.changed()
+
+    path.write_text(good("alpha") + "More.\n", encoding="utf-8")
+    assert prompts.changed()
+
+    prompts = PromptSet.load(tmp_path)
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))  # same size, new mtime
+    assert prompts.changed()
+
+    prompts = PromptSet.load(tmp_path)
+    extra = write(tmp_path, "beta", good("beta"))
+    assert prompts.changed()
+
+    prompts = PromptSet.load(tmp_path)
+    extra.unlink()
+    assert prompts.changed()
