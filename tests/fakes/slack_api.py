@@ -1,0 +1,725 @@
+"""A loopback fake of the Slack Web API, driven through the real ``slack_sdk`` clients.
+
+Usage::
+
+    async with FakeSlack() as fake:
+        client = AsyncWebClient(token=fake.bot_token, base_url=fake.url)
+        await client.chat_postMessage(channel="C1", text="hi")
+        assert fake.calls("chat.postMessage")[0]["text"] == "hi"
+
+Wire facts it follows (see /work/shared/notes/slack-platform.md §5-6): ``slack_sdk`` sends
+JSON bodies for ``chat.*``/``views.*``/``assistant.*`` and query or form params for the rest;
+every answer is HTTP 200 with ``{"ok": ...}`` unless a fault is injected with :meth:`FakeSlack.fail`.
+
+Messages the fake never saw (for example the user's message behind an event a test sends)
+are tolerated where the bot only *refers* to them: replying in their thread and reacting to
+them both work. Methods that modify a message (``chat.update``, ``chat.delete``, the
+streaming calls) need it to exist in the fake.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import itertools
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from multidict import CIMultiDict
+
+__all__ = ["FakeSlack", "LoopbackServer", "RecordedRequest", "SlackError"]
+
+MAX_TEXT = 40_000
+MAX_UPDATE_TEXT = 4_000
+MAX_MARKDOWN = 12_000
+MAX_BLOCKS = 50
+OAUTH_SCOPES = (
+    "app_mentions:read,assistant:write,channels:history,chat:write,commands,groups:history,"
+    "im:history,mpim:history,reactions:read,reactions:write,users:read"
+)
+# Params that slack_sdk JSON-encodes when it sends them as query/form fields.
+JSON_PARAMS = ("blocks", "chunks", "attachments", "view", "metadata", "prompts", "loading_messages")
+# Keys the fake keeps on stored messages for tests but that real Slack does not return.
+FAKE_ONLY_KEYS = ("streaming", "chunks", "markdown_text")
+
+
+class LoopbackServer:
+    """An aiohttp server on 127.0.0.1 with an OS-chosen port.
+
+    Subclasses implement :meth:`_routes`. Handlers that wait (delays, stalls) should wait on
+    :attr:`_closing` or be cancellable: :meth:`stop` cancels every in-flight handler so no task
+    outlives the server.
+    """
+
+    def __init__(self) -> None:
+        self.port: int | None = None
+        self._runner: web.AppRunner | None = None
+        self._inflight: set[asyncio.Task[Any]] = set()
+        self._closing = asyncio.Event()
+
+    def _routes(self) -> list[web.RouteDef]:
+        raise NotImplementedError
+
+    @property
+    def base(self) -> str:
+        """``http://127.0.0.1:PORT`` (only valid after :meth:`start`)."""
+        if self.port is None:
+            raise RuntimeError(f"{type(self).__name__} is not started")
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        """Bind to a free port and start serving."""
+        self._closing = asyncio.Event()
+        app = web.Application(middlewares=[self._track_inflight])
+        app.add_routes(self._routes())
+        # handler_cancellation: a client that disconnects cancels its handler (ends stalls).
+        self._runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=1.0, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+
+    async def stop(self) -> None:
+        """Stop serving; cancels handlers that are still delaying or stalling."""
+        self._closing.set()
+        tasks = [t for t in self._inflight if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self):
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    @web.middleware
+    async def _track_inflight(self, request: web.Request, handler):
+        task = asyncio.current_task()
+        assert task is not None
+        self._inflight.add(task)
+        try:
+            return await handler(request)
+        finally:
+            self._inflight.discard(task)
+
+
+class SlackError(Exception):
+    """Raised by a method implementation; becomes ``{"ok": false, "error": <code>}``."""
+
+    def __init__(self, code: str):
+        super().__init__(code)
+        self.code = code
+
+
+@dataclass
+class RecordedRequest:
+    """One call the fake received (including failed ones)."""
+
+    method: str
+    params: dict[str, Any]
+    headers: CIMultiDict[str]
+    http_method: str = "POST"
+    failed: bool = False
+    error: str | None = None
+    status: int = 200
+
+
+@dataclass
+class _Fault:
+    times: int
+    error: str = ""
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def _ts_micros(ts: str) -> int:
+    seconds, _, frac = ts.partition(".")
+    return int(seconds) * 1_000_000 + int(frac.ljust(6, "0")[:6] or 0)
+
+
+def _format_ts(micros: int) -> str:
+    return f"{micros // 1_000_000}.{micros % 1_000_000:06d}"
+
+
+def _encode_cursor(offset: int) -> str:
+    return base64.b64encode(f"offset:{offset}".encode()).decode()
+
+
+def _decode_cursor(cursor: str) -> int:
+    try:
+        prefix, _, offset = base64.b64decode(cursor).decode().partition(":")
+        if prefix != "offset":
+            raise ValueError(cursor)
+        return int(offset)
+    except ValueError as exc:
+        raise SlackError("invalid_cursor") from exc
+
+
+def _int_param(params: dict[str, Any], name: str, default: int) -> int:
+    try:
+        return int(params.get(name) or default)
+    except (TypeError, ValueError) as exc:
+        raise SlackError(f"invalid_{name}") from exc
+
+
+def _truthy(value: Any) -> bool:
+    return value is True or str(value).lower() in ("1", "true")
+
+
+def _require(params: dict[str, Any], *names: str, error: str = "invalid_arguments") -> None:
+    if any(not params.get(n) for n in names):
+        raise SlackError(error)
+
+
+def _markdown_of(params: dict[str, Any]) -> str:
+    """Text carried by ``markdown_text`` plus any ``markdown_text`` chunks."""
+    text = params.get("markdown_text") or ""
+    for chunk in params.get("chunks") or []:
+        if isinstance(chunk, dict) and chunk.get("type") == "markdown_text":
+            text += chunk.get("text", "")
+    if len(text) > MAX_MARKDOWN:
+        raise SlackError("msg_too_long")
+    return text
+
+
+def _paginate(items: list[dict], params: dict[str, Any], default_limit: int) -> dict[str, Any]:
+    limit = max(1, _int_param(params, "limit", default_limit))
+    offset = _decode_cursor(params["cursor"]) if params.get("cursor") else 0
+    page = items[offset : offset + limit]
+    has_more = offset + limit < len(items)
+    return {
+        "messages": page,
+        "has_more": has_more,
+        "response_metadata": {"next_cursor": _encode_cursor(offset + limit) if has_more else ""},
+    }
+
+
+class FakeSlack(LoopbackServer):
+    """Fake Slack Web API at :attr:`url` (``http://127.0.0.1:PORT/api/``).
+
+    Inspect with :attr:`requests`, :meth:`calls`, :meth:`messages`, :meth:`thread`,
+    :meth:`bot_messages`, :attr:`ephemerals`, :attr:`responses`; inject faults with
+    :meth:`fail`, :meth:`delay` and :meth:`fail_response`.
+    """
+
+    bot_token = "xoxb-test-token"
+    bot_user_id = "UBOT"
+    bot_id = "BBOT"
+    team_id = "T1"
+    app_id = "A1"
+    team_name = "Flywheel Test"
+    bot_name = "flywheel"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.requests: list[RecordedRequest] = []
+        self.ephemerals: list[dict[str, Any]] = []
+        self.views: dict[str, dict[str, Any]] = {}
+        self.users: dict[str, dict[str, Any]] = {}
+        self.responses: defaultdict[str, list[Any]] = defaultdict(list)
+        self._channels: defaultdict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+        self._clock = 1_700_000_000_000_000
+        self._faults: defaultdict[str, list[_Fault]] = defaultdict(list)
+        self._delays: defaultdict[str, list[_Fault]] = defaultdict(list)
+        self._response_faults: defaultdict[str, list[_Fault]] = defaultdict(list)
+        self._view_ids = itertools.count(1)
+
+    # ------------------------------------------------------------------ server
+
+    @property
+    def url(self) -> str:
+        """Base URL for ``AsyncWebClient(base_url=...)``."""
+        return f"{self.base}/api/"
+
+    def response_url(self, name: str = "r1") -> str:
+        """A ``response_url`` whose POSTs are recorded in ``responses[name]``."""
+        return f"{self.base}/response/{name}"
+
+    def _routes(self) -> list[web.RouteDef]:
+        return [
+            web.route("*", "/api/{method}", self._handle_api),
+            web.post("/response/{name}", self._handle_response_url),
+        ]
+
+    # ------------------------------------------------------------------ faults
+
+    def fail(
+        self,
+        method: str,
+        error: str = "not_in_channel",
+        *,
+        times: int = 1,
+        status: int = 200,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        """Make the next ``times`` calls to ``method`` answer ``{"ok": false, "error": error}``.
+
+        ``fail("chat.postMessage", "ratelimited", status=429, headers={"Retry-After": "1"})``
+        simulates rate limiting.
+        """
+        self._faults[method].append(_Fault(times, error, status, dict(headers or {})))
+
+    def delay(self, method: str, seconds: float, times: int = 1) -> None:
+        """Delay the next ``times`` responses to ``method`` by ``seconds``."""
+        self._delays[method].append(_Fault(times, seconds=seconds))
+
+    def fail_response(self, name: str, status: int, times: int = 1) -> None:
+        """Make the next ``times`` POSTs to ``response_url(name)`` answer HTTP ``status``."""
+        self._response_faults[name].append(_Fault(times, status=status))
+
+    @staticmethod
+    def _take(queue: list[_Fault]) -> _Fault | None:
+        if not queue:
+            return None
+        fault = queue[0]
+        fault.times -= 1
+        if fault.times <= 0:
+            queue.pop(0)
+        return fault
+
+    # ------------------------------------------------------------------ HTTP handlers
+
+    async def _handle_api(self, request: web.Request) -> web.Response:
+        method = request.match_info["method"]
+        params = await self._parse_params(request)
+        record = RecordedRequest(method, params, request.headers.copy(), request.method)
+        self.requests.append(record)
+
+        delay = self._take(self._delays[method])
+        if delay is not None:
+            await asyncio.sleep(delay.seconds)
+
+        headers = {"x-oauth-scopes": OAUTH_SCOPES, "x-accepted-oauth-scopes": ""}
+        fault = self._take(self._faults[method])
+        if fault is not None:
+            body: dict[str, Any] = {"ok": False, "error": fault.error}
+            headers.update(fault.headers)
+            record.status = fault.status
+        else:
+            body = self._dispatch(method, params, request)
+        if not body["ok"]:
+            record.failed, record.error = True, body["error"]
+        return web.json_response(body, status=record.status, headers=headers)
+
+    def _dispatch(self, method: str, params: dict[str, Any], request: web.Request) -> dict[str, Any]:
+        token = request.headers.get("Authorization", "").removeprefix("Bearer ") or params.get("token")
+        if token != self.bot_token:
+            return {"ok": False, "error": "invalid_auth"}
+        implementation = getattr(self, "_api_" + method.replace(".", "_"), None)
+        if implementation is None:
+            return {"ok": False, "error": "unknown_method", "req_method": method}
+        try:
+            return {"ok": True, **implementation(params)}
+        except SlackError as exc:
+            return {"ok": False, "error": exc.code}
+        except (TypeError, ValueError, AttributeError):  # e.g. a non-numeric ts or a malformed param
+            return {"ok": False, "error": "invalid_arguments"}
+
+    @staticmethod
+    async def _parse_params(request: web.Request) -> dict[str, Any]:
+        params: dict[str, Any] = dict(request.query)
+        if request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
+            params.update({k: v for k, v in (await request.post()).items() if isinstance(v, str)})
+        elif request.can_read_body:
+            raw = await request.text()
+            if raw.strip():
+                with contextlib.suppress(ValueError):
+                    body = json.loads(raw)
+                    if isinstance(body, dict):
+                        params.update(body)
+        for name in JSON_PARAMS:
+            if isinstance(params.get(name), str) and params[name][:1] in "[{":
+                with contextlib.suppress(ValueError):
+                    params[name] = json.loads(params[name])
+        return params
+
+    async def _handle_response_url(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        raw = await request.text()
+        try:
+            self.responses[name].append(json.loads(raw))
+        except ValueError:
+            self.responses[name].append(raw)
+        fault = self._take(self._response_faults[name])
+        if fault is not None:
+            return web.Response(status=fault.status, text="failed")
+        return web.Response(text="ok")
+
+    # ------------------------------------------------------------------ message store
+
+    def _next_ts(self) -> str:
+        self._clock += 100
+        return _format_ts(self._clock)
+
+    def _store(
+        self,
+        channel: str,
+        text: str,
+        *,
+        user: str,
+        bot: bool,
+        ts: str | None = None,
+        thread_ts: str | None = None,
+        **extra: Any,
+    ) -> dict[str, Any]:
+        if ts is None:
+            ts = self._next_ts()
+        else:
+            self._clock = max(self._clock, _ts_micros(ts))
+        message: dict[str, Any] = {
+            "type": "message",
+            "ts": ts,
+            "text": text,
+            "user": user,
+            "team": self.team_id,
+        }
+        if bot:
+            message.update(user=self.bot_user_id, bot_id=self.bot_id, app_id=self.app_id)
+        if thread_ts and thread_ts != ts:
+            message["thread_ts"] = thread_ts
+            parent = self._channels[channel].get(thread_ts)
+            if parent is not None:
+                message["parent_user_id"] = parent.get("user")
+                replies = parent.setdefault("reply_users", [])
+                if message["user"] not in replies:
+                    replies.append(message["user"])
+                parent.update(
+                    thread_ts=thread_ts,
+                    reply_count=parent.get("reply_count", 0) + 1,
+                    reply_users_count=len(replies),
+                    latest_reply=ts,
+                )
+        message.update({k: v for k, v in extra.items() if v is not None})
+        message.setdefault("streaming", False)
+        self._channels[channel][ts] = message
+        return message
+
+    def add_message(
+        self,
+        channel: str,
+        text: str,
+        *,
+        user: str = "U1",
+        ts: str | None = None,
+        thread_ts: str | None = None,
+        bot: bool = False,
+    ) -> str:
+        """Seed a message (``bot=True``: one the bot posted) and return its ts."""
+        return self._store(channel, text, user=user, bot=bot, ts=ts, thread_ts=thread_ts)["ts"]
+
+    def messages(self, channel: str) -> list[dict[str, Any]]:
+        """All stored messages of ``channel`` (thread replies included), oldest first."""
+        return sorted(self._channels[channel].values(), key=lambda m: _ts_micros(m["ts"]))
+
+    def message(self, channel: str, ts: str) -> dict[str, Any] | None:
+        """The stored message, or None."""
+        return self._channels[channel].get(ts)
+
+    def thread(self, channel: str, thread_ts: str) -> list[dict[str, Any]]:
+        """Parent (if known) followed by its replies, oldest first."""
+        return [m for m in self.messages(channel) if m["ts"] == thread_ts or m.get("thread_ts") == thread_ts]
+
+    def bot_messages(self, channel: str | None = None) -> list[dict[str, Any]]:
+        """Messages posted by the bot, in one channel or across all channels, oldest first."""
+        channels = [channel] if channel is not None else list(self._channels)
+        found = [m for c in channels for m in self.messages(c) if m.get("bot_id") == self.bot_id]
+        return sorted(found, key=lambda m: _ts_micros(m["ts"]))
+
+    def calls(self, method: str) -> list[dict[str, Any]]:
+        """Params of every call to ``method`` (failed ones included), in order."""
+        return [r.params for r in self.requests if r.method == method]
+
+    @staticmethod
+    def text_of(message: dict[str, Any] | None) -> str:
+        """What the user reads: streamed or ``markdown_text`` content, else the text of
+        ``markdown``/``section``/``header`` blocks, else the plain ``text``."""
+        if not message:
+            return ""
+        if "chunks" in message or "markdown_text" in message:
+            return message.get("text", "")
+        block_texts = []
+        for block in message.get("blocks") or []:
+            text = block.get("text")
+            if isinstance(text, dict):
+                text = text.get("text")
+            if block.get("type") in ("markdown", "section", "header") and isinstance(text, str):
+                block_texts.append(text)
+        return "\n".join(block_texts) if block_texts else message.get("text", "")
+
+    def _existing(self, params: dict[str, Any], ts_param: str = "ts") -> dict[str, Any]:
+        _require(params, "channel", error="channel_not_found")
+        _require(params, ts_param, error="message_not_found")
+        message = self._channels[params["channel"]].get(params[ts_param])
+        if message is None:
+            raise SlackError("message_not_found")
+        return message
+
+    def _public(self, message: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in message.items() if k not in FAKE_ONLY_KEYS}
+
+    # ------------------------------------------------------------------ Web API methods
+
+    def _api_auth_test(self, params: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "url": "https://flywheel-test.slack.com/",
+            "team": self.team_name,
+            "user": self.bot_name,
+            "team_id": self.team_id,
+            "user_id": self.bot_user_id,
+            "bot_id": self.bot_id,
+            "is_enterprise_install": False,
+        }
+
+    def _api_chat_postMessage(self, params: dict[str, Any]) -> dict[str, Any]:
+        _require(params, "channel", error="channel_not_found")
+        markdown = params.get("markdown_text")
+        if markdown and (params.get("text") or params.get("blocks")):
+            raise SlackError("markdown_text_conflict")
+        if not (params.get("text") or markdown or params.get("blocks") or params.get("attachments")):
+            raise SlackError("no_text")
+        if len(params.get("blocks") or []) > MAX_BLOCKS:
+            raise SlackError("invalid_blocks")
+        text = _markdown_of(params) if markdown else params.get("text") or ""
+        if len(text) > MAX_TEXT:
+            raise SlackError("msg_too_long")
+        message = self._store(
+            params["channel"],
+            text,
+            user=self.bot_user_id,
+            bot=True,
+            thread_ts=params.get("thread_ts"),
+            blocks=params.get("blocks"),
+            markdown_text=markdown,
+            metadata=params.get("metadata"),
+        )
+        return {"channel": params["channel"], "ts": message["ts"], "message": self._public(message)}
+
+    def _api_chat_update(self, params: dict[str, Any]) -> dict[str, Any]:
+        message = self._existing(params)
+        if message.get("bot_id") != self.bot_id:
+            raise SlackError("cant_update_message")
+        if message["streaming"]:
+            raise SlackError("streaming_state_conflict")
+        text, markdown = params.get("text"), params.get("markdown_text")
+        if len(text or "") > MAX_UPDATE_TEXT or len(markdown or "") > MAX_UPDATE_TEXT:
+            raise SlackError("msg_too_long")
+        if markdown is not None:
+            message.update(text=markdown, markdown_text=markdown)
+        elif text is not None:
+            message["text"] = text
+            message.pop("markdown_text", None)
+        if params.get("blocks") is not None:
+            message["blocks"] = params["blocks"]
+        message["edited"] = {"user": self.bot_user_id, "ts": self._next_ts()}
+        return {
+            "channel": params["channel"],
+            "ts": message["ts"],
+            "text": message["text"],
+            "message": self._public(message),
+        }
+
+    def _api_chat_delete(self, params: dict[str, Any]) -> dict[str, Any]:
+        message = self._existing(params)
+        if message.get("bot_id") != self.bot_id:
+            raise SlackError("cant_delete_message")
+        del self._channels[params["channel"]][message["ts"]]
+        return {"channel": params["channel"], "ts": message["ts"]}
+
+    def _api_chat_postEphemeral(self, params: dict[str, Any]) -> dict[str, Any]:
+        _require(params, "channel", error="channel_not_found")
+        _require(params, "user", error="user_not_in_channel")
+        if not (params.get("text") or params.get("blocks") or params.get("attachments")):
+            raise SlackError("no_text")
+        message_ts = self._next_ts()
+        self.ephemerals.append({**params, "message_ts": message_ts})
+        return {"message_ts": message_ts}
+
+    def _api_chat_startStream(self, params: dict[str, Any]) -> dict[str, Any]:
+        _require(params, "channel", error="channel_not_found")
+        _require(params, "thread_ts")
+        channel = params["channel"]
+        if channel[:1] in ("C", "G"):
+            _require(params, "recipient_team_id", error="missing_recipient_team_id")
+            _require(params, "recipient_user_id", error="missing_recipient_user_id")
+        message = self._store(
+            channel,
+            _markdown_of(params),
+            user=self.bot_user_id,
+            bot=True,
+            thread_ts=params["thread_ts"],
+            chunks=list(params.get("chunks") or []),
+            streaming=True,
+        )
+        return {"channel": channel, "ts": message["ts"]}
+
+    def _append(self, message: dict[str, Any], params: dict[str, Any]) -> None:
+        if not message["streaming"]:
+            raise SlackError("message_not_in_streaming_state")
+        text = message.get("text", "") + _markdown_of(params)
+        if len(text) > MAX_TEXT:
+            raise SlackError("msg_too_long")
+        message["text"] = text
+        message.setdefault("chunks", []).extend(params.get("chunks") or [])
+
+    def _api_chat_appendStream(self, params: dict[str, Any]) -> dict[str, Any]:
+        message = self._existing(params)
+        if not (params.get("markdown_text") or params.get("chunks")):
+            raise SlackError("invalid_arguments")
+        self._append(message, params)
+        return {"channel": params["channel"], "ts": message["ts"]}
+
+    def _api_chat_stopStream(self, params: dict[str, Any]) -> dict[str, Any]:
+        message = self._existing(params)
+        self._append(message, params)
+        if len(params.get("blocks") or []) > MAX_BLOCKS:
+            raise SlackError("invalid_blocks")
+        if params.get("blocks") is not None:
+            message["blocks"] = params["blocks"]
+        if params.get("metadata") is not None:
+            message["metadata"] = params["metadata"]
+        message["streaming"] = False
+        return {"channel": params["channel"], "ts": message["ts"], "message": self._public(message)}
+
+    def _api_conversations_replies(self, params: dict[str, Any]) -> dict[str, Any]:
+        _require(params, "channel", error="channel_not_found")
+        _require(params, "ts", error="thread_not_found")
+        anchor = self._channels[params["channel"]].get(params["ts"])
+        if anchor is None:
+            raise SlackError("thread_not_found")
+        parent_ts = anchor.get("thread_ts", anchor["ts"])
+        thread = [self._public(m) for m in self.thread(params["channel"], parent_ts)]
+        return _paginate(thread, params, default_limit=1000)
+
+    def _api_conversations_history(self, params: dict[str, Any]) -> dict[str, Any]:
+        _require(params, "channel", error="channel_not_found")
+        inclusive = _truthy(params.get("inclusive"))
+        oldest = _ts_micros(str(params.get("oldest") or "0"))
+        latest = _ts_micros(str(params["latest"])) if params.get("latest") else None
+
+        def in_range(m: dict[str, Any]) -> bool:
+            ts = _ts_micros(m["ts"])
+            above = ts >= oldest if inclusive else ts > oldest
+            below = latest is None or (ts <= latest if inclusive else ts < latest)
+            return above and below
+
+        top_level = [
+            self._public(m)
+            for m in reversed(self.messages(params["channel"]))
+            if m.get("thread_ts", m["ts"]) == m["ts"] and in_range(m)
+        ]
+        return {"pin_count": 0, **_paginate(top_level, params, default_limit=100)}
+
+    def _react(self, params: dict[str, Any], add: bool) -> dict[str, Any]:
+        _require(params, "channel", error="channel_not_found")
+        _require(params, "timestamp", error="message_not_found")
+        _require(params, "name", error="invalid_name")
+        message = self._channels[params["channel"]].get(params["timestamp"])
+        if message is None:  # a message the fake never saw: accept, the call is recorded
+            return {}
+        reactions = message.setdefault("reactions", [])
+        entry = next((r for r in reactions if r["name"] == params["name"]), None)
+        if add:
+            if entry is not None and self.bot_user_id in entry["users"]:
+                raise SlackError("already_reacted")
+            if entry is None:
+                entry = {"name": params["name"], "users": [], "count": 0}
+                reactions.append(entry)
+            entry["users"].append(self.bot_user_id)
+        else:
+            if entry is None or self.bot_user_id not in entry["users"]:
+                raise SlackError("no_reaction")
+            entry["users"].remove(self.bot_user_id)
+            if not entry["users"]:
+                reactions.remove(entry)
+        if entry is not None:
+            entry["count"] = len(entry["users"])
+        return {}
+
+    def _api_reactions_add(self, params: dict[str, Any]) -> dict[str, Any]:
+        return self._react(params, add=True)
+
+    def _api_reactions_remove(self, params: dict[str, Any]) -> dict[str, Any]:
+        return self._react(params, add=False)
+
+    def _api_users_info(self, params: dict[str, Any]) -> dict[str, Any]:
+        _require(params, "user", error="user_not_found")
+        uid = params["user"]
+        name = self.bot_name if uid == self.bot_user_id else uid.lower()
+        canned = {
+            "id": uid,
+            "team_id": self.team_id,
+            "name": name,
+            "real_name": f"User {uid}",
+            "deleted": False,
+            "is_bot": uid == self.bot_user_id,
+            "is_admin": False,
+            "tz": "Europe/London",
+            "tz_label": "Greenwich Mean Time",
+            "tz_offset": 0,
+            "profile": {
+                "real_name": f"User {uid}",
+                "display_name": name,
+                "email": f"{name}@example.com",
+                "team": self.team_id,
+            },
+        }
+        return {"user": {**canned, **self.users.get(uid, {})}}
+
+    def _save_view(self, view: Any, view_id: str | None = None) -> dict[str, Any]:
+        if not isinstance(view, dict) or not view.get("type"):
+            raise SlackError("invalid_arguments")
+        view_id = view_id or f"V{next(self._view_ids):04d}"
+        saved = {
+            "id": view_id,
+            "team_id": self.team_id,
+            "app_id": self.app_id,
+            "bot_id": self.bot_id,
+            "root_view_id": view_id,
+            "previous_view_id": None,
+            "callback_id": "",
+            "private_metadata": "",
+            "external_id": "",
+            "state": {"values": {}},
+            "hash": f"{self._next_ts()}.fakehash",
+            **view,
+        }
+        self.views[view_id] = saved
+        return saved
+
+    def _api_views_open(self, params: dict[str, Any]) -> dict[str, Any]:
+        _require(params, "trigger_id", "view")
+        return {"view": self._save_view(params["view"])}
+
+    def _api_views_publish(self, params: dict[str, Any]) -> dict[str, Any]:
+        _require(params, "user_id", "view")
+        return {"view": self._save_view(params["view"])}
+
+    def _api_views_update(self, params: dict[str, Any]) -> dict[str, Any]:
+        _require(params, "view")
+        view_id = params.get("view_id") or next(
+            (
+                v["id"]
+                for v in self.views.values()
+                if params.get("external_id") and v["external_id"] == params["external_id"]
+            ),
+            None,
+        )
+        if view_id not in self.views:
+            raise SlackError("not_found")
+        return {"view": self._save_view(params["view"], view_id)}
+
+    def _api_assistant_threads_setStatus(self, params: dict[str, Any]) -> dict[str, Any]:
+        _require(params, "channel_id", "thread_ts")
+        if "status" not in params:
+            raise SlackError("invalid_arguments")
+        return {}
