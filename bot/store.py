@@ -1,0 +1,298 @@
+"""The store: the only user of database sessions.
+
+Every method is one short transaction on the asyncio engine (aiosqlite for
+SQLite, psycopg 3 for PostgreSQL), so nothing blocks the event loop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import event, func, select, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.pool import StaticPool
+
+from bot.models import Call, CallMessage, Feedback, PromptVersion, SlackEvent, utcnow
+
+log = logging.getLogger(__name__)
+MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+def async_url(url: str) -> str:
+    """Map a plain SQLAlchemy URL to the asyncio driver we ship."""
+    u = make_url(url)
+    if u.drivername in ("sqlite", "sqlite+pysqlite"):
+        u = u.set(drivername="sqlite+aiosqlite")
+    elif u.drivername in ("postgresql", "postgres", "postgresql+psycopg2"):
+        u = u.set(drivername="postgresql+psycopg")
+    return u.render_as_string(hide_password=False)
+
+
+def input_hash(messages: Sequence[dict[str, Any]]) -> str:
+    canonical = json.dumps(list(messages), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass
+class CallLog:
+    """Everything we log about one model call (see SPEC "What is logged")."""
+
+    trigger: str
+    prompt_name: str
+    prompt_version: str
+    model: str
+    messages: list[dict[str, Any]]
+    status: str = "ok"
+    options: dict[str, Any] = field(default_factory=dict)
+    team_id: str | None = None
+    channel_id: str | None = None
+    user_id: str | None = None
+    request_ts: str | None = None
+    thread_ts: str | None = None
+    request_text: str = ""
+    answer: str = ""
+    finish_reason: str | None = None
+    model_resolved: str | None = None
+    response_id: str | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    cached_tokens: int | None = None
+    usage: dict[str, Any] | None = None
+    cost_usd: float | None = None
+    price: dict[str, Any] | None = None
+    latency_ms: int | None = None
+    ttft_ms: int | None = None
+    parent_call_id: int | None = None
+    message_ts: list[str] = field(default_factory=list)  # the Slack messages the answer was posted as
+
+
+@dataclass(frozen=True)
+class PastCall:
+    """A logged call, as needed to rebuild a conversation from Slack messages."""
+
+    id: int
+    status: str
+    trigger: str
+    user_id: str | None
+    request_ts: str | None
+    request_text: str
+    answer: str
+    prompt_name: str
+    message_ts: tuple[str, ...]
+
+
+class Store:
+    def __init__(self, url: str, *, echo: bool = False):
+        self.url = url
+        sqlite = url.startswith("sqlite")
+        kwargs: dict[str, Any] = {"echo": echo}
+        if sqlite:
+            kwargs["connect_args"] = {"timeout": 30}
+            if ":memory:" in url or url.rstrip("/").endswith("sqlite:"):
+                kwargs["poolclass"] = StaticPool
+        else:
+            kwargs.update(pool_pre_ping=True, pool_size=10, max_overflow=20)
+        self.engine: AsyncEngine = create_async_engine(async_url(url), **kwargs)
+        if sqlite:
+            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+        self.session = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._known_versions: set[tuple[str, str]] = set()
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    # -- schema --------------------------------------------------------------------
+
+    def _alembic_config(self) -> Config:
+        cfg = Config()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        return cfg
+
+    async def upgrade(self) -> str:
+        """Create or migrate the schema to the newest revision; returns it."""
+        cfg = self._alembic_config()
+
+        def run(connection) -> None:
+            cfg.attributes["connection"] = connection
+            command.upgrade(cfg, "head")
+
+        async with self.engine.begin() as conn:
+            await conn.run_sync(run)
+        return ScriptDirectory.from_config(cfg).get_current_head() or ""
+
+    async def revision(self) -> str | None:
+        async with self.engine.connect() as conn:
+            return await conn.run_sync(lambda c: MigrationContext.configure(c).get_current_revision())
+
+    async def ping(self) -> bool:
+        try:
+            async with self.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+            return True
+        except Exception:  # noqa: BLE001 - any failure means "not reachable"
+            log.warning("database ping failed", exc_info=True)
+            return False
+
+    # -- idempotency -----------------------------------------------------------------
+
+    async def claim(self, key: str) -> bool:
+        """Claim a Slack delivery. True the first time for a key, False ever after
+        (across processes: the key is the table's primary key)."""
+        try:
+            async with self.session.begin() as s:
+                s.add(SlackEvent(key=key[:200]))
+            return True
+        except IntegrityError:
+            return False
+
+    # -- prompts and calls -----------------------------------------------------------
+
+    async def save_prompt_version(self, *, name: str, version: str, path: str, source: str,
+                                  model: str | None) -> None:
+        if (name, version) in self._known_versions:
+            return
+        async with self.session() as s:
+            found = await s.scalar(
+                select(PromptVersion.id).where(PromptVersion.prompt_name == name, PromptVersion.version == version)
+            )
+        if found is None:
+            try:
+                async with self.session.begin() as s:
+                    s.add(PromptVersion(prompt_name=name, version=version, path=path, source=source, model=model))
+            except IntegrityError:
+                pass  # another process saved it first
+        self._known_versions.add((name, version))
+
+    async def record_call(self, log_: CallLog) -> int:
+        values = {k: v for k, v in vars(log_).items() if k != "message_ts"}
+        values["input_hash"] = input_hash(log_.messages)
+        values["reply_ts"] = log_.message_ts[0] if log_.message_ts else None
+        async with self.session.begin() as s:
+            call = Call(**values)
+            s.add(call)
+            await s.flush()
+            if log_.channel_id:
+                for part, ts in enumerate(dict.fromkeys(log_.message_ts)):
+                    s.add(CallMessage(channel_id=log_.channel_id, ts=ts, call_id=call.id, part=part))
+            return call.id
+
+    async def get_call(self, call_id: int) -> Call | None:
+        async with self.session() as s:
+            return await s.get(Call, call_id)
+
+    async def list_calls(self, limit: int = 1000) -> list[Call]:
+        async with self.session() as s:
+            return list((await s.scalars(select(Call).order_by(Call.id).limit(limit))).all())
+
+    async def call_for_message(self, channel_id: str, ts: str) -> int | None:
+        """The call whose answer includes this Slack message, if any."""
+        async with self.session() as s:
+            return await s.scalar(
+                select(CallMessage.call_id).where(CallMessage.channel_id == channel_id, CallMessage.ts == ts)
+            )
+
+    async def thread_prompt(self, channel_id: str, thread_ts: str) -> str | None:
+        """The prompt of the bot's latest answer in this thread; None if it never answered there."""
+        async with self.session() as s:
+            return await s.scalar(
+                select(Call.prompt_name)
+                .where(Call.channel_id == channel_id, Call.thread_ts == thread_ts, Call.status != "error")
+                .order_by(Call.id.desc()).limit(1)
+            )
+
+    async def calls_for(self, channel_id: str, ts: Sequence[str]) -> list[PastCall]:
+        """Calls asked by, or answered as, any of these messages (to rebuild a conversation)."""
+        ts = list(dict.fromkeys(ts))
+        if not ts:
+            return []
+        async with self.session() as s:
+            answered = select(CallMessage.call_id).where(
+                CallMessage.channel_id == channel_id, CallMessage.ts.in_(ts))
+            calls = (await s.scalars(
+                select(Call).where(Call.channel_id == channel_id)
+                .where(Call.id.in_(answered) | Call.request_ts.in_(ts)).order_by(Call.id)
+            )).all()
+            if not calls:
+                return []
+            rows = (await s.execute(
+                select(CallMessage.call_id, CallMessage.ts)
+                .where(CallMessage.call_id.in_([c.id for c in calls])).order_by(CallMessage.part)
+            )).all()
+        by_call: dict[int, list[str]] = {}
+        for call_id, msg_ts in rows:
+            by_call.setdefault(call_id, []).append(msg_ts)
+        return [
+            PastCall(c.id, c.status, c.trigger, c.user_id, c.request_ts, c.request_text, c.answer, c.prompt_name,
+                       tuple(by_call.get(c.id, ())))
+            for c in calls
+        ]
+
+    # -- feedback --------------------------------------------------------------------
+
+    async def set_feedback(self, *, call_id: int, user_id: str, source: str, name: str, value: int) -> None:
+        """Record (or re-activate) one person's signal on an answer."""
+        for attempt in range(2):
+            now = utcnow()
+            try:
+                async with self.session.begin() as s:
+                    row = await s.scalar(select(Feedback).where(
+                        Feedback.call_id == call_id, Feedback.user_id == user_id,
+                        Feedback.source == source, Feedback.name == name,
+                    ))
+                    if row is None:
+                        s.add(Feedback(call_id=call_id, user_id=user_id, source=source, name=name, value=value,
+                                       created_at=now, updated_at=now))
+                    else:
+                        row.value, row.updated_at, row.removed_at = value, now, None
+                return
+            except IntegrityError:
+                if attempt:
+                    raise
+                # A concurrent request inserted the same signal first: update that row instead.
+
+    async def remove_feedback(self, *, call_id: int, user_id: str, source: str, name: str) -> bool:
+        async with self.session.begin() as s:
+            row = await s.scalar(select(Feedback).where(
+                Feedback.call_id == call_id, Feedback.user_id == user_id,
+                Feedback.source == source, Feedback.name == name, Feedback.removed_at.is_(None),
+            ))
+            if row is None:
+                return False
+            row.removed_at = utcnow()
+            return True
+
+    async def votes(self, call_id: int) -> dict[str, int]:
+        """One vote per person: their most recent active signal on this answer."""
+        async with self.session() as s:
+            rows = (await s.execute(
+                select(Feedback.user_id, Feedback.value)
+                .where(Feedback.call_id == call_id, Feedback.removed_at.is_(None))
+                .order_by(Feedback.updated_at, Feedback.id)
+            )).all()
+        return {user: value for user, value in rows}  # later rows win
+
+    async def count(self, model: type) -> int:
+        async with self.session() as s:
+            return int(await s.scalar(select(func.count()).select_from(model)) or 0)
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
