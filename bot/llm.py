@@ -1,0 +1,199 @@
+"""The model client: the only importer of `openai`.
+
+`LLM.stream()` returns a `ModelStream`: iterate it for text deltas; afterwards
+(or after an error) `stream.completion` holds the text so far, usage, finish
+reason, time to first token and latency. Failures surface as `ModelError`
+with a `kind`, never as an openai exception.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import openai
+
+from bot.errors import ModelError
+
+log = logging.getLogger(__name__)
+
+# Options a prompt may pass through to chat.completions.create.
+PASSTHROUGH = (
+    "temperature", "top_p", "max_tokens", "max_completion_tokens", "frequency_penalty",
+    "presence_penalty", "stop", "seed", "reasoning_effort", "verbosity",
+)
+
+
+@dataclass
+class Completion:
+    text: str = ""
+    finish_reason: str | None = None
+    model: str | None = None  # the model the server says answered
+    response_id: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    cached_tokens: int | None = None
+    usage: dict[str, Any] | None = None
+    ttft_ms: int | None = None
+    latency_ms: int | None = None
+    options: dict[str, Any] = field(default_factory=dict)  # what was actually sent
+
+
+class LLM:
+    def __init__(
+        self,
+        *,
+        api_key: str | None,
+        base_url: str | None = None,
+        idle_timeout: float = 60.0,
+        max_retries: int = 3,
+    ):
+        self.base_url = base_url
+        self.idle_timeout = idle_timeout
+        self.client = openai.AsyncOpenAI(
+            # A local server (Ollama, vLLM) needs no key, but the SDK insists on one.
+            api_key=api_key or "not-needed",
+            base_url=base_url,
+            timeout=openai.Timeout(idle_timeout, connect=10.0),
+            max_retries=max_retries,
+        )
+        # Per model, options the server rejected once (e.g. temperature on reasoning models).
+        self._unsupported: dict[str, set[str]] = {}
+
+    @property
+    def is_openai(self) -> bool:
+        return self.base_url is None or "api.openai.com" in self.base_url
+
+    def stream(self, *, model: str, messages: Sequence[dict[str, Any]], options: dict[str, Any] | None = None
+               ) -> ModelStream:
+        return ModelStream(self, model, list(messages), dict(options or {}))
+
+    def request_options(self, model: str, options: dict[str, Any]) -> dict[str, Any]:
+        sent = {k: v for k, v in options.items() if k in PASSTHROUGH}
+        # OpenAI's current models take max_completion_tokens; other servers know max_tokens.
+        if self.is_openai and "max_tokens" in sent:
+            sent.setdefault("max_completion_tokens", sent.pop("max_tokens"))
+        for name in self._unsupported.get(model, ()):
+            sent.pop(name, None)
+        return sent
+
+    async def close(self) -> None:
+        await self.client.close()
+
+
+class ModelStream:
+    def __init__(self, llm: LLM, model: str, messages: list[dict[str, Any]], options: dict[str, Any]):
+        self._llm = llm
+        self.model = model
+        self.messages = messages
+        self.options = options
+        self.completion = Completion()
+
+    async def __aiter__(self) -> AsyncIterator[str]:
+        started = time.monotonic()
+        try:
+            async for delta in self._deltas(started):
+                yield delta
+        finally:
+            self.completion.latency_ms = int((time.monotonic() - started) * 1000)
+
+    async def _open(self) -> Any:
+        """Start the request; drop an option the server rejects (once per model) and retry."""
+        llm = self._llm
+        for _ in range(len(PASSTHROUGH) + 1):
+            sent = llm.request_options(self.model, self.options)
+            self.completion.options = sent
+            try:
+                return await llm.client.chat.completions.create(
+                    model=self.model,
+                    messages=self.messages,  # type: ignore[arg-type]
+                    stream=True,
+                    stream_options={"include_usage": True},
+                    **sent,
+                )
+            except openai.BadRequestError as exc:
+                param = _rejected_param(exc)
+                if param not in sent:
+                    raise
+                log.warning("model %s rejects option %r; retrying without it", self.model, param)
+                llm._unsupported.setdefault(self.model, set()).add(param)
+        raise ModelError("bad_request", "the server rejected every option")  # pragma: no cover
+
+    async def _deltas(self, started: float) -> AsyncIterator[str]:
+        c = self.completion
+        try:
+            stream = await self._open()
+            try:
+                chunks = aiter(stream)
+                while True:
+                    try:
+                        chunk = await asyncio.wait_for(anext(chunks), self._llm.idle_timeout)
+                    except StopAsyncIteration:
+                        break
+                    c.response_id = c.response_id or getattr(chunk, "id", None)
+                    c.model = getattr(chunk, "model", None) or c.model
+                    if getattr(chunk, "usage", None):
+                        _take_usage(c, chunk.usage)
+                    for choice in chunk.choices or ():
+                        delta = choice.delta.content if choice.delta else None
+                        if delta:
+                            if c.ttft_ms is None:
+                                c.ttft_ms = int((time.monotonic() - started) * 1000)
+                            c.text += delta
+                            yield delta
+                        if choice.finish_reason:
+                            c.finish_reason = choice.finish_reason
+            finally:
+                await stream.close()
+        except ModelError:
+            raise
+        except (TimeoutError, openai.APITimeoutError) as exc:
+            raise ModelError("timeout", f"no tokens from the model for {self._llm.idle_timeout:g}s") from exc
+        except openai.RateLimitError as exc:
+            raise ModelError("rate_limited", _describe(exc), status=exc.status_code) from exc
+        except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
+            # The provider's message may quote part of the key: keep only the status.
+            raise ModelError("auth", f"HTTP {exc.status_code}: the model rejected the API key",
+                             status=exc.status_code) from exc
+        except openai.APIStatusError as exc:
+            kind = "server" if exc.status_code >= 500 else "bad_request"
+            raise ModelError(kind, _describe(exc), status=exc.status_code) from exc
+        except openai.APIConnectionError as exc:
+            kind = "interrupted" if c.text else "connection"
+            raise ModelError(kind, f"connection to the model failed: {type(exc).__name__}") from exc
+        except (openai.APIError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ModelError("malformed", f"unreadable response from the model: {type(exc).__name__}") from exc
+        if c.finish_reason is None:
+            raise ModelError("interrupted", "the model's stream ended before it finished")
+
+
+def _take_usage(c: Completion, usage: Any) -> None:
+    c.prompt_tokens = getattr(usage, "prompt_tokens", None)
+    c.completion_tokens = getattr(usage, "completion_tokens", None)
+    details = getattr(usage, "prompt_tokens_details", None)
+    c.cached_tokens = getattr(details, "cached_tokens", None) if details else None
+    try:
+        c.usage = usage.model_dump(exclude_none=True)
+    except AttributeError:
+        c.usage = None
+
+
+def _rejected_param(exc: openai.BadRequestError) -> str | None:
+    body = exc.body if isinstance(exc.body, dict) else {}
+    err = body.get("error", body) if isinstance(body.get("error", body), dict) else body
+    code = str(err.get("code") or "")
+    if code in ("unsupported_parameter", "unsupported_value") or "unsupported" in str(err.get("message", "")).lower():
+        return err.get("param")
+    return None
+
+
+def _describe(exc: openai.APIStatusError) -> str:
+    """Status and the provider's own message (auth errors never get here)."""
+    body = exc.body if isinstance(exc.body, dict) else {}
+    err = body.get("error", body) if isinstance(body, dict) else {}
+    message = err.get("message") if isinstance(err, dict) else None
+    return f"HTTP {exc.status_code}: {message or type(exc).__name__}"[:500]
