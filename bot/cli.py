@@ -1,0 +1,209 @@
+"""`flywheel …`: run the bot, migrate, list prompts, try a prompt, print the Slack manifest.
+
+Library errors are translated here: a bad setting prints one line per problem
+and exits 2; nothing prints a traceback at a user.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+from bot import logs
+from bot.errors import ConfigError, FlywheelError
+from bot.settings import Settings
+
+log = logging.getLogger("flywheel")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        return args.func(args, settings) or 0
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"flywheel: {problem}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="flywheel", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="serve the bot (Socket Mode if SLACK_APP_TOKEN is set, else HTTP)")
+    mode = run.add_mutually_exclusive_group()
+    mode.add_argument("--http", dest="socket", action="store_false", default=None, help="force HTTP mode")
+    mode.add_argument("--socket", dest="socket", action="store_true", help="force Socket Mode")
+    run.add_argument("--port", type=int, help="HTTP port (default: PORT, else 3000)")
+    run.set_defaults(func=cmd_run)
+
+    db = sub.add_parser("db", help="database commands")
+    db_sub = db.add_subparsers(dest="db_command", required=True, metavar="DB_COMMAND")
+    db_sub.add_parser("upgrade", help="create or migrate the schema").set_defaults(func=cmd_db_upgrade)
+
+    sub.add_parser("prompts", help="list prompts, their commands and versions; report invalid files"
+                   ).set_defaults(func=cmd_prompts)
+
+    try_ = sub.add_parser("try", help="run one prompt from the terminal and log it")
+    try_.add_argument("prompt", help="prompt name, e.g. ask")
+    try_.add_argument("text", help="what you would write in Slack")
+    try_.set_defaults(func=cmd_try)
+
+    man = sub.add_parser("manifest", help="print a Slack app manifest (YAML) for these prompts")
+    man_mode = man.add_mutually_exclusive_group()
+    man_mode.add_argument("--http", dest="socket", action="store_false", default=None)
+    man_mode.add_argument("--socket", dest="socket", action="store_true")
+    man.add_argument("--url", help="public base URL of the bot in HTTP mode, e.g. https://my-bot.herokuapp.com")
+    man.add_argument("--name", default="Flywheel", help="app and bot name shown in Slack")
+    man.set_defaults(func=cmd_manifest)
+    return p
+
+
+# -- commands -------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.app import create_app
+    from bot.server import serve
+
+    socket = settings.socket_mode if args.socket is None else args.socket
+    settings.require(slack=True, socket=socket, model=True)
+    logs.configure(settings.log_level, settings.secrets)
+
+    async def go() -> None:
+        fw = create_app(settings)
+        prompts = fw.conversation.prompts
+        if prompts.get("ask") is None:
+            log.warning("no valid prompts/ask.prompty: mentions that name no prompt get no answer")
+        await _upgrade(fw.store)
+        await serve(fw, socket=socket, port=args.port or settings.port)
+
+    asyncio.run(go())
+    return 0
+
+
+def cmd_db_upgrade(_: argparse.Namespace, settings: Settings) -> int:
+    from bot.store import Store
+
+    settings.require()
+    logs.configure(settings.log_level, settings.secrets)
+
+    async def go() -> str:
+        store = Store(settings.database_url)
+        try:
+            return await _upgrade(store)
+        finally:
+            await store.close()
+
+    print(f"database is at revision {asyncio.run(go())}")
+    return 0
+
+
+def cmd_prompts(_: argparse.Namespace, settings: Settings) -> int:
+    from bot.prompts import PromptSet
+
+    settings.require()
+    prompts = PromptSet.load(settings.prompts_dir)
+    rows = [(p.name, p.command or "-", p.short_version, p.model or f"{settings.model} (default)",
+             p.description) for p in prompts]
+    if rows:
+        header = ("PROMPT", "COMMAND", "VERSION", "MODEL", "DESCRIPTION")
+        widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(4)]
+        for row in [header, *rows]:
+            print("  ".join(str(c).ljust(w) for c, w in zip(row[:4], widths, strict=True)) + "  " + row[4])
+    else:
+        print(f"no prompts in {settings.prompts_dir}/")
+    for problem in prompts.problems:
+        print(f"invalid: {problem}", file=sys.stderr)
+    return 1 if prompts.problems else 0
+
+
+def cmd_try(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.app import Prompts
+    from bot.conversation import Ask, Conversation
+    from bot.llm import LLM
+    from bot.pricing import PriceTable
+    from bot.store import Store
+
+    settings.require(model=True)
+    logs.configure("WARNING" if settings.log_level == "INFO" else settings.log_level, settings.secrets)
+    prompts = Prompts(settings.prompts_dir)
+    prompt = prompts().get(args.prompt)
+    if prompt is None:
+        names = ", ".join(p.name for p in prompts()) or "none"
+        print(f"flywheel: no valid prompt named {args.prompt!r} in {settings.prompts_dir}/ (found: {names})",
+              file=sys.stderr)
+        return 2
+
+    async def go() -> str:
+        store = Store(settings.database_url)
+        llm = LLM(api_key=settings.openai_api_key, base_url=settings.openai_base_url,
+                  idle_timeout=settings.model_timeout)
+        try:
+            await _upgrade(store)
+            conversation = Conversation(settings=settings, prompts=prompts, llm=llm, store=store,
+                                        prices=PriceTable.load(settings.prices_file))
+            call_id = await conversation.answer(Ask(trigger="cli", prompt=prompt, text=args.text), TerminalReply())
+            call = await store.get_call(call_id)
+            assert call is not None
+            cost = f"${call.cost_usd:.6f}" if call.cost_usd is not None else "cost unknown"
+            tokens = f"{call.prompt_tokens or 0}+{call.completion_tokens or 0} tokens"
+            print(f"[call {call_id} · {prompt.name}@{prompt.short_version} · {call.model} · {tokens} · {cost} · "
+                  f"{call.latency_ms} ms]", file=sys.stderr)
+            return call.status
+        finally:
+            await llm.close()
+            await store.close()
+
+    return 0 if asyncio.run(go()) in ("ok", "truncated") else 1
+
+
+def cmd_manifest(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.manifest import PLACEHOLDER_URL, manifest, to_yaml
+    from bot.prompts import PromptSet
+
+    settings.require()
+    socket = settings.socket_mode if args.socket is None else args.socket
+    prompts = PromptSet.load(settings.prompts_dir)
+    for problem in prompts.problems:
+        print(f"flywheel: skipped invalid prompt: {problem}", file=sys.stderr)
+    print(to_yaml(manifest(prompts, socket=socket, url=args.url, name=args.name)), end="")
+    if not socket and not args.url:
+        print(f"flywheel: replace {PLACEHOLDER_URL} with your bot's public URL (or pass --url)",
+              file=sys.stderr)
+    return 0
+
+
+# -- helpers --------------------------------------------------------------------------
+
+
+class TerminalReply:
+    """Prints the answer as it streams (model text as is: no Slack escaping)."""
+
+    def __init__(self) -> None:
+        self.message_ts: list[str] = []
+
+    async def write(self, delta: str) -> None:
+        sys.stdout.write(delta)
+        sys.stdout.flush()
+
+    async def finish(self, note: str | None = None) -> None:
+        sys.stdout.write("\n")
+        if note:
+            print(note.strip("_"), file=sys.stderr)
+
+
+async def _upgrade(store) -> str:
+    try:
+        return await store.upgrade()
+    except FlywheelError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any driver error: say what and where, no traceback
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
+        raise ConfigError([f"DATABASE_URL: cannot open or migrate the database: {reason}"]) from exc

@@ -1,0 +1,327 @@
+"""The one flow: build the messages, call the model, deliver, log.
+
+Handlers translate a Slack request into an `Ask` and pick how to deliver
+(`bot.delivery`); `Conversation.answer()` does the rest and always ends in
+an answer or a short apology in Slack, and one row in `calls`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.delivery import PostedReply, Reply, ResponseUrlReply, StreamedReply
+from bot.errors import FlywheelError, ModelError, redact
+from bot.llm import LLM
+from bot.pricing import PriceTable
+from bot.prompts import Prompt, PromptSet
+from bot.settings import Settings
+from bot.slack_text import quote, strip_mention, unescape
+from bot.store import CallLog, PastCall, Store
+
+log = logging.getLogger(__name__)
+
+HISTORY_LIMIT = 200  # thread messages read as context
+HISTORY_CHARS = 60_000  # context budget in characters (~15k tokens); oldest dropped first
+DM_WINDOW_SECONDS = 3600  # top-level DMs: earlier messages from the last hour are context
+DM_MESSAGES = 20
+# Errors that mean "the bot may not post here": answer through response_url instead.
+CANNOT_POST = {"not_in_channel", "channel_not_found", "is_archived", "restricted_action",
+               "not_allowed_token_type", "ekm_access_denied", "team_access_not_granted"}
+
+
+@dataclass(frozen=True)
+class Ask:
+    """A request for an answer, translated from Slack (or the terminal)."""
+
+    trigger: str  # mention | thread | dm | command | cli
+    prompt: Prompt
+    text: str  # what the user wrote, without the bot's mention or the prompt's name
+    channel_id: str | None = None
+    user_id: str | None = None
+    team_id: str | None = None
+    ts: str | None = None  # the asking message (a command's root message)
+    thread_ts: str | None = None  # the thread answered in; None: top level
+
+
+@dataclass(frozen=True)
+class BotIdentity:
+    user_id: str | None
+    bot_id: str | None
+
+    def wrote(self, message: dict[str, Any]) -> bool:
+        return bool(
+            (self.user_id and message.get("user") == self.user_id)
+            or (self.bot_id and message.get("bot_id") == self.bot_id)
+        )
+
+
+class Conversation:
+    def __init__(self, *, settings: Settings, prompts: Callable[[], PromptSet], llm: LLM, store: Store,
+                 prices: PriceTable):
+        self.settings = settings
+        self._prompts = prompts
+        self.llm = llm
+        self.store = store
+        self.prices = prices
+        self._inflight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @property
+    def prompts(self) -> PromptSet:
+        return self._prompts()
+
+    # -- entry points used by the handlers ------------------------------------------
+
+    async def reply_to_message(self, ask: Ask, client: AsyncWebClient, bot: BotIdentity) -> int | None:
+        """Answer a mention, thread follow-up or DM, once per Slack message."""
+        if ask.ts and not await self.store.claim(f"msg:{ask.channel_id}:{ask.ts}"):
+            log.info("message %s already answered; skipping", ask.ts)
+            return None
+        assert ask.channel_id
+        if ask.thread_ts:
+            context = Context()
+            if ask.thread_ts != ask.ts:  # inside an existing thread: its messages are the context
+                context = await self.thread_context(client, ask.channel_id, ask.thread_ts, ask.ts, bot)
+            reply: Reply = StreamedReply(client, channel=ask.channel_id, thread_ts=ask.thread_ts,
+                                         team_id=ask.team_id, user_id=ask.user_id)
+        else:  # a top-level DM: answer in the conversation itself
+            context = await self.dm_context(client, ask.channel_id, ask.ts, bot)
+            reply = PostedReply(client, channel=ask.channel_id)
+        return await self.answer(ask, reply, context)
+
+    async def reply_to_command(self, ask: Ask, client: AsyncWebClient, respond: Callable[..., Any]) -> int:
+        """Show the request in the channel, then answer in its thread (or via response_url)."""
+        assert ask.channel_id
+        shown = f"<@{ask.user_id}> asked `{ask.prompt.command}`:\n{quote(ask.text)}"
+        try:
+            root = await client.chat_postMessage(channel=ask.channel_id, text=shown)
+        except SlackApiError as exc:
+            if _slack_error(exc) not in CANNOT_POST:
+                raise
+            log.info("cannot post in %s (%s); answering via response_url", ask.channel_id, _slack_error(exc))
+            return await self.answer(ask, ResponseUrlReply(respond, header=shown))
+        thread = root["ts"]
+        ask = Ask(**{**vars(ask), "ts": thread, "thread_ts": thread})
+        reply = StreamedReply(client, channel=ask.channel_id, thread_ts=thread, team_id=ask.team_id,
+                              user_id=ask.user_id)
+        return await self.answer(ask, reply)
+
+    async def followup_prompt(self, channel_id: str, thread_ts: str) -> Prompt | None:
+        """The prompt that continues a thread the bot answered in; None if it never did."""
+        name = await self.store.thread_prompt(channel_id, thread_ts)
+        if name is None:
+            return None
+        return self.prompts.get(name) or self.prompts.get("ask")
+
+    # -- the flow ----------------------------------------------------------------------
+
+    async def answer(self, ask: Ask, reply: Reply, context: Context | None = None) -> int:
+        self._enter()
+        try:
+            return await self._answer(ask, reply, context or Context())
+        finally:
+            self._leave()
+
+    async def _answer(self, ask: Ask, reply: Reply, context: Context) -> int:
+        prompt = ask.prompt
+        model = prompt.model or self.settings.model
+        messages = prompt.messages(
+            ask.text, context.turns,
+            user=ask.user_id or "", channel=ask.channel_id or "",
+            date=datetime.now(UTC).date().isoformat(), thread=context.transcript,
+        )
+        await self.store.save_prompt_version(
+            name=prompt.name, version=prompt.version, path=str(prompt.path), source=prompt.source,
+            model=prompt.model,
+        )
+        record = CallLog(
+            trigger=ask.trigger, prompt_name=prompt.name, prompt_version=prompt.version, model=model,
+            messages=messages, options=dict(prompt.options), team_id=ask.team_id, channel_id=ask.channel_id,
+            user_id=ask.user_id, request_ts=ask.ts, thread_ts=ask.thread_ts, request_text=ask.text,
+        )
+        stream = self.llm.stream(model=model, messages=messages, options=prompt.options)
+        note = None
+        started = time.monotonic()
+        try:
+            async for delta in stream:
+                await reply.write(delta)
+        except ModelError as exc:
+            log.warning("model call failed (%s): %s", exc.kind, exc)
+            record.status = "incomplete" if stream.completion.text else "error"
+            record.error_type, record.error_message = f"ModelError.{exc.kind}", self._redact(str(exc))
+            note = f"_{exc.user_message}_"
+        except (SlackApiError, FlywheelError) as exc:
+            log.exception("delivering the answer failed")
+            record.status, record.error_type = "error", type(exc).__name__
+            record.error_message = self._redact(str(exc))
+        else:
+            if stream.completion.finish_reason == "length":
+                record.status = "truncated"
+                note = "_(The answer hit this prompt's length limit and was cut off.)_"
+        try:
+            await reply.finish(note)
+        except (SlackApiError, FlywheelError) as exc:
+            log.exception("posting the answer to Slack failed")
+            record.status, record.error_type = "error", type(exc).__name__
+            record.error_message = self._redact(str(exc))
+        finally:
+            self._complete(record, stream.completion, reply, started)
+            call_id = await self.store.record_call(record)
+        log.info("call %s: %s/%s %s in %sms", call_id, prompt.name, prompt.short_version, record.status,
+                 record.latency_ms)
+        return call_id
+
+    def _complete(self, record: CallLog, completion, reply: Reply, started: float) -> None:
+        record.answer = completion.text
+        record.finish_reason = completion.finish_reason
+        record.model_resolved = completion.model
+        record.response_id = completion.response_id
+        record.options = completion.options or record.options
+        record.prompt_tokens = completion.prompt_tokens
+        record.completion_tokens = completion.completion_tokens
+        record.cached_tokens = completion.cached_tokens
+        record.usage = completion.usage
+        record.ttft_ms = completion.ttft_ms
+        record.latency_ms = completion.latency_ms or int((time.monotonic() - started) * 1000)
+        record.message_ts = list(reply.message_ts)
+        price = self.prices.price(record.model_resolved or record.model)
+        if price is not None:
+            record.cost_usd = self.prices.cost(price.model, record.prompt_tokens, record.completion_tokens,
+                                               record.cached_tokens or 0)
+            record.price = {"model": price.model, "input": price.input, "output": price.output,
+                            "cached_input": price.cached_input, "unit": "USD per 1M tokens"}
+
+    def _redact(self, text: str) -> str:
+        return redact(text, self.settings.secrets)
+
+    # -- context -----------------------------------------------------------------------
+
+    async def thread_context(self, client: AsyncWebClient, channel: str, thread_ts: str, before: str | None,
+                             bot: BotIdentity) -> Context:
+        """The thread's earlier messages as chat turns (the bot's answers as assistant turns)."""
+        messages: list[dict[str, Any]] = []
+        cursor = None
+        while len(messages) < HISTORY_LIMIT * 5:
+            resp = await client.conversations_replies(channel=channel, ts=thread_ts, limit=200, cursor=cursor)
+            messages.extend(resp.get("messages") or [])
+            cursor = (resp.get("response_metadata") or {}).get("next_cursor")
+            if not cursor:
+                break
+        return await self._turns(channel, messages, before, bot)
+
+    async def dm_context(self, client: AsyncWebClient, channel: str, before: str | None,
+                         bot: BotIdentity) -> Context:
+        oldest = (_ts_seconds(before) if before else time.time()) - DM_WINDOW_SECONDS
+        resp = await client.conversations_history(channel=channel, limit=DM_MESSAGES, oldest=f"{oldest:.6f}")
+        messages = list(reversed(resp.get("messages") or []))
+        return await self._turns(channel, messages, before, bot)
+
+    async def _turns(self, channel: str, messages: list[dict[str, Any]], before: str | None,
+                     bot: BotIdentity) -> Context:
+        if before:
+            messages = [m for m in messages if _ts_key(m.get("ts", "0")) < _ts_key(before)]
+        messages = messages[-HISTORY_LIMIT:]
+        calls = await self.store.calls_for(channel, [m["ts"] for m in messages if m.get("ts")])
+        answer_of: dict[str, PastCall] = {ts: c for c in calls for ts in c.message_ts}
+        asked_by: dict[str, PastCall] = {c.request_ts: c for c in calls if c.request_ts and c.trigger == "command"}
+        context = Context()
+        used: set[int] = set()
+        for m in messages:
+            ts = m.get("ts", "")
+            if (call := answer_of.get(ts)) is not None:
+                if call.status != "error" and call.id not in used and call.answer:
+                    context.add("assistant", call.answer, speaker="you")
+                used.add(call.id)
+            elif (call := asked_by.get(ts)) is not None:
+                context.add("user", call.request_text, speaker=_speaker(call.user_id))
+            elif bot.wrote(m):
+                context.add("assistant", unescape(m.get("text") or ""), speaker="you")
+            elif m.get("subtype") in (None, "thread_broadcast", "file_share", "bot_message"):
+                text = unescape(strip_mention(m.get("text") or "", bot.user_id or ""))
+                context.add("user", text, speaker=_speaker(m.get("user") or m.get("username") or "bot"))
+        return context.within(HISTORY_CHARS)
+
+    # -- graceful shutdown ---------------------------------------------------------------
+
+    @property
+    def inflight(self) -> int:
+        return self._inflight
+
+    def _enter(self) -> None:
+        self._inflight += 1
+        self._idle.clear()
+
+    def _leave(self) -> None:
+        self._inflight -= 1
+        if self._inflight == 0:
+            self._idle.set()
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait for answers in flight; True if all finished within ``timeout`` seconds."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+            return True
+        except TimeoutError:
+            return False
+
+
+@dataclass
+class Context:
+    """Earlier messages of a conversation: chat turns for the model, and a transcript
+    (who said what) for prompts that template ``{{ thread }}``."""
+
+    turns: list[dict[str, Any]] = field(default_factory=list)
+    speakers: list[str] = field(default_factory=list)
+
+    def add(self, role: str, content: str, *, speaker: str) -> None:
+        if content := content.strip():
+            self.turns.append({"role": role, "content": content})
+            self.speakers.append(speaker)
+
+    @property
+    def transcript(self) -> str:
+        return "\n\n".join(f"{who}: {t['content']}" for who, t in zip(self.speakers, self.turns, strict=True))
+
+    def within(self, budget: int) -> Context:
+        """Keep the newest messages that fit in ``budget`` characters; say how many were left out."""
+        used, keep = 0, 0
+        for turn in reversed(self.turns):
+            used += len(turn["content"])
+            if used > budget:
+                break
+            keep += 1
+        dropped = len(self.turns) - keep
+        if not dropped:
+            return self
+        kept = Context(self.turns[dropped:], self.speakers[dropped:])
+        note = f"(The {dropped} oldest messages of this conversation were left out to fit the context.)"
+        kept.turns.insert(0, {"role": "user", "content": note})
+        kept.speakers.insert(0, "note")
+        return kept
+
+
+def _speaker(user_id: str | None) -> str:
+    return f"<@{user_id}>" if user_id and user_id[:1] in "UW" else (user_id or "someone")
+
+
+def _ts_key(ts: str) -> tuple[int, int]:
+    seconds, _, micros = ts.partition(".")
+    return int(seconds or 0), int((micros or "0").ljust(6, "0")[:6])
+
+
+def _ts_seconds(ts: str) -> float:
+    return float(ts)
+
+
+def _slack_error(exc: SlackApiError) -> str | None:
+    return exc.response.get("error") if exc.response is not None else None

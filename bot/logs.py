@@ -1,0 +1,45 @@
+"""Logging set-up: one handler on the root logger that scrubs secrets from every record."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+
+# Anything shaped like a Slack or OpenAI credential, whatever setting it came from.
+_TOKEN = re.compile(r"\b(xox[abposr]-[A-Za-z0-9-]{6,}|xapp-[A-Za-z0-9-]{6,}|sk-[A-Za-z0-9_-]{8,})")
+
+
+class RedactingFilter(logging.Filter):
+    def __init__(self, secrets: tuple[str, ...] = ()):
+        super().__init__()
+        self.secrets = tuple(s for s in secrets if s)
+
+    def scrub(self, text: str) -> str:
+        for secret in self.secrets:
+            text = text.replace(secret, "[redacted]")
+        return _TOKEN.sub("[redacted]", text)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        record.msg, record.args = self.scrub(message), None
+        if record.exc_text:
+            record.exc_text = self.scrub(record.exc_text)
+        return True
+
+
+def configure(level: str = "INFO", secrets: tuple[str, ...] = ()) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(RedactingFilter(secrets))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    # Library chatter stays at INFO unless DEBUG was asked for explicitly.
+    for noisy in ("aiosqlite", "httpcore", "httpx", "httpx2", "openai._base_client", "asyncio"):
+        logging.getLogger(noisy).setLevel(max(logging.getLevelName(level), logging.INFO)
+                                          if level != "DEBUG" else logging.DEBUG)

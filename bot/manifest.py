@@ -1,0 +1,84 @@
+"""A Slack app manifest that matches the prompts and the mode (paste it into "Create app")."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from bot.prompts import PromptSet
+
+BOT_SCOPES = [
+    "app_mentions:read",  # @mentions
+    "channels:history",  # thread context and follow-ups in public channels
+    "groups:history",  # ... private channels
+    "im:history",  # DMs
+    "mpim:history",  # group DMs
+    "chat:write",  # answers (streamed)
+    "chat:write.public",  # answer slash commands in public channels the bot has not joined
+    "commands",  # slash commands
+    "reactions:read",  # 👍/👎 votes
+]
+BOT_EVENTS = [
+    "app_mention",
+    "message.channels",
+    "message.groups",
+    "message.im",
+    "message.mpim",
+    "reaction_added",
+    "reaction_removed",
+]
+PLACEHOLDER_URL = "https://YOUR-APP.example.com/slack/events"
+
+
+def manifest(prompts: PromptSet, *, socket: bool, url: str | None = None, name: str = "Flywheel") -> dict[str, Any]:
+    request_url = url or PLACEHOLDER_URL
+    if not request_url.rstrip("/").endswith("/slack/events"):
+        request_url = request_url.rstrip("/") + "/slack/events"
+    commands = []
+    for prompt in prompts:
+        if not prompt.command:
+            continue
+        command: dict[str, Any] = {
+            "command": prompt.command,
+            "description": (prompt.description or f"Ask the {prompt.name} prompt")[:2000],
+            "should_escape": False,
+        }
+        if prompt.usage_hint:
+            command["usage_hint"] = prompt.usage_hint[:1000]
+        if not socket:
+            command["url"] = request_url
+        commands.append(command)
+    events: dict[str, Any] = {"bot_events": list(BOT_EVENTS)}
+    interactivity: dict[str, Any] = {"is_enabled": True}
+    if not socket:
+        events = {"request_url": request_url, **events}
+        interactivity["request_url"] = request_url
+    features: dict[str, Any] = {
+        "app_home": {"home_tab_enabled": False, "messages_tab_enabled": True,
+                     "messages_tab_read_only_enabled": False},
+        "bot_user": {"display_name": name.lower()[:80], "always_online": True},
+    }
+    if commands:
+        features["slash_commands"] = commands
+    return {
+        "_metadata": {"major_version": 1, "minor_version": 1},
+        "display_information": {
+            "name": name[:35],
+            "description": "Prompt files become Slack skills; every answer is logged; votes become datasets.",
+            "background_color": "#1d3557",
+        },
+        "features": features,
+        "oauth_config": {"scopes": {"bot": list(BOT_SCOPES)}},
+        "settings": {
+            "event_subscriptions": events,
+            "interactivity": interactivity,
+            "org_deploy_enabled": False,
+            "socket_mode_enabled": socket,
+            "token_rotation_enabled": False,
+        },
+    }
+
+
+def to_yaml(doc: dict[str, Any]) -> str:
+    return yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, width=100)

@@ -1,0 +1,22 @@
+"""@mentions in channels: `@flywheel [prompt] text`, answered in the mention's thread."""
+
+from slack_bolt.context.async_context import AsyncBoltContext
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.conversation import Ask, BotIdentity, Conversation
+from bot.slack_text import strip_mention
+
+
+async def on_app_mention(event: dict, context: AsyncBoltContext, client: AsyncWebClient,
+                         conversation: Conversation) -> None:
+    if event.get("bot_id") or event.get("subtype") == "message_changed":
+        return
+    text = strip_mention(event.get("text") or "", context.bot_user_id or "")
+    prompt, text = conversation.prompts.route(text)
+    if prompt is None:
+        return
+    ask = Ask(
+        trigger="mention", prompt=prompt, text=text, channel_id=event["channel"], user_id=event.get("user"),
+        team_id=context.team_id, ts=event["ts"], thread_ts=event.get("thread_ts") or event["ts"],
+    )
+    await conversation.reply_to_message(ask, client, BotIdentity(context.bot_user_id, context.bot_id))

@@ -1,0 +1,208 @@
+"""Test harness: the real bot behind its real HTTP endpoint, wired to loopback fakes.
+
+`bot` (a `Harness`) starts a FakeSlack and a FakeOpenAI, builds the app with
+`create_app()` exactly as `flywheel run` does, serves `web_app()` on 127.0.0.1,
+and sends signed requests with `SlackSender`. Database tests run once on SQLite
+and once on PostgreSQL (`FLYWHEEL_TEST_POSTGRES_URL`, default the local server);
+PostgreSQL is skipped when unreachable unless `FLYWHEEL_TEST_REQUIRE_POSTGRES=1`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from aiohttp import web
+from sqlalchemy.engine import make_url
+
+from bot.app import Flywheel, create_app
+from bot.server import web_app
+from bot.settings import Settings
+from bot.store import Store
+
+from fakes import FakeOpenAI, FakeSlack, SlackSender, wait_until
+from fakes.slack_sender import mention, message, reaction
+
+REPO = Path(__file__).resolve().parent.parent
+SIGNING_SECRET = "test-signing-secret-0123456789"
+POSTGRES_URL = os.environ.get("FLYWHEEL_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+REQUIRE_POSTGRES = os.environ.get("FLYWHEEL_TEST_REQUIRE_POSTGRES") == "1"
+TABLES = "feedback, call_messages, calls, prompt_versions, slack_events"
+
+
+@pytest.fixture(autouse=True)
+def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """slack_sdk honours HTTP(S)_PROXY and ignores NO_PROXY: loopback fakes need them unset."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+
+
+# -- databases -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[str | None]:
+    """A fresh PostgreSQL database for this test run, dropped at the end."""
+    admin = make_url(POSTGRES_URL)
+    name = f"flywheel_test_{uuid.uuid4().hex[:10]}"
+    try:
+        conn = psycopg.connect(admin.set(drivername="postgresql").render_as_string(hide_password=False),
+                               autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        if REQUIRE_POSTGRES:
+            pytest.fail(f"PostgreSQL required but unreachable at {admin.render_as_string()}: {exc}")
+        yield None
+        return
+    with conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = admin.set(database=name).render_as_string(hide_password=False)
+    asyncio.run(_migrate(url))
+    try:
+        yield url
+    finally:
+        with psycopg.connect(admin.render_as_string(hide_password=False), autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def _migrate(url: str) -> None:
+    store = Store(url)
+    try:
+        await store.upgrade()
+    finally:
+        await store.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'flywheel.db'}"
+    url = request.getfixturevalue("postgres_database")
+    if url is None:
+        pytest.skip("PostgreSQL not reachable (set FLYWHEEL_TEST_REQUIRE_POSTGRES=1 to make this an error)")
+    with psycopg.connect(make_url(url).set(drivername="postgresql").render_as_string(hide_password=False),
+                         autocommit=True) as conn:
+        conn.execute(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE")
+    return url
+
+
+@pytest.fixture
+async def store(database_url: str) -> AsyncIterator[Store]:
+    s = Store(database_url)
+    await s.upgrade()
+    yield s
+    await s.close()
+
+
+# -- the bot behind its HTTP endpoint ----------------------------------------------------
+
+
+@dataclass
+class Harness:
+    fw: Flywheel
+    slack: FakeSlack
+    model: FakeOpenAI
+    sender: SlackSender
+    url: str  # http://127.0.0.1:PORT
+
+    @property
+    def store(self) -> Store:
+        return self.fw.store
+
+    # Shortcuts that send what Slack sends.
+    async def mention(self, text: str, **kw: Any) -> dict[str, Any]:
+        return await self._post(mention(f"<@{self.slack.bot_user_id}> {text}", **kw))
+
+    async def message(self, text: str, **kw: Any) -> dict[str, Any]:
+        return await self._post(message(text, **kw))
+
+    async def _post(self, event: dict[str, Any]) -> dict[str, Any]:
+        """A person posts a message: Slack stores it, then delivers the event."""
+        if event.get("user") and not event.get("bot_id") and not event.get("subtype"):
+            self.slack.add_message(event["channel"], event["text"], user=event["user"], ts=event["ts"],
+                                   thread_ts=event.get("thread_ts"))
+        status, _ = await self.sender.event(event)
+        assert status == 200
+        return event
+
+    async def react(self, kind: str, name: str, *, user: str, channel: str, ts: str) -> None:
+        status, _ = await self.sender.event(reaction(kind, name, user=user, channel=channel, ts=ts))
+        assert status == 200
+
+    async def calls(self, n: int = 1, timeout: float = 5.0) -> list[Any]:
+        """Wait until at least ``n`` calls are logged and every answer in flight is done."""
+        async def logged() -> list[Any]:
+            return await self.store.list_calls()
+
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            rows = await logged()
+            if len(rows) >= n and self.fw.conversation.inflight == 0:
+                return rows
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"expected {n} logged call(s), found {len(rows)}")
+            await asyncio.sleep(0.02)
+
+    async def settle(self, seconds: float = 0.3) -> None:
+        """Give the bot time to (wrongly) act, for tests asserting that nothing happens."""
+        await asyncio.sleep(seconds)
+        await wait_until(lambda: self.fw.conversation.inflight == 0)
+
+
+def settings_for(slack: FakeSlack, model: FakeOpenAI, database_url: str, **overrides: str) -> Settings:
+    values = {
+        "SLACK_BOT_TOKEN": slack.bot_token,
+        "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+        "SLACK_API_URL": slack.url,
+        "OPENAI_API_KEY": model.api_key,
+        "OPENAI_BASE_URL": model.url,
+        "FLYWHEEL_MODEL": "gpt-5.4-mini",
+        "FLYWHEEL_MODEL_TIMEOUT": "5",
+        "DATABASE_URL": database_url,
+        "PROMPTS_DIR": str(REPO / "prompts"),
+        **overrides,
+    }
+    return Settings.parse(values)
+
+
+@pytest.fixture
+def bot_settings() -> dict[str, str]:
+    """Per-test overrides for the harness settings (tests may update it before using `bot`)."""
+    return {}
+
+
+@contextlib.asynccontextmanager
+async def serve_bot(slack: FakeSlack, model: FakeOpenAI, database_url: str,
+                    **overrides: str) -> AsyncIterator[Harness]:
+    """One bot process: create_app() as `flywheel run` does, behind a real HTTP endpoint."""
+    settings = settings_for(slack, model, database_url, **overrides)
+    fw = create_app(settings)
+    await fw.store.upgrade()
+    runner = web.AppRunner(web_app(fw), access_log=None)
+    await runner.setup()
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    await web.SockSite(runner, sock).start()
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    async with SlackSender(f"{url}/slack/events", SIGNING_SECRET) as sender:
+        try:
+            yield Harness(fw=fw, slack=slack, model=model, sender=sender, url=url)
+        finally:
+            await fw.conversation.drain(10)
+            await runner.cleanup()
+            await fw.close()
+
+
+@pytest.fixture
+async def bot(database_url: str, bot_settings: dict[str, str]) -> AsyncIterator[Harness]:
+    async with FakeSlack() as slack, FakeOpenAI() as model, \
+            serve_bot(slack, model, database_url, **bot_settings) as harness:
+        yield harness

@@ -1,0 +1,203 @@
+"""The `flywheel` command as a user runs it: a real subprocess, a clean environment."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import sys
+from pathlib import Path
+
+import aiohttp
+import yaml
+
+from conftest import REPO, SIGNING_SECRET
+from fakes import FakeOpenAI, FakeSlack, SlackSender, wait_until
+from fakes.slack_sender import mention
+
+FLYWHEEL = Path(sys.executable).with_name("flywheel")
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment of a new user: no Slack, model or database settings."""
+    keep = {k: v for k, v in os.environ.items()
+            if k in ("PATH", "HOME", "LANG", "LC_ALL", "SYSTEMROOT", "TMPDIR", "VIRTUAL_ENV")}
+    return {**keep, **extra}
+
+
+async def run(*args: str, cwd: Path, env: dict[str, str], timeout: float = 60) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        str(FLYWHEEL), *args, cwd=cwd, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+def test_console_script_is_installed():
+    assert FLYWHEEL.exists() or shutil.which("flywheel"), "pip install -e . provides `flywheel`"
+
+
+async def test_run_without_settings_prints_one_line_per_missing_setting_and_exits_2(tmp_path: Path):
+    code, out, err = await run("run", cwd=tmp_path, env=clean_env())
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert [line.split()[1] for line in lines] == ["SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "OPENAI_API_KEY"]
+    assert all(line.startswith("flywheel: ") and "is not set" in line for line in lines)
+    assert "Traceback" not in err and out == ""
+
+
+async def test_malformed_settings_are_named_with_what_to_do(tmp_path: Path):
+    env = clean_env(SLACK_BOT_TOKEN="xoxp-user-token", SLACK_SIGNING_SECRET="s", OPENAI_API_KEY="k",
+                    PORT="eighty", LOG_LEVEL="LOUD")
+    code, _, err = await run("run", cwd=tmp_path, env=env)
+    assert code == 2
+    assert "SLACK_BOT_TOKEN must be a bot token starting with xoxb-" in err
+    assert "PORT must be a port number" in err and "LOG_LEVEL must be one of" in err
+    assert "Traceback" not in err
+
+
+async def test_settings_come_from_dotenv_in_the_working_directory(tmp_path: Path):
+    (tmp_path / ".env").write_text("SLACK_BOT_TOKEN=xoxb-from-dotenv\nSLACK_SIGNING_SECRET=abc\n")
+    code, _, err = await run("run", cwd=tmp_path, env=clean_env())
+    assert code == 2
+    assert [line.split()[1] for line in err.strip().splitlines()] == ["OPENAI_API_KEY"]
+
+
+async def test_manifest_lists_every_command_event_scope_and_the_mode(tmp_path: Path):
+    code, out, err = await run("manifest", "--url", "https://bot.example.com", cwd=REPO, env=clean_env())
+    assert code == 0, err
+    doc = yaml.safe_load(out)
+    commands = {c["command"]: c for c in doc["features"]["slash_commands"]}
+    assert {"/ask", "/summarize"} <= set(commands)
+    shipped = {p.stem for p in (REPO / "prompts").glob("*.prompty")}
+    assert {c.lstrip("/") for c in commands} == shipped
+    assert all(c["url"] == "https://bot.example.com/slack/events" and c["description"] for c in commands.values())
+    events = doc["settings"]["event_subscriptions"]
+    assert events["request_url"] == "https://bot.example.com/slack/events"
+    assert {"app_mention", "message.channels", "message.im", "reaction_added", "reaction_removed"} <= set(
+        events["bot_events"])
+    scopes = set(doc["oauth_config"]["scopes"]["bot"])
+    assert {"app_mentions:read", "chat:write", "commands", "reactions:read", "channels:history",
+            "im:history"} <= scopes
+    assert doc["settings"]["interactivity"] == {"is_enabled": True,
+                                                "request_url": "https://bot.example.com/slack/events"}
+    assert doc["settings"]["socket_mode_enabled"] is False
+
+
+async def test_manifest_in_socket_mode_has_no_urls(tmp_path: Path):
+    code, out, _ = await run("manifest", cwd=REPO, env=clean_env(SLACK_APP_TOKEN="xapp-1-abc"))
+    assert code == 0
+    doc = yaml.safe_load(out)
+    assert doc["settings"]["socket_mode_enabled"] is True
+    assert "request_url" not in doc["settings"]["event_subscriptions"]
+    assert all("url" not in c for c in doc["features"]["slash_commands"])
+
+
+async def test_prompts_lists_prompts_and_reports_invalid_files_with_path_and_line(tmp_path: Path):
+    prompts = tmp_path / "prompts"
+    prompts.mkdir()
+    shutil.copy(REPO / "prompts" / "ask.prompty", prompts)
+    (prompts / "broken.prompty").write_text("---\nname: broken\nmodel:\n  options: {temperature: hot}\n---\n"
+                                            "user:\n{{ text }}\n")
+    code, out, err = await run("prompts", cwd=tmp_path, env=clean_env())
+    assert code == 1
+    assert "ask" in out and "/ask" in out
+    assert f"{prompts / 'broken.prompty'}:4:" in err or "broken.prompty:4:" in err
+    assert "temperature" in err
+
+
+async def test_try_prints_the_answer_and_logs_the_call(tmp_path: Path):
+    async with FakeOpenAI() as model:
+        model.reply("Hello from the fake model!", usage=(12, 5))
+        env = clean_env(OPENAI_API_KEY=model.api_key, OPENAI_BASE_URL=model.url,
+                        DATABASE_URL=f"sqlite:///{tmp_path / 'f.db'}", PROMPTS_DIR=str(REPO / "prompts"))
+        code, out, err = await run("try", "ask", "hi", cwd=tmp_path, env=env)
+    assert code == 0, err
+    assert out.strip() == "Hello from the fake model!"
+    assert model.requests[0]["messages"][-1] == {"role": "user", "content": "hi"}
+    rows = sqlite3.connect(tmp_path / "f.db").execute(
+        "select trigger, prompt_name, answer, prompt_tokens, completion_tokens, status from calls").fetchall()
+    assert rows == [("cli", "ask", "Hello from the fake model!", 12, 5, "ok")]
+
+
+async def test_try_unknown_prompt_says_which_exist(tmp_path: Path):
+    env = clean_env(OPENAI_API_KEY="sk-x", PROMPTS_DIR=str(REPO / "prompts"))
+    code, _, err = await run("try", "nope", "hi", cwd=tmp_path, env=env)
+    assert code == 2 and "no valid prompt named 'nope'" in err and "ask" in err
+
+
+async def test_db_upgrade_creates_the_schema(tmp_path: Path):
+    code, out, err = await run("db", "upgrade", cwd=tmp_path, env=clean_env())
+    assert code == 0, err
+    assert "revision" in out
+    tables = {r[0] for r in sqlite3.connect(tmp_path / "flywheel.db").execute(
+        "select name from sqlite_master where type='table'")}
+    assert {"calls", "call_messages", "feedback", "prompt_versions", "slack_events"} <= tables
+
+
+async def test_unreachable_database_is_one_clear_line(tmp_path: Path):
+    env = clean_env(DATABASE_URL="postgresql://postgres@127.0.0.1:1/none")
+    code, _, err = await run("db", "upgrade", cwd=tmp_path, env=env)
+    assert code == 2
+    assert err.startswith("flywheel: DATABASE_URL: cannot open or migrate the database")
+    assert "Traceback" not in err
+
+
+async def test_python_dash_m_bot_is_flywheel(tmp_path: Path):
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", "--help", cwd=tmp_path, env=clean_env(),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, _ = await proc.communicate()
+    assert proc.returncode == 0 and b"manifest" in out and b"run" in out
+
+
+async def test_run_serves_slack_over_http_and_stops_gracefully_on_sigterm(tmp_path: Path):
+    """`flywheel run` end to end: migrate, serve /healthz and /slack/events, answer, exit on SIGTERM."""
+    async with FakeSlack() as slack, FakeOpenAI() as model:
+        model.reply("Answered by the real process.", chunk_delay=0.05)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        env = clean_env(SLACK_BOT_TOKEN=slack.bot_token, SLACK_SIGNING_SECRET=SIGNING_SECRET,
+                        SLACK_API_URL=slack.url, OPENAI_API_KEY=model.api_key, OPENAI_BASE_URL=model.url,
+                        PROMPTS_DIR=str(REPO / "prompts"), LOG_LEVEL="DEBUG")
+        proc = await asyncio.create_subprocess_exec(
+            str(FLYWHEEL), "run", "--port", str(port), cwd=tmp_path, env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        base = f"http://127.0.0.1:{port}"
+        async with aiohttp.ClientSession() as session:
+            async def healthy() -> bool:
+                try:
+                    async with session.get(f"{base}/healthz") as resp:
+                        return resp.status == 200
+                except aiohttp.ClientError:
+                    return False
+
+            for _ in range(200):
+                if await healthy():
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                proc.kill()
+                raise AssertionError((await proc.communicate())[1].decode())
+            async with SlackSender(f"{base}/slack/events", SIGNING_SECRET, session) as sender:
+                event = mention("<@UBOT> hello")
+                slack.add_message("C1", event["text"], ts=event["ts"])
+                status, _ = await sender.event(event)
+                assert status == 200
+            await wait_until(lambda: slack.calls("chat.startStream"))
+            proc.send_signal(signal.SIGTERM)  # mid-answer: it must finish first
+            _, err = await asyncio.wait_for(proc.communicate(), 30)
+        assert proc.returncode == 0, err.decode()
+        replies = [m for m in slack.thread("C1", event["ts"]) if m.get("user") == slack.bot_user_id]
+        assert [slack.text_of(m) for m in replies] == ["Answered by the real process."]
+        assert not replies[0].get("streaming")
+        logged = sqlite3.connect(tmp_path / "flywheel.db").execute("select status from calls").fetchall()
+        assert logged == [("ok",)]
+        text = err.decode()
+        for secret in (slack.bot_token, SIGNING_SECRET, model.api_key):
+            assert secret not in text, "secrets never reach the log, DEBUG included"
