@@ -18,7 +18,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import event, func, select, text
+from sqlalchemy import String, event, func, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
@@ -131,6 +131,8 @@ class Store:
             command.upgrade(cfg, "head")
 
         async with self.engine.begin() as conn:
+            if conn.dialect.name == "postgresql":  # processes starting together migrate one at a time
+                await conn.execute(text("SELECT pg_advisory_xact_lock(7262736)"))
             await conn.run_sync(run)
         return ScriptDirectory.from_config(cfg).get_current_head() or ""
 
@@ -153,8 +155,10 @@ class Store:
         """Claim a Slack delivery. True the first time for a key, False ever after
         (across processes: the key is the table's primary key)."""
         try:
+            if len(key) > 200:  # keep long keys distinct
+                key = key[:130] + ":" + hashlib.sha256(key.encode()).hexdigest()
             async with self.session.begin() as s:
-                s.add(SlackEvent(key=key[:200]))
+                s.add(SlackEvent(key=key))
             return True
         except IntegrityError:
             return False
@@ -179,6 +183,9 @@ class Store:
 
     async def record_call(self, log_: CallLog) -> int:
         values = {k: v for k, v in vars(log_).items() if k != "message_ts"}
+        for name, limit in _STRING_LIMITS.items():  # an odd long model name must not lose the row
+            if isinstance(values.get(name), str):
+                values[name] = values[name][:limit]
         values["input_hash"] = input_hash(log_.messages)
         values["reply_ts"] = log_.message_ts[0] if log_.message_ts else None
         async with self.session.begin() as s:
@@ -288,6 +295,13 @@ class Store:
     async def count(self, model: type) -> int:
         async with self.session() as s:
             return int(await s.scalar(select(func.count()).select_from(model)) or 0)
+
+
+_STRING_LIMITS = {
+    column.name: column.type.length
+    for column in Call.__table__.columns
+    if isinstance(column.type, String) and column.type.length
+}
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
