@@ -8,6 +8,7 @@ an answer or a short apology in Slack, and one row in `calls`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -153,8 +154,9 @@ class Conversation:
         note = None
         started = time.monotonic()
         try:
-            async for delta in stream:
-                await reply.write(delta)
+            async with contextlib.aclosing(aiter(stream)) as deltas:
+                async for delta in deltas:
+                    await reply.write(delta)
         except ModelError as exc:
             log.warning("model call failed (%s): %s", exc.kind, exc)
             record.status = "incomplete" if stream.completion.text else "error"

@@ -94,6 +94,8 @@ class ModelStream:
         self.completion = Completion()
 
     async def __aiter__(self) -> AsyncIterator[str]:
+        """Text deltas. Use inside ``contextlib.aclosing`` when you may stop early, so the
+        HTTP response is closed and latency recorded at once, not at garbage collection."""
         started = time.monotonic()
         try:
             async for delta in self._deltas(started):
@@ -165,7 +167,9 @@ class ModelStream:
         except openai.APIConnectionError as exc:
             kind = "interrupted" if c.text else "connection"
             raise ModelError(kind, f"connection to the model failed: {type(exc).__name__}") from exc
-        except (openai.APIError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        except openai.APIError as exc:  # an error event inside the stream
+            raise ModelError("server", f"the model reported an error mid-answer: {exc.message[:300]}") from exc
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ModelError("malformed", f"unreadable response from the model: {type(exc).__name__}") from exc
         if c.finish_reason is None:
             raise ModelError("interrupted", "the model's stream ended before it finished")

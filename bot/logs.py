@@ -39,7 +39,10 @@ def configure(level: str = "INFO", secrets: tuple[str, ...] = ()) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
-    # Library chatter stays at INFO unless DEBUG was asked for explicitly.
-    for noisy in ("aiosqlite", "httpcore", "httpx", "httpx2", "openai._base_client", "asyncio"):
-        logging.getLogger(noisy).setLevel(max(logging.getLevelName(level), logging.INFO)
-                                          if level != "DEBUG" else logging.DEBUG)
+    # Library chatter (one line per HTTP request) only when DEBUG was asked for.
+    quiet = logging.DEBUG if level == "DEBUG" else logging.WARNING
+    for noisy in ("aiosqlite", "httpcore", "httpcore2", "httpx", "httpx2", "openai._base_client", "asyncio"):
+        logging.getLogger(noisy).setLevel(quiet)
+    # Bolt reads SLACK_BOT_TOKEN itself and warns that the client we pass wins: it does, by design.
+    logging.getLogger("slack_bolt").addFilter(
+        lambda record: not str(record.msg).startswith("As you gave `client` as well"))
