@@ -70,7 +70,7 @@ def parser() -> argparse.ArgumentParser:
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from bot.app import create_app
-    from bot.server import serve
+    from bot.server import check_tokens, serve
 
     socket = settings.socket_mode if args.socket is None else args.socket
     settings.require(slack=True, socket=socket, model=True)
@@ -81,7 +81,12 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         prompts = fw.conversation.prompts
         if prompts.get("ask") is None:
             log.warning("no valid prompts/ask.prompty: mentions that name no prompt get no answer")
-        await _upgrade(fw.store)
+        try:
+            await check_tokens(fw, socket=socket)
+            await _upgrade(fw.store)
+        except ConfigError:
+            await fw.close()
+            raise
         await serve(fw, socket=socket, port=args.port or settings.port)
 
     asyncio.run(go())

@@ -8,23 +8,47 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import signal
+from typing import Any
+from urllib.parse import parse_qsl
 
+import aiohttp
 from aiohttp import web
-from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+from slack_bolt.request.async_request import AsyncBoltRequest
+from slack_sdk.errors import SlackApiError
+from slack_sdk.signature import SignatureVerifier
 
 from bot.app import Flywheel
+from bot.errors import ConfigError
 
 log = logging.getLogger(__name__)
 SHUTDOWN_GRACE = 25.0
+TOKEN_ERRORS = {"invalid_auth", "not_authed", "account_inactive", "token_revoked", "token_expired",
+                "not_allowed_token_type", "missing_scope", "invalid_token"}
 MAX_BODY = 1024 * 1024  # Slack's payloads are far smaller
 
 
 def web_app(fw: Flywheel) -> web.Application:
+    verifier = SignatureVerifier(fw.settings.slack_signing_secret or "")
+
     async def slack_events(request: web.Request) -> web.Response:
-        bolt_request = await to_bolt_request(request)
+        raw = await request.read()
+        parsed = parse_slack_body(raw, request.content_type)
+        if isinstance(parsed, str):
+            return _reject(400, parsed)
+        if parsed.get("ssl_check") == "1":  # Slack's certificate check: unsigned by design
+            return web.Response(status=200)
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        if not verifier.is_valid_request(raw, headers):
+            return _reject(401, "invalid request")
+        # Verified: hand Bolt the parsed body. (Bolt's own parser takes any form body that
+        # contains the word "payload" for interactivity, so "/ask about the payload" was lost.)
+        bolt_request = AsyncBoltRequest(body=parsed, query=request.query_string, headers=dict(request.headers),
+                                        mode="socket_mode")
         return await to_aiohttp_response(await fw.app.async_dispatch(bolt_request))
 
     async def healthz(_: web.Request) -> web.Response:
@@ -46,6 +70,83 @@ def web_app(fw: Flywheel) -> web.Application:
     return app
 
 
+def parse_slack_body(raw: bytes, content_type: str) -> dict[str, Any] | str:
+    """The body Slack sent, as a dict; or a short reason why it is not one (a 400)."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return "body is not UTF-8"
+    if content_type == "application/json" or text.lstrip().startswith("{"):
+        try:
+            body = json.loads(text)
+        except ValueError:
+            return "body is not valid JSON"
+    else:
+        fields = dict(parse_qsl(text, keep_blank_values=True))
+        body = fields
+        if "payload" in fields:  # interactivity: the JSON lives in the payload field
+            try:
+                body = json.loads(fields["payload"])
+            except ValueError:
+                return "payload is not valid JSON"
+    if not isinstance(body, dict) or not body:
+        return "body is not a Slack request"
+    for key, kinds in _SHAPES.items():  # what Bolt's middleware reads without checking
+        if key in body and not isinstance(body[key], kinds):
+            return f"{key} has the wrong type"
+    event = body.get("event")
+    if isinstance(event, dict):
+        for key, kinds in _EVENT_SHAPES.items():
+            if key in event and not isinstance(event[key], kinds):
+                return f"event.{key} has the wrong type"
+    if not all(isinstance(a, dict) for a in body.get("authorizations") or ()):
+        return "authorizations has the wrong type"
+    return body
+
+
+_SHAPES: dict[str, tuple[type, ...]] = {
+    "type": (str,), "event": (dict,), "team": (dict, str), "user": (dict, str), "channel": (dict, str),
+    "enterprise": (dict, str, type(None)), "container": (dict,), "authorizations": (list,),
+    "actions": (list,), "view": (dict,), "message": (dict,), "event_id": (str,), "team_id": (str,),
+    "api_app_id": (str,), "is_enterprise_install": (bool, str), "command": (str,), "text": (str,),
+    "enterprise_id": (str, type(None)), "user_id": (str,), "channel_id": (str,), "function_data": (dict,),
+    "bot_access_token": (str,), "assistant_thread": (dict,),
+}
+_EVENT_SHAPES: dict[str, tuple[type, ...]] = {
+    "type": (str,), "subtype": (str, type(None)), "user": (str, dict), "bot_id": (str, type(None)),
+    "channel": (str, dict), "text": (str,), "ts": (str,), "thread_ts": (str,), "item": (dict,),
+    "reaction": (str,), "message": (dict,), "assistant_thread": (dict,), "team": (str,),
+    "event_ts": (str,), "channel_type": (str,), "bot_profile": (dict,),
+}
+
+
+def _reject(status: int, reason: str) -> web.Response:
+    return web.json_response({"error": reason}, status=status)
+
+
+async def check_tokens(fw: Flywheel, *, socket: bool) -> None:
+    """Fail fast, with one line each, on tokens Slack refuses; only warn if Slack is unreachable."""
+    checks = [("SLACK_BOT_TOKEN", "OAuth & Permissions > Bot User OAuth Token", fw.client.auth_test, {})]
+    if socket:
+        checks.append(("SLACK_APP_TOKEN", "Basic Information > App-Level Tokens (scope connections:write)",
+                       fw.client.apps_connections_open, {"app_token": fw.settings.slack_app_token}))
+    problems = []
+    for name, where, method, kwargs in checks:
+        try:
+            await method(**kwargs)
+        except SlackApiError as exc:
+            error = exc.response.get("error") if exc.response is not None else str(exc)
+            if error in TOKEN_ERRORS:
+                problems.append(f"{name} was refused by Slack ({error}): copy it again from {where}.")
+            else:
+                log.warning("checking %s with Slack failed (%s); starting anyway", name, error)
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            log.warning("could not reach Slack at %s to check %s (%s); starting anyway",
+                        fw.settings.slack_api_url, name, type(exc).__name__)
+    if problems:
+        raise ConfigError(problems)
+
+
 async def serve(fw: Flywheel, *, socket: bool, port: int, host: str = "0.0.0.0",
                 stop: asyncio.Event | None = None) -> None:
     """Run until SIGTERM/SIGINT (or ``stop`` is set), then shut down gracefully."""
@@ -56,10 +157,15 @@ async def serve(fw: Flywheel, *, socket: bool, port: int, host: str = "0.0.0.0",
             loop.add_signal_handler(sig, stop.set)
     if socket:
         handler = AsyncSocketModeHandler(fw.app, fw.settings.slack_app_token)
-        await handler.connect_async()
-        log.info("connected to Slack in Socket Mode")
-        await stop.wait()
-        await handler.disconnect_async()
+        connecting = asyncio.create_task(handler.connect_async())
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({connecting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if connecting.done():
+            log.info("connected to Slack in Socket Mode")
+            await stopping
+        else:  # asked to stop while still connecting
+            connecting.cancel()
+        await handler.close_async()  # no reconnecting while answers finish
     else:
         runner = web.AppRunner(web_app(fw), access_log=None)
         await runner.setup()
@@ -69,8 +175,8 @@ async def serve(fw: Flywheel, *, socket: bool, port: int, host: str = "0.0.0.0",
         await stop.wait()
         await site.stop()  # stop taking work first
     log.info("shutting down; %d answer(s) in flight", fw.conversation.inflight)
-    if not await fw.conversation.drain(SHUTDOWN_GRACE):
-        log.warning("%d answer(s) did not finish within %gs", fw.conversation.inflight, SHUTDOWN_GRACE)
+    if late := await fw.conversation.shutdown(SHUTDOWN_GRACE):
+        log.warning("%d answer(s) did not finish within %gs and were interrupted", late, SHUTDOWN_GRACE)
     if not socket:
         await runner.cleanup()
     await fw.close()

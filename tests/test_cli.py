@@ -201,3 +201,13 @@ async def test_run_serves_slack_over_http_and_stops_gracefully_on_sigterm(tmp_pa
         text = err.decode()
         for secret in (slack.bot_token, SIGNING_SECRET, model.api_key):
             assert secret not in text, "secrets never reach the log, DEBUG included"
+
+
+async def test_run_with_a_bot_token_slack_refuses_fails_with_one_clear_line(tmp_path: Path):
+    async with FakeSlack() as slack:
+        env = clean_env(SLACK_BOT_TOKEN="xoxb-revoked", SLACK_SIGNING_SECRET=SIGNING_SECRET,
+                        SLACK_API_URL=slack.url, OPENAI_API_KEY="sk-test", PROMPTS_DIR=str(REPO / "prompts"))
+        code, _, err = await run("run", "--port", "0", cwd=tmp_path, env=env, timeout=30)
+    assert code == 2
+    assert "flywheel: SLACK_BOT_TOKEN was refused by Slack (invalid_auth)" in err
+    assert "Traceback" not in err and "xoxb-revoked" not in err

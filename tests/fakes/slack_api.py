@@ -11,6 +11,18 @@ Wire facts it follows (see /work/shared/notes/slack-platform.md §5-6): ``slack_
 JSON bodies for ``chat.*``/``views.*``/``assistant.*`` and query or form params for the rest;
 every answer is HTTP 200 with ``{"ok": ...}`` unless a fault is injected with :meth:`FakeSlack.fail`.
 
+Socket Mode (notes §10) is faked too: ``apps.connections.open`` takes the app-level token
+(:attr:`FakeSlack.app_token`, never the bot token) and returns a ``ws://`` URL served by the
+fake; the client gets Slack's ``hello``, pings are answered, and tests deliver envelopes with
+:meth:`FakeSlack.socket_send`, which waits for the client's ack::
+
+    async with FakeSlack() as fake:
+        ...  # start the bot with SLACK_APP_TOKEN=fake.app_token, SLACK_API_URL=fake.url
+        await fake.socket_connected()
+        ack = await fake.socket_send("slash_commands", {"command": "/ask", "text": "hi", ...},
+                                     accepts_response_payload=True)
+        assert ack["envelope_id"] and "payload" not in ack
+
 Messages the fake never saw (for example the user's message behind an event a test sends)
 are tolerated where the bot only *refers* to them: replying in their thread and reacting to
 them both work. Methods that modify a message (``chat.update``, ``chat.delete``, the
@@ -24,11 +36,12 @@ import base64
 import contextlib
 import itertools
 import json
+import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiohttp import web
+from aiohttp import WSMsgType, web
 from multidict import CIMultiDict
 
 __all__ = ["FakeSlack", "LoopbackServer", "RecordedRequest", "SlackError"]
@@ -43,6 +56,8 @@ OAUTH_SCOPES = (
 )
 # Params that slack_sdk JSON-encodes when it sends them as query/form fields.
 JSON_PARAMS = ("blocks", "chunks", "attachments", "view", "metadata", "prompts", "loading_messages")
+# Envelope types Slack delivers over a Socket Mode connection.
+SOCKET_TYPES = ("events_api", "slash_commands", "interactive")
 # Keys the fake keeps on stored messages for tests but that real Slack does not return.
 FAKE_ONLY_KEYS = ("streaming", "chunks", "markdown_text")
 
@@ -205,14 +220,17 @@ def _paginate(items: list[dict], params: dict[str, Any], default_limit: int) -> 
 
 
 class FakeSlack(LoopbackServer):
-    """Fake Slack Web API at :attr:`url` (``http://127.0.0.1:PORT/api/``).
+    """Fake Slack Web API at :attr:`url` (``http://127.0.0.1:PORT/api/``), plus Socket Mode.
 
     Inspect with :attr:`requests`, :meth:`calls`, :meth:`messages`, :meth:`thread`,
     :meth:`bot_messages`, :attr:`ephemerals`, :attr:`responses`; inject faults with
-    :meth:`fail`, :meth:`delay` and :meth:`fail_response`.
+    :meth:`fail`, :meth:`delay` and :meth:`fail_response`. Socket Mode: :meth:`socket_connected`,
+    :meth:`socket_send`, :meth:`socket_disconnect`, :attr:`socket_received`,
+    :attr:`socket_envelopes`, :attr:`socket_pings`, :attr:`socket_connections`.
     """
 
     bot_token = "xoxb-test-token"
+    app_token = "xapp-1-test-app-token"
     bot_user_id = "UBOT"
     bot_id = "BBOT"
     team_id = "T1"
@@ -233,6 +251,15 @@ class FakeSlack(LoopbackServer):
         self._delays: defaultdict[str, list[_Fault]] = defaultdict(list)
         self._response_faults: defaultdict[str, list[_Fault]] = defaultdict(list)
         self._view_ids = itertools.count(1)
+        # Socket Mode
+        self.socket_received: list[Any] = []  # every message a client sent (JSON decoded if it was JSON)
+        self.socket_envelopes: list[dict[str, Any]] = []  # every envelope socket_send delivered
+        self.socket_pings = 0  # pings answered with a pong
+        self.socket_connections = 0  # WebSocket connections accepted so far
+        self._sockets: list[web.WebSocketResponse] = []  # open ones, oldest first
+        self._socket_changed = asyncio.Event()
+        self._tickets: set[str] = set()
+        self._acks: dict[str, asyncio.Future[dict[str, Any]]] = {}
 
     # ------------------------------------------------------------------ server
 
@@ -249,7 +276,17 @@ class FakeSlack(LoopbackServer):
         return [
             web.route("*", "/api/{method}", self._handle_api),
             web.post("/response/{name}", self._handle_response_url),
+            web.get("/socket", self._handle_socket),
         ]
+
+    async def stop(self) -> None:
+        """Send open Socket Mode connections a ``disconnect`` and close them, then stop serving."""
+        if self._sockets:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.socket_disconnect(), 2.0)
+        for waiter in self._acks.values():
+            waiter.cancel()
+        await super().stop()
 
     # ------------------------------------------------------------------ faults
 
@@ -313,6 +350,10 @@ class FakeSlack(LoopbackServer):
 
     def _dispatch(self, method: str, params: dict[str, Any], request: web.Request) -> dict[str, Any]:
         token = request.headers.get("Authorization", "").removeprefix("Bearer ") or params.get("token")
+        if method == "apps.connections.open":  # the one method that takes the app-level token
+            if request.headers.get("Authorization") != f"Bearer {self.app_token}":
+                return {"ok": False, "error": "invalid_auth"}
+            return {"ok": True, **self._api_apps_connections_open(params)}
         if token != self.bot_token:
             return {"ok": False, "error": "invalid_auth"}
         implementation = getattr(self, "_api_" + method.replace(".", "_"), None)
@@ -354,6 +395,147 @@ class FakeSlack(LoopbackServer):
         if fault is not None:
             return web.Response(status=fault.status, text="failed")
         return web.Response(text="ok")
+
+    # ------------------------------------------------------------------ Socket Mode
+
+    async def _handle_socket(self, request: web.Request) -> web.StreamResponse:
+        if request.query.get("ticket") not in self._tickets:
+            return web.json_response({"ok": False, "error": "invalid_ticket"}, status=401)
+        # autoping off: pings are answered (and counted) below; timeout bounds the close handshake.
+        ws = web.WebSocketResponse(autoping=False, timeout=1.0)
+        await ws.prepare(request)
+        self.socket_connections += 1
+        self._sockets.append(ws)
+        try:
+            await ws.send_json(
+                {
+                    "type": "hello",
+                    "num_connections": len(self._sockets),
+                    "debug_info": {
+                        "host": f"applink-fake-{self.port}",
+                        "build_number": 1,
+                        "approximate_connection_time": 18060,
+                    },
+                    "connection_info": {"app_id": self.app_id},
+                }
+            )
+            self._socket_changed.set()
+            async for msg in ws:
+                if msg.type == WSMsgType.PING:
+                    self.socket_pings += 1
+                    await ws.pong(msg.data)
+                elif msg.type == WSMsgType.TEXT:
+                    self._socket_message(msg.data)
+                elif msg.type == WSMsgType.BINARY:
+                    self.socket_received.append(msg.data)
+        finally:
+            with contextlib.suppress(ValueError):
+                self._sockets.remove(ws)
+            self._socket_changed.set()
+        return ws
+
+    def _socket_message(self, raw: str) -> None:
+        try:
+            message: Any = json.loads(raw)
+        except ValueError:
+            message = raw
+        self.socket_received.append(message)
+        if isinstance(message, dict):
+            waiter = self._acks.get(message.get("envelope_id", ""))
+            if waiter is not None and not waiter.done():
+                waiter.set_result(message)
+
+    async def socket_connected(self, timeout: float = 5.0) -> int:
+        """Wait until a Socket Mode client is connected; returns the number of open connections."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not self._sockets:
+            self._socket_changed.clear()
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise AssertionError(
+                    f"no Socket Mode connection after {timeout}s "
+                    f"(apps.connections.open calls: {len(self.calls('apps.connections.open'))}, "
+                    f"connections so far: {self.socket_connections})"
+                )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._socket_changed.wait(), remaining)
+        return len(self._sockets)
+
+    async def socket_disconnected(self, timeout: float = 5.0) -> None:
+        """Wait until no Socket Mode connection is open (the client closed it)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self._sockets:
+            self._socket_changed.clear()
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise AssertionError(
+                    f"{len(self._sockets)} Socket Mode connection(s) still open after {timeout}s"
+                )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._socket_changed.wait(), remaining)
+
+    async def socket_send(
+        self,
+        type: str,
+        payload: dict[str, Any],
+        *,
+        retry_attempt: int = 0,
+        retry_reason: str = "",
+        accepts_response_payload: bool = False,
+        timeout: float = 3.0,
+    ) -> dict[str, Any]:
+        """Deliver an envelope over the newest connection and return the client's ack.
+
+        ``type`` is ``"events_api"`` (``payload``: the ``event_callback`` body the HTTP path
+        gets), ``"slash_commands"`` (the command's fields as a dict) or ``"interactive"``
+        (the interaction payload). The ack is ``{"envelope_id": ...}``, with ``"payload"`` when
+        the app answered with a body. Raises AssertionError when nobody is connected or no ack
+        arrives within ``timeout`` seconds (Slack would then redeliver with ``retry_attempt``).
+        """
+        if type not in SOCKET_TYPES:
+            raise ValueError(f"type must be one of {SOCKET_TYPES}, not {type!r}")
+        if not self._sockets:
+            raise AssertionError("socket_send: no Socket Mode client is connected")
+        envelope = {
+            "envelope_id": str(uuid.uuid4()),
+            "type": type,
+            "payload": payload,
+            "accepts_response_payload": accepts_response_payload,
+            "retry_attempt": retry_attempt,
+            "retry_reason": retry_reason,
+        }
+        waiter: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._acks[envelope["envelope_id"]] = waiter
+        try:
+            self.socket_envelopes.append(envelope)
+            await self._sockets[-1].send_json(envelope)
+            try:
+                return await asyncio.wait_for(waiter, timeout)
+            except TimeoutError:
+                raise AssertionError(
+                    f"socket_send: no ack for {type} envelope {envelope['envelope_id']} within {timeout}s "
+                    f"(last messages from the client: {self.socket_received[-3:]!r})"
+                ) from None
+        finally:
+            del self._acks[envelope["envelope_id"]]
+
+    async def socket_disconnect(self, reason: str = "refresh_requested", *, close: bool = True) -> None:
+        """Tell every connected client to reconnect, as Slack does before closing a connection
+        (``reason``: ``"warning"``, ``"refresh_requested"`` or ``"link_disabled"``); with
+        ``close`` the fake then closes the connections itself."""
+        for ws in list(self._sockets):
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await ws.send_json(
+                    {
+                        "type": "disconnect",
+                        "reason": reason,
+                        "debug_info": {"host": f"applink-fake-{self.port}"},
+                    }
+                )
+                if close:
+                    await ws.close()
 
     # ------------------------------------------------------------------ message store
 
@@ -479,6 +661,11 @@ class FakeSlack(LoopbackServer):
             "bot_id": self.bot_id,
             "is_enterprise_install": False,
         }
+
+    def _api_apps_connections_open(self, params: dict[str, Any]) -> dict[str, Any]:
+        ticket = str(uuid.uuid4())
+        self._tickets.add(ticket)
+        return {"url": f"ws://127.0.0.1:{self.port}/socket?ticket={ticket}"}
 
     def _api_chat_postMessage(self, params: dict[str, Any]) -> dict[str, Any]:
         _require(params, "channel", error="channel_not_found")
