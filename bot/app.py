@@ -20,10 +20,12 @@ from bot.feedback import Votes
 from bot.llm import LLM
 from bot.pricing import PriceTable
 from bot.prompts import PromptSet
+from bot.ratelimits import RateBudget
 from bot.settings import Settings
 from bot.store import Store
 
 log = logging.getLogger(__name__)
+ANSWERABLE_EVENTS = ("app_mention", "message")
 
 
 class Prompts:
@@ -76,14 +78,15 @@ def slack_client(settings: Settings) -> AsyncWebClient:
 
 
 def create_app(settings: Settings, *, llm: LLM | None = None, store: Store | None = None,
-               client: AsyncWebClient | None = None, prompts: Prompts | None = None) -> Flywheel:
+               client: AsyncWebClient | None = None, prompts: Prompts | None = None,
+               budget: RateBudget | None = None) -> Flywheel:
     llm = llm or LLM(api_key=settings.openai_api_key, base_url=settings.openai_base_url,
                      idle_timeout=settings.model_timeout)
     store = store or Store(settings.database_url)
     client = client or slack_client(settings)
     conversation = Conversation(
         settings=settings, prompts=prompts or Prompts(settings.prompts_dir), llm=llm, store=store,
-        prices=PriceTable.load(settings.prices_file),
+        prices=PriceTable.load(settings.prices_file), budget=budget,
     )
     app = AsyncApp(
         client=client,
@@ -97,13 +100,17 @@ def create_app(settings: Settings, *, llm: LLM | None = None, store: Store | Non
 
     @app.middleware
     async def services(context, body, next):
-        """Inject the services, and answer each Slack event delivery once (retries included)."""
+        """Inject the services, and take each message delivery once (retries included).
+
+        The claim is written before Slack gets its acknowledgement: if the database is
+        down, the request fails and Slack delivers the message again later."""
         context["conversation"] = conversation
         context["votes"] = votes
         context["settings"] = settings
-        event_id = body.get("event_id") if isinstance(body, dict) else None
-        if event_id and not await store.claim(f"event:{event_id}"):
-            log.info("duplicate delivery of %s ignored", event_id)
+        event = body.get("event") if isinstance(body, dict) else None
+        answerable = isinstance(event, dict) and event.get("type") in ANSWERABLE_EVENTS
+        if answerable and body.get("event_id") and not await store.claim(f"event:{body['event_id']}"):
+            log.info("duplicate delivery of %s ignored", body["event_id"])
             return BoltResponse(status=200, body="")
         return await next()
 

@@ -17,6 +17,7 @@ class Reaction:
     name: str  # without skin tone: "+1::skin-tone-3" -> "+1"
     channel_id: str
     ts: str
+    event_ts: str | None = None  # when Slack saw it: orders redelivered events
 
     @classmethod
     def from_event(cls, event: dict) -> Reaction | None:
@@ -24,7 +25,8 @@ class Reaction:
         if item.get("type") != "message" or not all((event.get("user"), event.get("reaction"),
                                                      item.get("channel"), item.get("ts"))):
             return None
-        return cls(event["user"], event["reaction"].split("::")[0], item["channel"], item["ts"])
+        return cls(event["user"], event["reaction"].split("::")[0], item["channel"], item["ts"],
+                   event.get("event_ts"))
 
 
 class Votes:
@@ -47,11 +49,12 @@ class Votes:
         call_id = await self.store.call_for_message(reaction.channel_id, reaction.ts)
         if call_id is None:
             return False  # not one of the bot's answers
+        signal = {"call_id": call_id, "user_id": reaction.user_id, "source": "reaction", "name": reaction.name,
+                  "event_ts": reaction.event_ts}
         if added:
-            await self.store.set_feedback(call_id=call_id, user_id=reaction.user_id, source="reaction",
-                                          name=reaction.name, value=value)
+            changed = await self.store.set_feedback(**signal, value=value)
         else:
-            await self.store.remove_feedback(call_id=call_id, user_id=reaction.user_id, source="reaction",
-                                             name=reaction.name)
-        log.info("vote %s%d on call %s", "+" if added else "withdrawn ", value, call_id)
+            changed = await self.store.remove_feedback(**signal)
+        log.info("vote %+d on call %s %s%s", value, call_id, "added" if added else "withdrawn",
+                 "" if changed else " (no change)")
         return True

@@ -3,7 +3,8 @@
     prompt_versions   every prompt file version ever used (sha256 of the file)
     calls             one row per model call: who, where, what was sent, what came back, cost
     call_messages     the Slack messages an answer was posted as (a reaction finds its call here)
-    feedback          votes: one row per person, answer, source and reaction; latest active wins
+    feedback          votes: one row per person, answer, source and reaction; latest active wins;
+                      event_ts orders Slack's deliveries, so a late retry cannot undo a newer change
     slack_events      claimed Slack deliveries (event ids, message keys): answer each once
 """
 
@@ -115,6 +116,7 @@ class Feedback(Base):
     source: Mapped[str] = mapped_column(String(16))  # reaction | button
     name: Mapped[str] = mapped_column(String(100))  # the reaction ("+1"), or the button group
     value: Mapped[int] = mapped_column(Integer)  # +1 or -1
+    event_ts: Mapped[str | None] = mapped_column(String(32))  # Slack's time of the latest signal
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     removed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -9,8 +9,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import String, event, func, select, text
+from sqlalchemy import String, delete, event, func, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
@@ -27,6 +29,8 @@ from sqlalchemy.pool import StaticPool
 from bot.models import Call, CallMessage, Feedback, PromptVersion, SlackEvent, utcnow
 
 log = logging.getLogger(__name__)
+CLAIM_TTL = timedelta(days=1)
+CLAIM_PRUNE_EVERY = 3600.0  # seconds
 MIGRATIONS = Path(__file__).with_name("migrations")
 
 
@@ -38,6 +42,12 @@ def async_url(url: str) -> str:
     elif u.drivername in ("postgresql", "postgres", "postgresql+psycopg2"):
         u = u.set(drivername="postgresql+psycopg")
     return u.render_as_string(hide_password=False)
+
+
+def ts_key(ts: str) -> tuple[int, int]:
+    """Order Slack timestamps ("1700000000.000100") exactly, without float rounding."""
+    seconds, _, micros = ts.partition(".")
+    return int(seconds or 0), int((micros or "0").ljust(6, "0")[:6])
 
 
 def input_hash(messages: Sequence[dict[str, Any]]) -> str:
@@ -111,6 +121,7 @@ class Store:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         self.session = async_sessionmaker(self.engine, expire_on_commit=False)
         self._known_versions: set[tuple[str, str]] = set()
+        self._pruned = time.monotonic()
 
     async def close(self) -> None:
         await self.engine.dispose()
@@ -159,9 +170,18 @@ class Store:
                 key = key[:130] + ":" + hashlib.sha256(key.encode()).hexdigest()
             async with self.session.begin() as s:
                 s.add(SlackEvent(key=key))
-            return True
         except IntegrityError:
             return False
+        if time.monotonic() - self._pruned > CLAIM_PRUNE_EVERY:
+            await self.prune_claims()
+        return True
+
+    async def prune_claims(self, older_than: timedelta = CLAIM_TTL) -> int:
+        """Forget claims older than any Slack retry (its last retry comes ~5 minutes in)."""
+        self._pruned = time.monotonic()
+        async with self.session.begin() as s:
+            result = await s.execute(delete(SlackEvent).where(SlackEvent.received_at < utcnow() - older_than))
+        return result.rowcount or 0
 
     # -- prompts and calls -----------------------------------------------------------
 
@@ -250,8 +270,19 @@ class Store:
 
     # -- feedback --------------------------------------------------------------------
 
-    async def set_feedback(self, *, call_id: int, user_id: str, source: str, name: str, value: int) -> None:
-        """Record (or re-activate) one person's signal on an answer."""
+    async def set_feedback(self, *, call_id: int, user_id: str, source: str, name: str, value: int,
+                           event_ts: str | None = None) -> bool:
+        """Record (or re-activate) one person's signal on an answer. False if Slack's
+        ``event_ts`` shows it is older than what is recorded (a late retry)."""
+        return await self._signal(call_id, user_id, source, name, value=value, event_ts=event_ts)
+
+    async def remove_feedback(self, *, call_id: int, user_id: str, source: str, name: str,
+                              event_ts: str | None = None) -> bool:
+        """Withdraw one signal. False if there was nothing to withdraw or the removal is stale."""
+        return await self._signal(call_id, user_id, source, name, value=None, event_ts=event_ts)
+
+    async def _signal(self, call_id: int, user_id: str, source: str, name: str, *, value: int | None,
+                      event_ts: str | None) -> bool:
         for attempt in range(2):
             now = utcnow()
             try:
@@ -260,27 +291,31 @@ class Store:
                         Feedback.call_id == call_id, Feedback.user_id == user_id,
                         Feedback.source == source, Feedback.name == name,
                     ))
+                    if row is not None and event_ts and row.event_ts and ts_key(event_ts) <= ts_key(row.event_ts):
+                        return False  # Slack redelivered something older than what we hold
+                    if value is None:  # a removal
+                        if row is None:
+                            if not event_ts:
+                                return False
+                            # Arrived before its reaction: remember it so the late add stays removed.
+                            s.add(Feedback(call_id=call_id, user_id=user_id, source=source, name=name, value=0,
+                                           created_at=now, updated_at=now, removed_at=now, event_ts=event_ts))
+                            return False
+                        active = row.removed_at is None
+                        row.removed_at, row.event_ts = now, event_ts or row.event_ts
+                        return active
                     if row is None:
                         s.add(Feedback(call_id=call_id, user_id=user_id, source=source, name=name, value=value,
-                                       created_at=now, updated_at=now))
+                                       created_at=now, updated_at=now, event_ts=event_ts))
                     else:
                         row.value, row.updated_at, row.removed_at = value, now, None
-                return
+                        row.event_ts = event_ts or row.event_ts
+                    return True
             except IntegrityError:
                 if attempt:
                     raise
-                # A concurrent request inserted the same signal first: update that row instead.
-
-    async def remove_feedback(self, *, call_id: int, user_id: str, source: str, name: str) -> bool:
-        async with self.session.begin() as s:
-            row = await s.scalar(select(Feedback).where(
-                Feedback.call_id == call_id, Feedback.user_id == user_id,
-                Feedback.source == source, Feedback.name == name, Feedback.removed_at.is_(None),
-            ))
-            if row is None:
-                return False
-            row.removed_at = utcnow()
-            return True
+                # A concurrent request inserted the same signal first: apply ours to that row.
+        return False  # pragma: no cover
 
     async def votes(self, call_id: int) -> dict[str, int]:
         """One vote per person: their most recent active signal on this answer."""

@@ -14,6 +14,6 @@ from handlers import commands, mentions, messages, reactions
 def register(app: AsyncApp) -> None:
     app.event("app_mention")(mentions.on_app_mention)
     app.event("message")(messages.on_message)  # channels, groups, DMs, thread follow-ups
-    app.event("reaction_added")(reactions.on_reaction_added)
-    app.event("reaction_removed")(reactions.on_reaction_removed)
+    app.event("reaction_added", middleware=[reactions.record_added])(reactions.recorded)
+    app.event("reaction_removed", middleware=[reactions.record_removed])(reactions.recorded)
     app.command(re.compile(r"^/.+"))(commands.on_command)  # one per prompt with metadata.slack.command
