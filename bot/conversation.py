@@ -24,9 +24,10 @@ from bot.errors import FlywheelError, ModelError, redact
 from bot.llm import LLM
 from bot.pricing import PriceTable
 from bot.prompts import Prompt, PromptSet
+from bot.ratelimits import RateBudget
 from bot.settings import Settings
 from bot.slack_text import quote, strip_mention, unescape
-from bot.store import CallLog, PastCall, Store
+from bot.store import CallLog, PastCall, Store, ts_key
 
 log = logging.getLogger(__name__)
 
@@ -67,13 +68,14 @@ class BotIdentity:
 
 class Conversation:
     def __init__(self, *, settings: Settings, prompts: Callable[[], PromptSet], llm: LLM, store: Store,
-                 prices: PriceTable):
+                 prices: PriceTable, budget: RateBudget | None = None):
         self.settings = settings
+        self.budget = budget or RateBudget()
         self._prompts = prompts
         self.llm = llm
         self.store = store
         self.prices = prices
-        self._inflight = 0
+        self._tasks: set[asyncio.Task] = set()  # answers in flight
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -92,12 +94,13 @@ class Conversation:
         if ask.thread_ts:
             context = Context()
             if ask.thread_ts != ask.ts:  # inside an existing thread: its messages are the context
-                context = await self.thread_context(client, ask.channel_id, ask.thread_ts, ask.ts, bot)
-            reply: Reply = StreamedReply(client, channel=ask.channel_id, thread_ts=ask.thread_ts,
+                context = await self.thread_context(client, ask.channel_id, ask.thread_ts, ask.ts, ask.team_id,
+                                                    bot)
+            reply: Reply = StreamedReply(client, self.budget, channel=ask.channel_id, thread_ts=ask.thread_ts,
                                          team_id=ask.team_id, user_id=ask.user_id)
         else:  # a top-level DM: answer in the conversation itself
-            context = await self.dm_context(client, ask.channel_id, ask.ts, bot)
-            reply = PostedReply(client, channel=ask.channel_id)
+            context = await self.dm_context(client, ask.channel_id, ask.ts, ask.team_id, bot)
+            reply = PostedReply(client, self.budget, channel=ask.channel_id, team_id=ask.team_id)
         return await self.answer(ask, reply, context)
 
     async def reply_to_command(self, ask: Ask, client: AsyncWebClient, respond: Callable[..., Any]) -> int:
@@ -105,7 +108,8 @@ class Conversation:
         assert ask.channel_id
         shown = f"<@{ask.user_id}> asked `{ask.prompt.command}`:\n{quote(ask.text)}"
         try:
-            root = await client.chat_postMessage(channel=ask.channel_id, text=shown)
+            root = await self.budget.call(client, "chat.postMessage", team=ask.team_id, channel=ask.channel_id,
+                                          text=shown)
         except SlackApiError as exc:
             if _slack_error(exc) not in CANNOT_POST:
                 raise
@@ -113,7 +117,7 @@ class Conversation:
             return await self.answer(ask, ResponseUrlReply(respond, header=shown))
         thread = root["ts"]
         ask = Ask(**{**vars(ask), "ts": thread, "thread_ts": thread})
-        reply = StreamedReply(client, channel=ask.channel_id, thread_ts=thread, team_id=ask.team_id,
+        reply = StreamedReply(client, self.budget, channel=ask.channel_id, thread_ts=thread, team_id=ask.team_id,
                               user_id=ask.user_id)
         return await self.answer(ask, reply)
 
@@ -127,63 +131,87 @@ class Conversation:
     # -- the flow ----------------------------------------------------------------------
 
     async def answer(self, ask: Ask, reply: Reply, context: Context | None = None) -> int:
-        self._enter()
+        """Answer, always: the model's text, or a short apology; and one row in `calls`."""
+        task = asyncio.current_task()
+        self._tasks.add(task)
+        self._idle.clear()
         try:
             return await self._answer(ask, reply, context or Context())
         finally:
-            self._leave()
+            self._tasks.discard(task)
+            if not self._tasks:
+                self._idle.set()
 
     async def _answer(self, ask: Ask, reply: Reply, context: Context) -> int:
         prompt = ask.prompt
         model = prompt.model or self.settings.model
-        messages = prompt.messages(
-            ask.text, context.turns,
-            user=ask.user_id or "", channel=ask.channel_id or "",
-            date=datetime.now(UTC).date().isoformat(), thread=context.transcript,
-        )
-        await self.store.save_prompt_version(
-            name=prompt.name, version=prompt.version, path=str(prompt.path), source=prompt.source,
-            model=prompt.model,
-        )
         record = CallLog(
             trigger=ask.trigger, prompt_name=prompt.name, prompt_version=prompt.version, model=model,
-            messages=messages, options=dict(prompt.options), team_id=ask.team_id, channel_id=ask.channel_id,
+            messages=[], options=dict(prompt.options), team_id=ask.team_id, channel_id=ask.channel_id,
             user_id=ask.user_id, request_ts=ask.ts, thread_ts=ask.thread_ts, request_text=ask.text,
         )
-        stream = self.llm.stream(model=model, messages=messages, options=prompt.options)
+        stream = None
         note = None
+        interrupted: BaseException | None = None
         started = time.monotonic()
         try:
+            record.messages = prompt.messages(
+                ask.text, context.turns,
+                user=ask.user_id or "", channel=ask.channel_id or "",
+                date=datetime.now(UTC).date().isoformat(), thread=context.transcript,
+            )
+            await self.store.save_prompt_version(
+                name=prompt.name, version=prompt.version, path=str(prompt.path), source=prompt.source,
+                model=prompt.model,
+            )
+            stream = self.llm.stream(model=model, messages=record.messages, options=prompt.options)
             async with contextlib.aclosing(aiter(stream)) as deltas:
                 async for delta in deltas:
                     await reply.write(delta)
         except ModelError as exc:
             log.warning("model call failed (%s): %s", exc.kind, exc)
-            record.status = "incomplete" if stream.completion.text else "error"
-            record.error_type, record.error_message = f"ModelError.{exc.kind}", self._redact(str(exc))
-            note = f"_{exc.user_message}_"
-        except (SlackApiError, FlywheelError) as exc:
-            log.exception("delivering the answer failed")
-            record.status, record.error_type = "error", type(exc).__name__
-            record.error_message = self._redact(str(exc))
+            note = self._failed(record, exc, f"ModelError.{exc.kind}", exc.user_message)
+            if stream is not None and stream.completion.text:
+                record.status = "incomplete"
+        except asyncio.CancelledError as exc:  # shut down before the answer finished
+            interrupted = exc
+            note = self._failed(record, exc, "Interrupted", ModelError._apologies["interrupted"],
+                                "the bot shut down before the answer finished")
+            record.status = "incomplete" if stream is not None and stream.completion.text else "error"
+        except Exception as exc:  # noqa: BLE001 - the user gets an apology, the log the traceback
+            log.exception("answering failed")
+            note = self._failed(record, exc, type(exc).__name__, FlywheelError.user_message)
         else:
             if stream.completion.finish_reason == "length":
                 record.status = "truncated"
                 note = "_(The answer hit this prompt's length limit and was cut off.)_"
+            elif not stream.completion.text.strip():
+                note = "_(The model returned an empty answer. Try rephrasing.)_"
         try:
             await reply.finish(note)
-        except (SlackApiError, FlywheelError) as exc:
+        except Exception as exc:  # noqa: BLE001 - Slack refused every way of posting
             log.exception("posting the answer to Slack failed")
-            record.status, record.error_type = "error", type(exc).__name__
-            record.error_message = self._redact(str(exc))
+            self._failed(record, exc, type(exc).__name__, "")
         finally:
-            self._complete(record, stream.completion, reply, started)
+            if stream is not None:
+                self._complete(record, stream.completion, started)
+            record.message_ts = list(reply.message_ts)
+            record.latency_ms = record.latency_ms or int((time.monotonic() - started) * 1000)
             call_id = await self.store.record_call(record)
         log.info("call %s: %s/%s %s in %sms", call_id, prompt.name, prompt.short_version, record.status,
                  record.latency_ms)
+        if interrupted is not None:
+            raise interrupted
         return call_id
 
-    def _complete(self, record: CallLog, completion, reply: Reply, started: float) -> None:
+    def _failed(self, record: CallLog, exc: BaseException, error_type: str, apology: str,
+                message: str | None = None) -> str | None:
+        """Mark the call as failed; returns the apology to show in Slack."""
+        record.status, record.error_type = "error", error_type
+        record.error_message = self._redact(message or str(exc) or type(exc).__name__)
+        return f"_{apology}_" if apology else None
+
+    def _complete(self, record: CallLog, completion, started: float) -> None:
         record.answer = completion.text
         record.finish_reason = completion.finish_reason
         record.model_resolved = completion.model
@@ -195,7 +223,6 @@ class Conversation:
         record.usage = completion.usage
         record.ttft_ms = completion.ttft_ms
         record.latency_ms = completion.latency_ms or int((time.monotonic() - started) * 1000)
-        record.message_ts = list(reply.message_ts)
         price = self.prices.price(record.model_resolved or record.model)
         if price is not None:
             record.cost_usd = self.prices.cost(price.model, record.prompt_tokens, record.completion_tokens,
@@ -209,29 +236,31 @@ class Conversation:
     # -- context -----------------------------------------------------------------------
 
     async def thread_context(self, client: AsyncWebClient, channel: str, thread_ts: str, before: str | None,
-                             bot: BotIdentity) -> Context:
+                             team: str | None, bot: BotIdentity) -> Context:
         """The thread's earlier messages as chat turns (the bot's answers as assistant turns)."""
         messages: list[dict[str, Any]] = []
         cursor = None
         while len(messages) < HISTORY_LIMIT * 5:
-            resp = await client.conversations_replies(channel=channel, ts=thread_ts, limit=200, cursor=cursor)
+            resp = await self.budget.call(client, "conversations.replies", team=team, channel=channel,
+                                          ts=thread_ts, limit=200, cursor=cursor)
             messages.extend(resp.get("messages") or [])
             cursor = (resp.get("response_metadata") or {}).get("next_cursor")
             if not cursor:
                 break
         return await self._turns(channel, messages, before, bot)
 
-    async def dm_context(self, client: AsyncWebClient, channel: str, before: str | None,
+    async def dm_context(self, client: AsyncWebClient, channel: str, before: str | None, team: str | None,
                          bot: BotIdentity) -> Context:
-        oldest = (_ts_seconds(before) if before else time.time()) - DM_WINDOW_SECONDS
-        resp = await client.conversations_history(channel=channel, limit=DM_MESSAGES, oldest=f"{oldest:.6f}")
+        oldest = (float(before) if before else time.time()) - DM_WINDOW_SECONDS
+        resp = await self.budget.call(client, "conversations.history", team=team, channel=channel,
+                                      limit=DM_MESSAGES, oldest=f"{oldest:.6f}")
         messages = list(reversed(resp.get("messages") or []))
         return await self._turns(channel, messages, before, bot)
 
     async def _turns(self, channel: str, messages: list[dict[str, Any]], before: str | None,
                      bot: BotIdentity) -> Context:
         if before:
-            messages = [m for m in messages if _ts_key(m.get("ts", "0")) < _ts_key(before)]
+            messages = [m for m in messages if ts_key(m.get("ts", "0")) < ts_key(before)]
         messages = messages[-HISTORY_LIMIT:]
         calls = await self.store.calls_for(channel, [m["ts"] for m in messages if m.get("ts")])
         answer_of: dict[str, PastCall] = {ts: c for c in calls for ts in c.message_ts}
@@ -257,16 +286,7 @@ class Conversation:
 
     @property
     def inflight(self) -> int:
-        return self._inflight
-
-    def _enter(self) -> None:
-        self._inflight += 1
-        self._idle.clear()
-
-    def _leave(self) -> None:
-        self._inflight -= 1
-        if self._inflight == 0:
-            self._idle.set()
+        return len(self._tasks)
 
     async def drain(self, timeout: float) -> bool:
         """Wait for answers in flight; True if all finished within ``timeout`` seconds."""
@@ -275,6 +295,18 @@ class Conversation:
             return True
         except TimeoutError:
             return False
+
+    async def shutdown(self, grace: float, cleanup: float = 4.0) -> int:
+        """Let answers finish for ``grace`` seconds, then interrupt the rest: each posts an
+        apology and writes its row (status incomplete/error, error_type Interrupted).
+        Returns how many had to be interrupted."""
+        if await self.drain(grace):
+            return 0
+        late = list(self._tasks)
+        for task in late:
+            task.cancel()
+        await asyncio.wait(late, timeout=cleanup)
+        return len(late)
 
 
 @dataclass
@@ -314,15 +346,6 @@ class Context:
 
 def _speaker(user_id: str | None) -> str:
     return f"<@{user_id}>" if user_id and user_id[:1] in "UW" else (user_id or "someone")
-
-
-def _ts_key(ts: str) -> tuple[int, int]:
-    seconds, _, micros = ts.partition(".")
-    return int(seconds or 0), int((micros or "0").ljust(6, "0")[:6])
-
-
-def _ts_seconds(ts: str) -> float:
-    return float(ts)
 
 
 def _slack_error(exc: SlackApiError) -> str | None:

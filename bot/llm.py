@@ -50,7 +50,7 @@ class LLM:
         api_key: str | None,
         base_url: str | None = None,
         idle_timeout: float = 60.0,
-        max_retries: int = 3,
+        max_retries: int = 2,
     ):
         self.base_url = base_url
         self.idle_timeout = idle_timeout
@@ -128,12 +128,18 @@ class ModelStream:
     async def _deltas(self, started: float) -> AsyncIterator[str]:
         c = self.completion
         try:
-            stream = await self._open()
+            idle = self._llm.idle_timeout
+            # The first token must come within `idle` seconds of the request, retries included;
+            # after that, each chunk within `idle` of the last: long answers are never cut short.
+            deadline = time.monotonic() + idle
+            async with asyncio.timeout(idle):
+                stream = await self._open()
             try:
                 chunks = aiter(stream)
                 while True:
+                    wait = max(deadline - time.monotonic(), 0.001) if c.ttft_ms is None else idle
                     try:
-                        chunk = await asyncio.wait_for(anext(chunks), self._llm.idle_timeout)
+                        chunk = await asyncio.wait_for(anext(chunks), wait)
                     except StopAsyncIteration:
                         break
                     c.response_id = c.response_id or getattr(chunk, "id", None)

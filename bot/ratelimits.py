@@ -1,0 +1,87 @@
+"""Slack's rate limits, planned for rather than hit.
+
+Slack limits each app per workspace per method, shared by every conversation
+(https://docs.slack.dev/apis/web-api/rate-limits): Tier 2 (~20/min) for
+chat.startStream and chat.stopStream, Tier 3 (~50/min) for chat.update and
+conversations.*, Tier 4 (~100/min) for chat.appendStream, and about one
+chat.postMessage per second per channel. `RateBudget` keeps a margin under
+each, per workspace (and per channel where Slack counts per channel).
+
+Calls that must happen (start, stop, post, the final update) `take()` a slot
+and wait for one if needed; calls that only show progress (appendStream,
+intermediate chat.update) `try_take()` and are skipped when the budget is
+short: answers then arrive with fewer updates, or as a single post, but never
+with a 429. The budget is per process; several processes in one workspace
+share Slack's limits, and the 429 retry handler covers what they overlap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+# method -> (calls, per seconds): about 90% of Slack's published tiers.
+DEFAULT_LIMITS: dict[str, tuple[int, float]] = {
+    "chat.startStream": (18, 60.0),
+    "chat.stopStream": (18, 60.0),
+    "chat.appendStream": (90, 60.0),
+    "chat.update": (45, 60.0),
+    "chat.delete": (45, 60.0),
+    "chat.postMessage": (1, 1.0),  # per channel
+    "conversations.replies": (45, 60.0),
+    "conversations.history": (45, 60.0),
+}
+PER_CHANNEL = frozenset({"chat.postMessage"})
+
+
+class RateBudget:
+    def __init__(self, limits: dict[str, tuple[int, float]] | None = None,
+                 clock: Callable[[], float] = time.monotonic):
+        self.limits = dict(DEFAULT_LIMITS if limits is None else limits)
+        self.clock = clock
+        self._used: dict[tuple[str, ...], deque[float]] = {}
+
+    def _window(self, method: str, team: str | None, channel: str | None) -> tuple[deque[float], int, float] | None:
+        if method not in self.limits:
+            return None
+        calls, per = self.limits[method]
+        key = (method, team or "", channel or "" if method in PER_CHANNEL else "")
+        used = self._used.setdefault(key, deque())
+        now = self.clock()
+        while used and used[0] <= now - per:
+            used.popleft()
+        return used, calls, per
+
+    def try_take(self, method: str, *, team: str | None, channel: str | None = None) -> bool:
+        """Take a slot if one is free now; False means skip this optional call."""
+        window = self._window(method, team, channel)
+        if window is None:
+            return True
+        used, calls, _ = window
+        if len(used) >= calls:
+            return False
+        used.append(self.clock())
+        return True
+
+    async def take(self, method: str, *, team: str | None, channel: str | None = None) -> None:
+        """Take a slot, waiting for one if the budget is spent."""
+        while not self.try_take(method, team=team, channel=channel):
+            window = self._window(method, team, channel)
+            assert window is not None
+            used, _, per = window
+            await asyncio.sleep(max(used[0] + per - self.clock(), 0.001) if used else 0.001)
+
+    async def call(self, client: Any, method: str, *, team: str | None, optional: bool = False,
+                   **params: Any) -> Any:
+        """Call a Web API method within the budget. With ``optional``, returns None instead of
+        waiting when the budget is short."""
+        channel = params.get("channel")
+        if optional:
+            if not self.try_take(method, team=team, channel=channel):
+                return None
+        else:
+            await self.take(method, team=team, channel=channel)
+        return await getattr(client, method.replace(".", "_"))(**params)
