@@ -1,0 +1,295 @@
+"""Faults injected through the fakes: nothing duplicated, nothing lost, nothing dangerous."""
+
+from __future__ import annotations
+
+import json
+import time
+from urllib.parse import urlencode
+
+import aiohttp
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy.engine import make_url
+
+from conftest import Harness, serve_bot
+from fakes import wait_until
+from fakes.slack_sender import mention, reaction, sign
+from fakes.tcp_proxy import TcpProxy
+
+
+def replies(h: Harness, channel: str, thread_ts: str) -> list[dict]:
+    return [m for m in h.slack.thread(channel, thread_ts) if m.get("user") == h.slack.bot_user_id]
+
+
+def texts(h: Harness, channel: str, thread_ts: str) -> list[str]:
+    return [h.slack.text_of(m) for m in replies(h, channel, thread_ts)]
+
+
+# -- requests Bolt alone would mishandle ------------------------------------------------------
+
+
+async def test_slash_command_whose_text_says_payload_is_answered(bot: Harness):
+    bot.model.reply("The payload is JSON.")
+    status, _ = await bot.sender.command("/ask", "what is in the payload field?", channel_id="C5")
+    assert status == 200
+    [call] = await bot.calls(1)
+    assert call.request_text == "what is in the payload field?"
+
+
+@pytest.mark.parametrize(("body", "content_type", "expected"), [
+    (b"{not json", "application/json", 400),
+    (b"\xff\xfe\x00garbage", "application/json", 400),
+    (b"payload=%7Bbroken", "application/x-www-form-urlencoded", 400),
+    (b"[1, 2, 3]", "application/json", 400),
+    (b"", "application/x-www-form-urlencoded", 400),
+    (b'{"type": "event_callback", "event": {"type": "mystery_event"}}', "application/json", 404),
+    (b'{"type": "event_callback", "event_id": "Ev9", "event": {"type": "app_mention"}}', "application/json", 200),
+    (b'{"type": "event_callback", "event": {"type": "reaction_added"}}', "text/plain", 200),
+    (b'{"type": "url_verification", "challenge": "c-123"}', "application/json", 200),
+])
+async def test_signed_but_malformed_requests_get_a_4xx_or_a_quiet_200(bot: Harness, body: bytes,
+                                                                      content_type: str, expected: int):
+    status, text = await bot.sender.raw(body, content_type=content_type)
+    assert status == expected, text
+    if b"url_verification" in body:
+        assert json.loads(text) == {"challenge": "c-123"}
+    await bot.settle(0.1)
+    assert bot.model.requests == [] and bot.slack.bot_messages() == []
+
+
+async def test_body_over_one_megabyte_is_refused(bot: Harness):
+    status, _ = await bot.sender.raw(b'{"type": "event_callback", "x": "' + b"a" * 1_100_000 + b'"}',
+                                     content_type="application/json")
+    assert status == 413
+
+
+@pytest.mark.parametrize("how", ["unsigned", "wrong signature", "stale", "future"])
+async def test_unverified_requests_are_rejected_and_nothing_is_logged(bot: Harness, how: str):
+    body = json.dumps({"type": "url_verification", "challenge": "x"}).encode()
+    now = int(time.time())
+    kwargs = {
+        "unsigned": {"sign": False},
+        "wrong signature": {"signature": sign("not-the-secret", now, body), "timestamp": now},
+        "stale": {"timestamp": now - 301},
+        "future": {"timestamp": now + 301},
+    }[how]
+    status, _ = await bot.sender.raw(body, content_type="application/json", **kwargs)
+    assert status == 401
+    event = mention("<@UBOT> hello")
+    status, _ = await bot.sender.raw(json.dumps({"type": "event_callback", "event": event, "event_id": "Ev1"}),
+                                     content_type="application/json", **kwargs)
+    assert status == 401
+    await bot.settle(0.1)
+    assert bot.model.requests == [] and await bot.store.list_calls() == []
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=st.one_of(
+    st.binary(max_size=300),
+    st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+                 lambda children: st.lists(children, max_size=4)
+                 | st.dictionaries(st.sampled_from(["type", "event", "event_id", "user", "channel", "ts",
+                                                    "text", "command", "payload", "item", "reaction"]),
+                                   children, max_size=5),
+                 max_leaves=12).map(lambda v: json.dumps(v).encode()),
+    st.dictionaries(st.sampled_from(["command", "text", "payload", "user_id", "channel_id", "ssl_check"]),
+                    st.text(max_size=30), max_size=5).map(lambda d: urlencode(d).encode()),
+), content_type=st.sampled_from(["application/json", "application/x-www-form-urlencoded", "text/plain"]))
+async def test_fuzzed_signed_bodies_never_cause_a_500(fuzz_bot: Harness, body: bytes, content_type: str):
+    status, _ = await fuzz_bot.sender.raw(body, content_type=content_type)
+    assert status < 500
+
+
+@pytest.fixture
+async def fuzz_bot(bot: Harness):
+    yield bot
+    async with aiohttp.ClientSession() as session, session.get(f"{bot.url}/healthz") as resp:
+        assert resp.status == 200, "the bot stays healthy after the fuzzing"
+
+
+# -- model faults ------------------------------------------------------------------------------
+
+
+async def test_model_rate_limit_and_server_errors_are_retried_with_backoff(bot: Harness):
+    bot.model.reply(status=429, error="rate_limit_exceeded", headers={"retry-after-ms": "50"})
+    bot.model.reply(status=500, error="server_error")
+    bot.model.reply("Third time lucky.")
+    event = await bot.mention("hello", channel="C1")
+    [call] = await bot.calls(1, timeout=10)
+    assert texts(bot, "C1", event["ts"]) == ["Third time lucky."]
+    assert len(bot.model.requests) == 3 and call.status == "ok"
+
+
+@pytest.mark.parametrize("bot_settings", [{"FLYWHEEL_MODEL_TIMEOUT": "1"}])
+async def test_a_stalled_stream_ends_in_an_apology_and_the_bot_answers_the_next_request(bot: Harness):
+    bot.model.reply(chunks=["Thinking about ", "it "], stall_after=2)
+    event = await bot.mention("hello", channel="C1")
+    started = time.monotonic()
+    [call] = await bot.calls(1, timeout=10)
+    assert time.monotonic() - started < 5
+    [text] = texts(bot, "C1", event["ts"])
+    assert text.startswith("Thinking about it") and "took too long" in text
+    assert (call.status, call.error_type, call.answer) == ("incomplete", "ModelError.timeout", "Thinking about it ")
+
+    bot.model.reply("Back to normal.")
+    second = await bot.mention("again", channel="C1")
+    await bot.calls(2)
+    assert texts(bot, "C1", second["ts"]) == ["Back to normal."]
+
+
+@pytest.mark.parametrize("bot_settings", [{"FLYWHEEL_MODEL_TIMEOUT": "1"}])
+async def test_a_long_answer_with_steady_tokens_is_not_cut_by_the_idle_timeout(bot: Harness):
+    bot.model.reply(chunks=[f"part {i} " for i in range(30)], chunk_delay=0.1)  # 3 s in all
+    event = await bot.mention("go on", channel="C1")
+    [call] = await bot.calls(1, timeout=10)
+    assert call.status == "ok" and [t.strip() for t in texts(bot, "C1", event["ts"])] == [call.answer.strip()]
+
+
+async def test_a_stream_cut_midway_keeps_what_arrived_and_marks_it_incomplete(bot: Harness):
+    bot.model.reply(chunks=["The first half ", "arrived "], cut_after=2)
+    event = await bot.mention("hello", channel="C1")
+    [call] = await bot.calls(1)
+    [text] = texts(bot, "C1", event["ts"])
+    assert text.startswith("The first half arrived") and "Sorry" in text
+    assert call.status == "incomplete" and call.answer == "The first half arrived "
+
+
+async def test_a_malformed_model_response_ends_in_an_apology_and_an_error_row(bot: Harness):
+    bot.model.reply(malformed=True)
+    event = await bot.mention("hello", channel="C1")
+    [call] = await bot.calls(1)
+    assert "couldn't read" in texts(bot, "C1", event["ts"])[0]
+    assert call.status == "error" and call.error_type == "ModelError.malformed"
+
+
+async def test_refused_model_connection_ends_in_an_apology(bot: Harness):
+    await bot.model.stop()
+    event = await bot.mention("hello", channel="C1")
+    [call] = await bot.calls(1, timeout=10)
+    assert "couldn't reach the model" in texts(bot, "C1", event["ts"])[0]
+    assert call.error_type == "ModelError.connection"
+
+
+# -- Slack faults -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("error", ["unknown_method", "not_allowed_token_type", "missing_scope"])
+async def test_when_slack_refuses_streaming_the_answer_is_posted(bot: Harness, error: str):
+    bot.slack.fail("chat.startStream", error, times=99)
+    bot.model.reply("Posted instead.")
+    event = await bot.mention("hello", channel="C1")
+    [call] = await bot.calls(1)
+    assert texts(bot, "C1", event["ts"]) == ["Posted instead."]
+    assert call.status == "ok" and call.reply_ts == replies(bot, "C1", event["ts"])[0]["ts"]
+
+
+async def test_streaming_state_conflict_midway_posts_the_rest_without_losing_text(bot: Harness):
+    words = [f"w{i} " for i in range(40)]
+    bot.model.reply(chunks=words, chunk_delay=0.06)
+    bot.slack.fail("chat.appendStream", "streaming_state_conflict", times=99)
+    event = await bot.mention("hello", channel="C1")
+    await bot.calls(1, timeout=10)
+    assert " ".join(texts(bot, "C1", event["ts"])).split() == "".join(words).split()
+
+
+async def test_slack_429_and_5xx_are_retried(bot: Harness):
+    bot.slack.fail("chat.startStream", "ratelimited", status=429, headers={"Retry-After": "1"})
+    bot.slack.fail("chat.stopStream", "internal_error", status=503)
+    bot.model.reply("Arrived anyway.")
+    event = await bot.mention("hello", channel="C1")
+    [call] = await bot.calls(1, timeout=15)
+    assert texts(bot, "C1", event["ts"]) == ["Arrived anyway."] and call.status == "ok"
+
+
+async def test_msg_too_long_from_slack_splits_the_message(bot: Harness):
+    bot.slack.fail("chat.startStream", "unknown_method", times=99)
+    bot.slack.fail("chat.postMessage", "msg_too_long")
+    bot.model.reply("para one.\n\n" * 100)
+    event = await bot.mention("hello", channel="C1")
+    await bot.calls(1)
+    assert " ".join(texts(bot, "C1", event["ts"])).split() == ("para one.\n\n" * 100).split()
+    assert len(replies(bot, "C1", event["ts"])) == 2
+
+
+async def test_when_no_way_to_post_works_the_error_is_logged_not_dropped(bot: Harness):
+    bot.slack.fail("chat.startStream", "channel_not_found", times=99)
+    bot.slack.fail("chat.postMessage", "channel_not_found", times=99)
+    await bot.mention("hello", channel="C1")
+    [call] = await bot.calls(1)
+    assert call.status == "error" and call.error_type == "SlackApiError"
+    assert "channel_not_found" in call.error_message
+
+
+# -- votes arriving out of order, and outages --------------------------------------------------
+
+
+async def test_a_late_retry_of_a_reaction_cannot_undo_its_removal(bot: Harness):
+    event = await bot.mention("hello", channel="C1")
+    [call] = await bot.calls(1)
+    [answer] = replies(bot, "C1", event["ts"])
+    added = reaction("reaction_added", "+1", user="U2", channel="C1", ts=answer["ts"])
+    removed = reaction("reaction_removed", "+1", user="U2", channel="C1", ts=answer["ts"])
+    assert (await bot.sender.event(added))[0] == 200
+    assert (await bot.sender.event(removed))[0] == 200
+    assert (await bot.sender.event(added, retry_num=1))[0] == 200  # Slack's retry, arriving late
+    assert await bot.store.votes(call.id) == {}
+
+
+async def test_a_reaction_during_a_database_outage_is_recorded_once_it_is_back(bot: Harness, database_url: str):
+    if not database_url.startswith("postgresql"):
+        pytest.skip("the outage is a cut TCP link to PostgreSQL")
+    url = make_url(database_url)
+    async with TcpProxy(url.host or "127.0.0.1", url.port or 5432) as proxy:
+        proxied = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+        async with serve_bot(bot.slack, bot.model, proxied) as h:
+            event = await h.mention("hello", channel="C1")
+            [call] = await h.calls(1)
+            [answer] = replies(h, "C1", event["ts"])
+            vote = reaction("reaction_added", "+1", user="U2", channel="C1", ts=answer["ts"])
+
+            proxy.cut()
+            status, _ = await h.sender.event(vote)
+            assert status >= 500, "not acknowledged, so Slack delivers it again"
+            async with aiohttp.ClientSession() as session, session.get(f"{h.url}/healthz") as resp:
+                assert resp.status == 503 and (await resp.json())["database"] == "unreachable"
+
+            proxy.restore()
+            status, _ = await h.sender.event(vote, retry_num=1)  # Slack's redelivery
+            assert status == 200
+            assert await h.store.votes(call.id) == {"U2": 1}
+
+
+# -- shutdown -----------------------------------------------------------------------------------
+
+
+async def test_shutdown_lets_answers_finish_then_interrupts_the_rest_with_a_row_each(bot: Harness):
+    bot.model.reply("Quick one.")
+    quick = await bot.mention("quick", channel="C1")
+    await bot.calls(1)
+    bot.model.reply(chunks=["Slow ", "answer "], stall_after=2)
+    slow = await bot.mention("slow", channel="C1")
+    await wait_until(lambda: bot.fw.conversation.inflight == 1 and bot.slack.calls("chat.startStream")[1:])
+    interrupted = await bot.fw.conversation.shutdown(grace=0.3)
+    assert interrupted == 1
+    calls = await bot.store.list_calls()
+    assert [c.status for c in calls] == ["ok", "incomplete"]
+    assert calls[1].error_type == "Interrupted" and calls[1].answer == "Slow answer "
+    [text] = texts(bot, "C1", slow["ts"])
+    assert text.startswith("Slow answer") and "restarted" in text
+    assert texts(bot, "C1", quick["ts"]) == ["Quick one."]
+
+
+# -- secrets ---------------------------------------------------------------------------------------
+
+
+async def test_secrets_never_reach_stored_errors_or_users(bot: Harness, caplog: pytest.LogCaptureFixture):
+    caplog.set_level("DEBUG")
+    bot.model.reply(status=401, error="invalid_api_key")
+    event = await bot.mention("hello", channel="C1")
+    [call] = await bot.calls(1)
+    secrets = (bot.slack.bot_token, bot.model.api_key, bot.fw.settings.slack_signing_secret)
+    shown = " ".join(texts(bot, "C1", event["ts"]))
+    for secret in secrets:
+        assert secret not in (call.error_message or "") and secret not in shown
+        assert secret[:12] not in (call.error_message or "")
