@@ -32,7 +32,8 @@ from bot.store import CallLog, PastCall, Store, ts_key
 log = logging.getLogger(__name__)
 
 HISTORY_LIMIT = 200  # thread messages read as context
-HISTORY_CHARS = 60_000  # context budget in characters (~15k tokens); oldest dropped first
+CONTEXT_CHARS = 100_000  # what we send at most, in characters (~25k tokens); oldest messages go first
+HISTORY_MIN_CHARS = 20_000  # room kept for the conversation when the user's text is very long
 DM_WINDOW_SECONDS = 3600  # top-level DMs: earlier messages from the last hour are context
 DM_MESSAGES = 20
 # Errors that mean "the bot may not post here": answer through response_url instead.
@@ -155,19 +156,31 @@ class Conversation:
         interrupted: BaseException | None = None
         started = time.monotonic()
         try:
-            record.messages = prompt.messages(
-                ask.text, context.turns,
-                user=ask.user_id or "", channel=ask.channel_id or "",
-                date=datetime.now(UTC).date().isoformat(), thread=context.transcript,
-            )
             await self.store.save_prompt_version(
                 name=prompt.name, version=prompt.version, path=str(prompt.path), source=prompt.source,
                 model=prompt.model,
             )
-            stream = self.llm.stream(model=model, messages=record.messages, options=prompt.options)
-            async with contextlib.aclosing(aiter(stream)) as deltas:
-                async for delta in deltas:
-                    await reply.write(delta)
+            text = fit_text(ask.text, CONTEXT_CHARS - HISTORY_MIN_CHARS)
+            context = context.within(CONTEXT_CHARS - len(text))
+            while True:
+                record.messages = prompt.messages(
+                    text, context.messages,
+                    user=ask.user_id or "", channel=ask.channel_id or "",
+                    date=datetime.now(UTC).date().isoformat(), thread=context.transcript,
+                )
+                stream = self.llm.stream(model=model, messages=record.messages, options=prompt.options)
+                try:
+                    async with contextlib.aclosing(aiter(stream)) as deltas:
+                        async for delta in deltas:
+                            await reply.write(delta)
+                    break
+                except ModelError as exc:
+                    # Too long for this model: leave out the older half of the conversation and retry.
+                    if exc.kind != "context_too_long" or stream.completion.text or not context.turns:
+                        raise
+                    log.info("context too long for %s; retrying with %d fewer messages", model,
+                             len(context.turns) - len(context.turns) // 2)
+                    context = context.newest(len(context.turns) // 2)
         except ModelError as exc:
             log.warning("model call failed (%s): %s", exc.kind, exc)
             note = self._failed(record, exc, f"ModelError.{exc.kind}", exc.user_message)
@@ -280,7 +293,7 @@ class Conversation:
             elif m.get("subtype") in (None, "thread_broadcast", "file_share", "bot_message"):
                 text = unescape(strip_mention(m.get("text") or "", bot.user_id or ""))
                 context.add("user", text, speaker=_speaker(m.get("user") or m.get("username") or "bot"))
-        return context.within(HISTORY_CHARS)
+        return context
 
     # -- graceful shutdown ---------------------------------------------------------------
 
@@ -316,6 +329,7 @@ class Context:
 
     turns: list[dict[str, Any]] = field(default_factory=list)
     speakers: list[str] = field(default_factory=list)
+    dropped: int = 0  # older messages left out to fit the model's context
 
     def add(self, role: str, content: str, *, speaker: str) -> None:
         if content := content.strip():
@@ -323,25 +337,45 @@ class Context:
             self.speakers.append(speaker)
 
     @property
+    def note(self) -> str | None:
+        if not self.dropped:
+            return None
+        return f"(The {self.dropped} oldest messages of this conversation were left out to fit the context.)"
+
+    @property
+    def messages(self) -> list[dict[str, Any]]:
+        """The turns as sent to the model, after a note if older ones were left out."""
+        return ([{"role": "user", "content": self.note}] if self.note else []) + self.turns
+
+    @property
     def transcript(self) -> str:
-        return "\n\n".join(f"{who}: {t['content']}" for who, t in zip(self.speakers, self.turns, strict=True))
+        lines = [f"{who}: {t['content']}" for who, t in zip(self.speakers, self.turns, strict=True)]
+        return "\n\n".join([self.note] + lines if self.note else lines)
 
     def within(self, budget: int) -> Context:
-        """Keep the newest messages that fit in ``budget`` characters; say how many were left out."""
+        """The newest messages that fit in ``budget`` characters."""
         used, keep = 0, 0
         for turn in reversed(self.turns):
             used += len(turn["content"])
             if used > budget:
                 break
             keep += 1
-        dropped = len(self.turns) - keep
-        if not dropped:
+        return self.newest(keep)
+
+    def newest(self, keep: int) -> Context:
+        """The newest ``keep`` messages; the others are counted as left out."""
+        keep = max(0, min(keep, len(self.turns)))
+        if keep == len(self.turns):
             return self
-        kept = Context(self.turns[dropped:], self.speakers[dropped:])
-        note = f"(The {dropped} oldest messages of this conversation were left out to fit the context.)"
-        kept.turns.insert(0, {"role": "user", "content": note})
-        kept.speakers.insert(0, "note")
-        return kept
+        cut = len(self.turns) - keep
+        return Context(self.turns[cut:], self.speakers[cut:], self.dropped + cut)
+
+
+def fit_text(text: str, limit: int) -> str:
+    """The user's text, cut with a note if it alone would not fit the context."""
+    if len(text) <= limit:
+        return text
+    return text[:limit] + "\n\n(The rest of this message was left out: it is too long for the model.)"
 
 
 def _speaker(user_id: str | None) -> str:

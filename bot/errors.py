@@ -46,7 +46,7 @@ class ModelError(FlywheelError):
     """A model call failed.
 
     ``kind`` is one of: ``timeout``, ``rate_limited``, ``connection``, ``auth``,
-    ``bad_request``, ``server``, ``malformed``, ``interrupted``.
+    ``bad_request``, ``context_too_long``, ``server``, ``malformed``, ``interrupted``.
     """
 
     _apologies = {
@@ -58,6 +58,8 @@ class ModelError(FlywheelError):
         "server": "Sorry, the model service had an error. Please try again.",
         "malformed": "Sorry, the model sent a reply I couldn't read. Please try again.",
         "interrupted": "Sorry, I was restarted before I could finish this answer. Please ask again.",
+        "context_too_long": "Sorry, this is too long for the model, even without the older messages. "
+                            "Try a shorter request, or start a new thread.",
     }
 
     def __init__(self, kind: str, message: str, *, status: int | None = None):

@@ -169,6 +169,8 @@ class ModelStream:
                              status=exc.status_code) from exc
         except openai.APIStatusError as exc:
             kind = "server" if exc.status_code >= 500 else "bad_request"
+            if kind == "bad_request" and _context_too_long(exc):
+                kind = "context_too_long"
             raise ModelError(kind, _describe(exc), status=exc.status_code) from exc
         except openai.APIConnectionError as exc:
             kind = "interrupted" if c.text else "connection"
@@ -199,6 +201,14 @@ def _rejected_param(exc: openai.BadRequestError) -> str | None:
     if code in ("unsupported_parameter", "unsupported_value") or "unsupported" in str(err.get("message", "")).lower():
         return err.get("param")
     return None
+
+
+def _context_too_long(exc: openai.APIStatusError) -> bool:
+    """OpenAI says context_length_exceeded; vLLM and others say so in the message."""
+    body = exc.body if isinstance(exc.body, dict) else {}
+    err = body.get("error", body) if isinstance(body.get("error", body), dict) else body
+    text = f"{err.get('code') or ''} {err.get('message') or ''}".lower()
+    return "context_length" in text or "context length" in text or "too many tokens" in text
 
 
 def _describe(exc: openai.APIStatusError) -> str:

@@ -293,3 +293,99 @@ async def test_secrets_never_reach_stored_errors_or_users(bot: Harness, caplog: 
     for secret in secrets:
         assert secret not in (call.error_message or "") and secret not in shown
         assert secret[:12] not in (call.error_message or "")
+
+
+# -- context that does not fit ----------------------------------------------------------------
+
+
+async def test_a_thread_too_long_for_the_context_drops_the_oldest_messages_with_a_note(bot: Harness):
+    root = bot.slack.add_message("C1", "message 0 " + "x" * 9_000, user="U1")
+    for i in range(1, 15):
+        bot.slack.add_message("C1", f"message {i} " + "x" * 9_000, user="U2", thread_ts=root)
+    await bot.mention("what did we decide?", channel="C1", thread_ts=root)
+    [call] = await bot.calls(1)
+    sent = bot.model.requests[0]["messages"]
+    assert sum(len(m["content"]) for m in sent) <= 110_000
+    assert "oldest messages of this conversation were left out" in sent[1]["content"]
+    assert sent[2]["content"].startswith("message ") and sent[-2]["content"].startswith("message 14 ")
+    assert sent[-1]["content"] == "what did we decide?" and call.status == "ok"
+
+
+async def test_when_the_model_says_the_context_is_too_long_older_messages_are_left_out_and_it_retries(
+        bot: Harness):
+    root = bot.slack.add_message("C1", "first", user="U1")
+    for i in range(1, 8):
+        bot.slack.add_message("C1", f"reply {i}", user="U2", thread_ts=root)
+    bot.model.reply(status=400, error="context_length_exceeded")
+    bot.model.reply("Fits now.")
+    event = await bot.mention("summary please", channel="C1", thread_ts=root)
+    [call] = await bot.calls(1)
+    first, second = (r["messages"] for r in bot.model.requests)
+    assert len(second) < len(first)
+    assert "left out to fit the context" in second[1]["content"]
+    assert second[-2]["content"] == "reply 7"
+    assert texts(bot, "C1", root)[-1] == "Fits now." and call.status == "ok"
+    assert call.messages == second and event
+
+
+async def test_a_user_text_longer_than_the_context_is_cut_with_a_note(bot: Harness):
+    bot.model.reply("That is a lot of y.")
+    status, _ = await bot.sender.command("/ask", "y" * 150_000, channel_id="C5")
+    assert status == 200
+    [call] = await bot.calls(1)
+    last = bot.model.requests[0]["messages"][-1]["content"]
+    assert len(last) < 90_000 and last.endswith("it is too long for the model.)")
+    assert call.status == "ok"
+
+
+# -- output safety and long answers, end to end ------------------------------------------------------
+
+DANGEROUS = ["<!channel>", "<!here>", "<!everyone>", "<!subteam^S0123|@oncall>", "@here", "@channel",
+             "@everyone", "<https://evil.example|https://good.example>", "<!date^1392734382^x|y>", "&", "<", ">"]
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(parts=st.lists(st.one_of(st.sampled_from(DANGEROUS), st.text(max_size=12)), min_size=1, max_size=12),
+       cuts=st.lists(st.integers(min_value=1, max_value=7), min_size=1, max_size=5))
+async def test_no_bot_message_ever_carries_a_broadcast_or_group_mention(safety_bot: Harness, parts: list[str],
+                                                                        cuts: list[int]):
+    answer = " ".join(parts)
+    chunks, i = [], 0
+    while i < len(answer):  # deliver the answer in arbitrary pieces
+        step = cuts[len(chunks) % len(cuts)]
+        chunks.append(answer[i:i + step])
+        i += step
+    safety_bot.model.reply(chunks=chunks or [" "])
+    before = len(await safety_bot.store.list_calls())
+    await safety_bot.mention("say it", channel="C7")
+    await safety_bot.calls(before + 1)
+    for message in safety_bot.slack.bot_messages("C7"):
+        posted = safety_bot.slack.text_of(message)
+        assert "<!" not in posted and "<http" not in posted
+        lowered = posted.lower()
+        for word in ("@here", "@channel", "@everyone"):
+            assert word not in lowered, posted
+
+
+@pytest.fixture
+async def safety_bot(bot: Harness):
+    return bot
+
+
+async def test_a_50000_character_answer_with_code_arrives_whole_within_every_slack_limit(bot: Harness):
+    block = "Here is the next step.\n\n```python\n" + "\n".join(
+        f"    value_{i} = compute({i}) & mask  # <step {i}>" for i in range(60)) + "\n```\n\n"
+    answer = block * 20
+    assert len(answer) > 50_000
+    bot.model.reply(answer)
+    event = await bot.mention("write the whole migration", channel="C1")
+    [call] = await bot.calls(1, timeout=60)
+    messages = texts(bot, "C1", event["ts"])
+    assert len(messages) >= 5 and call.status == "ok"
+    for text in messages:
+        assert len(text) <= 12_000
+        assert text.count("```") % 2 == 0, "no code fence is left open"
+    # Reassembled (fences added at the breaks removed, entities unescaped) it is the model's answer.
+    joined = "\n".join(messages).replace("&amp;", "&").replace("&lt;", "<").replace("&gt;", ">")
+    assert [line for line in joined.splitlines() if line.strip() and not line.startswith("```")] == [
+        line for line in answer.splitlines() if line.strip() and not line.startswith("```")]
