@@ -74,7 +74,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
     socket = settings.socket_mode if args.socket is None else args.socket
     settings.require(slack=True, socket=socket, model=True)
-    logs.configure(settings.log_level, settings.secrets)
+    logs.configure(settings.log_level, settings.secrets, settings.log_format)
 
     async def go() -> None:
         fw = create_app(settings)
@@ -97,7 +97,7 @@ def cmd_db_upgrade(_: argparse.Namespace, settings: Settings) -> int:
     from bot.store import Store
 
     settings.require()
-    logs.configure(settings.log_level, settings.secrets)
+    logs.configure(settings.log_level, settings.secrets, settings.log_format)
 
     async def go() -> str:
         store = Store(settings.database_url)
@@ -137,7 +137,8 @@ def cmd_try(args: argparse.Namespace, settings: Settings) -> int:
     from bot.store import Store
 
     settings.require(model=True)
-    logs.configure("WARNING" if settings.log_level == "INFO" else settings.log_level, settings.secrets)
+    logs.configure("WARNING" if settings.log_level == "INFO" else settings.log_level, settings.secrets,
+                   settings.log_format)
     prompts = Prompts(settings.prompts_dir)
     prompt = prompts().get(args.prompt)
     if prompt is None:

@@ -54,10 +54,14 @@ def web_app(fw: Flywheel) -> web.Application:
     async def healthz(_: web.Request) -> web.Response:
         database = await fw.store.ping()
         prompts = fw.conversation.prompts
+        settings = fw.settings
         body = {
             "ok": database,
             "database": "ok" if database else "unreachable",
-            "mode": "socket" if fw.settings.socket_mode else "http",
+            "mode": "socket" if settings.socket_mode else "http",
+            "model": settings.model,
+            "model_server": settings.openai_base_url or "https://api.openai.com/v1",
+            "slack_api": settings.slack_api_url,
             "prompts": len(prompts),
             "prompt_problems": [str(p) for p in prompts.problems],
             "answers_in_flight": fw.conversation.inflight,

@@ -40,6 +40,7 @@ SETTINGS: dict[str, tuple[str, str | None]] = {
     "PROMPTS_DIR": ("the folder of prompt files", "prompts"),
     "PORT": ("the HTTP port", "3000"),
     "LOG_LEVEL": ("the log level", "INFO"),
+    "LOG_FORMAT": ("text, or json for one JSON object per line", "text"),
 }
 
 
@@ -60,6 +61,7 @@ class Settings:
     prompts_dir: Path = Path("prompts")
     port: int = 3000
     log_level: str = "INFO"
+    log_format: str = "text"
     # Malformed values found while parsing; reported by problems_for().
     malformed: tuple[str, ...] = field(default=(), repr=False)
 
@@ -119,6 +121,11 @@ class Settings:
             bad("LOG_LEVEL", f"must be one of {', '.join(LOG_LEVELS)}, got {level!r}")
             level = "INFO"
 
+        log_format = (get("LOG_FORMAT") or "text").lower()
+        if log_format not in ("text", "json"):
+            bad("LOG_FORMAT", f"must be text or json, got {log_format!r}")
+            log_format = "text"
+
         database_url = normalize_database_url(get("DATABASE_URL") or DEFAULT_DATABASE_URL)
         if not database_url.startswith(("sqlite", "postgresql")):
             bad("DATABASE_URL", "must be a sqlite:/// or postgresql:// (or postgres://) URL")
@@ -139,6 +146,7 @@ class Settings:
             prompts_dir=Path(get("PROMPTS_DIR") or "prompts"),
             port=port,
             log_level=level,
+            log_format=log_format,
             malformed=tuple(problems),
         )
 
