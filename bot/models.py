@@ -3,9 +3,11 @@
     prompt_versions   every prompt file version ever used (sha256 of the file)
     calls             one row per model call: who, where, what was sent, what came back, cost
     call_messages     the Slack messages an answer was posted as (a reaction finds its call here)
+    corrections       people's fixes of answers (history kept; the newest is the target)
     feedback          votes: one row per person, answer, source and reaction; latest active wins;
                       event_ts orders Slack's deliveries, so a late retry cannot undo a newer change
     slack_events      claimed Slack deliveries (event ids, message keys): answer each once
+    meta              installation-wide values (the export salt)
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     DateTime,
     Float,
     ForeignKey,
@@ -23,6 +26,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -92,7 +96,9 @@ class Call(Base):
     price: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # the USD/1M prices the cost used
     latency_ms: Mapped[int | None] = mapped_column(Integer)
     ttft_ms: Mapped[int | None] = mapped_column(Integer)
-    parent_call_id: Mapped[int | None] = mapped_column(ForeignKey("calls.id", ondelete="SET NULL"))
+    parent_call_id: Mapped[int | None] = mapped_column(ForeignKey("calls.id", ondelete="SET NULL"))  # regenerated from
+    # Kept out of every training export (the exclude reaction).
+    excluded: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class CallMessage(Base):
@@ -120,6 +126,27 @@ class Feedback(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     removed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Correction(Base):
+    """A person's fix of an answer; the newest per call is the training target, older ones are history."""
+
+    __tablename__ = "corrections"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    call_id: Mapped[int] = mapped_column(ForeignKey("calls.id", ondelete="CASCADE"), index=True)
+    user_id: Mapped[str] = mapped_column(String(32))
+    text: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Meta(Base):
+    """Installation-wide values, e.g. the salt that pseudonymises user ids in exports."""
+
+    __tablename__ = "meta"
+
+    key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
 
 
 class SlackEvent(Base):

@@ -25,6 +25,7 @@ from aiohttp import web
 from sqlalchemy.engine import make_url
 
 from bot.app import Flywheel, create_app
+from bot.ratelimits import RateBudget
 from bot.server import web_app
 from bot.settings import Settings
 from bot.store import Store
@@ -36,7 +37,7 @@ REPO = Path(__file__).resolve().parent.parent
 SIGNING_SECRET = "test-signing-secret-0123456789"
 POSTGRES_URL = os.environ.get("FLYWHEEL_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REQUIRE_POSTGRES = os.environ.get("FLYWHEEL_TEST_REQUIRE_POSTGRES") == "1"
-TABLES = "feedback, call_messages, calls, prompt_versions, slack_events"
+TABLES = "feedback, corrections, call_messages, calls, prompt_versions, slack_events, meta"
 
 
 @pytest.fixture(autouse=True)
@@ -180,11 +181,12 @@ def bot_settings() -> dict[str, str]:
 
 
 @contextlib.asynccontextmanager
-async def serve_bot(slack: FakeSlack, model: FakeOpenAI, database_url: str,
-                    **overrides: str) -> AsyncIterator[Harness]:
-    """One bot process: create_app() as `flywheel run` does, behind a real HTTP endpoint."""
+async def serve_bot(slack: FakeSlack, model: FakeOpenAI, database_url: str, *,
+                    budget: RateBudget | None = None, **overrides: str) -> AsyncIterator[Harness]:
+    """One bot process: create_app() as `flywheel run` does, behind a real HTTP endpoint
+    (``budget``: the bot's RateBudget; default, the one create_app() makes)."""
     settings = settings_for(slack, model, database_url, **overrides)
-    fw = create_app(settings)
+    fw = create_app(settings, budget=budget)
     await fw.store.upgrade()
     runner = web.AppRunner(web_app(fw), access_log=None)
     await runner.setup()

@@ -324,3 +324,13 @@ async def test_overlong_values_are_clipped_not_lost(store: Store) -> None:
     call = await store.get_call(call_id)
     assert call is not None
     assert call.model == "m" * 100 and call.model_resolved == "r" * 100 and call.finish_reason == "f" * 32
+
+
+async def test_nul_characters_do_not_lose_the_row(store: Store) -> None:
+    """PostgreSQL refuses NUL in text and JSON strings; model output may contain one."""
+    messages = [{"role": "user", "content": "a\x00b"}]
+    call_id = await store.record_call(call_log(answer="x\x00y", messages=messages, request_text="a\x00b"))
+    call = await store.get_call(call_id)
+    assert call is not None and call.answer == "x\ufffdy" and call.messages[0]["content"] == "a\ufffdb"
+    correction = await store.add_correction(call_id=call_id, user_id="U1", text="fixed\x00")
+    assert correction and (await store.corrections(call_id))[0].text == "fixed\ufffd"

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-28 13:33:38.025753
+Create Date: 2026-11-28
 """
 
 import sqlalchemy as sa
@@ -48,6 +48,7 @@ def upgrade() -> None:
     sa.Column('latency_ms', sa.Integer(), nullable=True),
     sa.Column('ttft_ms', sa.Integer(), nullable=True),
     sa.Column('parent_call_id', sa.Integer(), nullable=True),
+    sa.Column('excluded', sa.Boolean(), server_default=sa.false(), nullable=False),
     sa.ForeignKeyConstraint(['parent_call_id'], ['calls.id'], ondelete='SET NULL'),
     sa.PrimaryKeyConstraint('id')
     )
@@ -57,6 +58,11 @@ def upgrade() -> None:
         batch_op.create_index('ix_calls_prompt', ['prompt_name', 'prompt_version'], unique=False)
         batch_op.create_index('ix_calls_thread', ['channel_id', 'thread_ts'], unique=False)
 
+    op.create_table('meta',
+    sa.Column('key', sa.String(length=100), nullable=False),
+    sa.Column('value', sa.Text(), nullable=False),
+    sa.PrimaryKeyConstraint('key')
+    )
     op.create_table('prompt_versions',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('prompt_name', sa.String(length=100), nullable=False),
@@ -84,6 +90,18 @@ def upgrade() -> None:
     with op.batch_alter_table('call_messages', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_call_messages_call_id'), ['call_id'], unique=False)
 
+    op.create_table('corrections',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('call_id', sa.Integer(), nullable=False),
+    sa.Column('user_id', sa.String(length=32), nullable=False),
+    sa.Column('text', sa.Text(), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['call_id'], ['calls.id'], ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id')
+    )
+    with op.batch_alter_table('corrections', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_corrections_call_id'), ['call_id'], unique=False)
+
     op.create_table('feedback',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('call_id', sa.Integer(), nullable=False),
@@ -109,12 +127,17 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_feedback_call_id'))
 
     op.drop_table('feedback')
+    with op.batch_alter_table('corrections', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_corrections_call_id'))
+
+    op.drop_table('corrections')
     with op.batch_alter_table('call_messages', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_call_messages_call_id'))
 
     op.drop_table('call_messages')
     op.drop_table('slack_events')
     op.drop_table('prompt_versions')
+    op.drop_table('meta')
     with op.batch_alter_table('calls', schema=None) as batch_op:
         batch_op.drop_index('ix_calls_thread')
         batch_op.drop_index('ix_calls_prompt')
