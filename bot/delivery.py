@@ -47,7 +47,8 @@ class Reply(Protocol):
 
     async def write(self, delta: str) -> None: ...
 
-    async def finish(self, note: str | None = None) -> None: ...
+    async def finish(self, note: str | None = None, blocks: list[dict] | None = None) -> None:
+        """Complete the answer; ``blocks`` (buttons) go under its last message."""
 
 
 class _Output:
@@ -67,16 +68,16 @@ class _Output:
         return await self.budget.call(self.client, method, team=self.team_id, optional=optional,
                                       channel=self.channel, **params)
 
-    async def _post(self, text: str) -> None:
+    async def _post(self, text: str, blocks: list[dict] | None = None) -> None:
         """Post one whole message; if Slack counts it too long (it counts UTF-16), post it in halves."""
         try:
-            resp = await self._call("chat.postMessage", thread_ts=self.thread_ts, markdown_text=text)
+            resp = await self._call("chat.postMessage", thread_ts=self.thread_ts, **_content(text, blocks))
         except SlackApiError as exc:
             if _error(exc) != "msg_too_long" or len(text) < 200:
                 raise
             cut = text.rfind("\n", 0, len(text) // 2) + 1 or len(text) // 2
             await self._post(text[:cut])
-            await self._post(text[cut:])
+            await self._post(text[cut:], blocks)
             return
         self.message_ts.append(resp["ts"])
 
@@ -99,11 +100,11 @@ class StreamedReply(_Output):
         await self._take(self.splitter.feed(delta))
         await self._progress()
 
-    async def finish(self, note: str | None = None) -> None:
+    async def finish(self, note: str | None = None, blocks: list[dict] | None = None) -> None:
         await self._take(self.splitter.close())
         if note:
             self._pending += ("\n\n" if (self._pending or self._streaming) else "") + note
-        await self._end_message()
+        await self._end_message(blocks)
 
     async def _take(self, pieces: Iterable[Piece]) -> None:
         for piece in pieces:
@@ -117,17 +118,18 @@ class StreamedReply(_Output):
             return
         now = time.monotonic()
         if not self._streaming:
-            if not self._can_stream or not self.budget.try_take("chat.startStream", team=self.team_id):
+            if not self._can_stream:
                 return  # posted whole when the message is complete
             try:
-                resp = await self.client.chat_startStream(
-                    channel=self.channel, thread_ts=self.thread_ts, markdown_text=self._pending,
-                    recipient_team_id=self.team_id, recipient_user_id=self.user_id,
-                )
+                resp = await self._call("chat.startStream", optional=True, thread_ts=self.thread_ts,
+                                        markdown_text=self._pending, recipient_team_id=self.team_id,
+                                        recipient_user_id=self.user_id)
             except SlackApiError as exc:
                 log.warning("chat.startStream refused (%s); posting this answer instead", _error(exc))
                 self._can_stream = False
                 return
+            if resp is None:
+                return  # the budget is spent: this message is posted whole when complete
             self.message_ts.append(resp["ts"])
             self._streaming, self._pending, self._last = True, "", now
         elif now - self._last >= self.interval:
@@ -141,20 +143,21 @@ class StreamedReply(_Output):
             if sent is not None:
                 self._pending, self._last = "", now
 
-    async def _end_message(self) -> None:
-        """Complete the current message with everything pending."""
+    async def _end_message(self, blocks: list[dict] | None = None) -> None:
+        """Complete the current message with everything pending (and ``blocks`` under it)."""
         text, self._pending = self._pending, ""
         if self._streaming:
             self._streaming = False
+            extra = {"markdown_text": text} if text else {}
             try:
-                await self._call("chat.stopStream", ts=self.message_ts[-1],
-                                 **({"markdown_text": text} if text else {}))
+                await self._call("chat.stopStream", ts=self.message_ts[-1], **extra,
+                                 **({"blocks": blocks} if blocks else {}))
                 return
             except SlackApiError as exc:
                 log.warning("chat.stopStream refused (%s); posting its text instead", _error(exc))
                 self._can_stream = False
         if text.strip():
-            await self._post(text)
+            await self._post(text, blocks)
 
     async def _abandon_stream(self) -> None:
         """Slack will not take more text for this message: close it as it is."""
@@ -182,14 +185,14 @@ class PostedReply(_Output):
             self._text += piece.text
         await self._progress()
 
-    async def finish(self, note: str | None = None) -> None:
+    async def finish(self, note: str | None = None, blocks: list[dict] | None = None) -> None:
         for piece in self.splitter.close():
             if piece.new_message and self._text.strip():
                 await self._end_message()
             self._text += piece.text
         if note:
             self._text += ("\n\n" if self._text else "") + note
-        await self._end_message()
+        await self._end_message(blocks)
 
     async def _progress(self) -> None:
         if not self._text.strip() or self._text == self._shown:
@@ -205,12 +208,12 @@ class PostedReply(_Output):
                 "chat.update", optional=True, ts=self.message_ts[-1], markdown_text=self._text) is not None:
             self._shown, self._last = self._text, now
 
-    async def _end_message(self) -> None:
-        if self._text.strip() and self._text != self._shown:
+    async def _end_message(self, blocks: list[dict] | None = None) -> None:
+        if self._text.strip() and (self._text != self._shown or blocks):
             if self._shown:
-                await self._call("chat.update", ts=self.message_ts[-1], markdown_text=self._text)
+                await self._call("chat.update", ts=self.message_ts[-1], **_content(self._text, blocks))
             else:
-                await self._post(self._text)
+                await self._post(self._text, blocks)
         self._text, self._shown = "", ""
 
 
@@ -226,7 +229,7 @@ class ResponseUrlReply:
     async def write(self, delta: str) -> None:
         self._take(self.splitter.feed(delta))
 
-    async def finish(self, note: str | None = None) -> None:
+    async def finish(self, note: str | None = None, blocks: list[dict] | None = None) -> None:
         self._take(self.splitter.close())
         if note:
             self._messages[-1] += note
@@ -242,6 +245,14 @@ class ResponseUrlReply:
             if piece.new_message and self._messages[-1].strip():
                 self._messages.append("")
             self._messages[-1] += piece.text
+
+
+def _content(text: str, blocks: list[dict] | None) -> dict[str, Any]:
+    """A message body: markdown text alone, or (with buttons) a markdown block and the buttons,
+    with ``text`` for notifications (Slack takes markdown_text or blocks, not both)."""
+    if not blocks:
+        return {"markdown_text": text}
+    return {"text": text[:3000], "blocks": [{"type": "markdown", "text": text}, *blocks]}
 
 
 def _error(exc: SlackApiError) -> str | None:

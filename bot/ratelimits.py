@@ -42,46 +42,61 @@ class RateBudget:
                  clock: Callable[[], float] = time.monotonic):
         self.limits = dict(DEFAULT_LIMITS if limits is None else limits)
         self.clock = clock
-        self._used: dict[tuple[str, ...], deque[float]] = {}
+        # Per key, the slots taken: [time]. A slot's time is when its call *finished* (Slack may
+        # count it any time until then); a call in flight holds its slot with time +inf.
+        self._used: dict[tuple[str, ...], deque[list[float]]] = {}
 
-    def _window(self, method: str, team: str | None, channel: str | None) -> tuple[deque[float], int, float] | None:
+    def _slots(self, method: str, team: str | None, channel: str | None) -> tuple[deque[list[float]], int, float] | None:
         if method not in self.limits:
             return None
         calls, per = self.limits[method]
         key = (method, team or "", channel or "" if method in PER_CHANNEL else "")
         used = self._used.setdefault(key, deque())
         now = self.clock()
-        while used and used[0] <= now - per:
+        while used and used[0][0] <= now - per:
             used.popleft()
         return used, calls, per
 
-    def try_take(self, method: str, *, team: str | None, channel: str | None = None) -> bool:
-        """Take a slot if one is free now; False means skip this optional call."""
-        window = self._window(method, team, channel)
-        if window is None:
-            return True
-        used, calls, _ = window
+    def _try(self, method: str, team: str | None, channel: str | None) -> list[float] | None:
+        slots = self._slots(method, team, channel)
+        if slots is None:
+            return [0.0]  # an unlimited method: a slot nobody counts
+        used, calls, _ = slots
         if len(used) >= calls:
-            return False
-        used.append(self.clock())
-        return True
+            return None
+        slot = [float("inf")]
+        used.append(slot)
+        return slot
+
+    async def _wait(self, method: str, team: str | None, channel: str | None) -> list[float]:
+        while (slot := self._try(method, team, channel)) is None:
+            used, _, per = self._slots(method, team, channel)  # type: ignore[misc]
+            oldest = min(s[0] for s in used)
+            await asyncio.sleep(min(max(oldest + per - self.clock(), 0.005), per) if oldest != float("inf")
+                                else 0.01)
+        return slot
+
+    def try_take(self, method: str, *, team: str | None, channel: str | None = None) -> bool:
+        """Take a slot if one is free now (counted from now); False means skip this optional call."""
+        slot = self._try(method, team, channel)
+        if slot is not None:
+            slot[0] = self.clock()
+        return slot is not None
 
     async def take(self, method: str, *, team: str | None, channel: str | None = None) -> None:
-        """Take a slot, waiting for one if the budget is spent."""
-        while not self.try_take(method, team=team, channel=channel):
-            window = self._window(method, team, channel)
-            assert window is not None
-            used, _, per = window
-            await asyncio.sleep(max(used[0] + per - self.clock(), 0.001) if used else 0.001)
+        """Take a slot (counted from now), waiting for one if the budget is spent."""
+        slot = await self._wait(method, team, channel)
+        slot[0] = self.clock()
 
     async def call(self, client: Any, method: str, *, team: str | None, optional: bool = False,
                    **params: Any) -> Any:
-        """Call a Web API method within the budget. With ``optional``, returns None instead of
-        waiting when the budget is short."""
+        """Call a Web API method within the budget; the slot counts until the call has finished.
+        With ``optional``, returns None instead of waiting when the budget is short."""
         channel = params.get("channel")
-        if optional:
-            if not self.try_take(method, team=team, channel=channel):
-                return None
-        else:
-            await self.take(method, team=team, channel=channel)
-        return await getattr(client, method.replace(".", "_"))(**params)
+        slot = self._try(method, team, channel) if optional else await self._wait(method, team, channel)
+        if slot is None:
+            return None
+        try:
+            return await getattr(client, method.replace(".", "_"))(**params)
+        finally:
+            slot[0] = self.clock()

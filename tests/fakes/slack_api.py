@@ -36,8 +36,11 @@ import base64
 import contextlib
 import itertools
 import json
+import math
+import time
 import uuid
-from collections import defaultdict
+from collections import defaultdict, deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -146,6 +149,7 @@ class RecordedRequest:
     failed: bool = False
     error: str | None = None
     status: int = 200
+    at: float = field(default_factory=time.monotonic)  # when it arrived (time.monotonic())
 
 
 @dataclass
@@ -224,9 +228,10 @@ class FakeSlack(LoopbackServer):
 
     Inspect with :attr:`requests`, :meth:`calls`, :meth:`messages`, :meth:`thread`,
     :meth:`bot_messages`, :attr:`ephemerals`, :attr:`responses`; inject faults with
-    :meth:`fail`, :meth:`delay` and :meth:`fail_response`. Socket Mode: :meth:`socket_connected`,
-    :meth:`socket_send`, :meth:`socket_disconnect`, :attr:`socket_received`,
-    :attr:`socket_envelopes`, :attr:`socket_pings`, :attr:`socket_connections`.
+    :meth:`fail`, :meth:`delay` and :meth:`fail_response`; enforce Slack's rate limits with
+    :meth:`enforce_limits` (calls over a limit are answered 429, see :attr:`rate_limited`).
+    Socket Mode: :meth:`socket_connected`, :meth:`socket_send`, :meth:`socket_disconnect`,
+    :attr:`socket_received`, :attr:`socket_envelopes`, :attr:`socket_pings`, :attr:`socket_connections`.
     """
 
     bot_token = "xoxb-test-token"
@@ -251,6 +256,10 @@ class FakeSlack(LoopbackServer):
         self._delays: defaultdict[str, list[_Fault]] = defaultdict(list)
         self._response_faults: defaultdict[str, list[_Fault]] = defaultdict(list)
         self._view_ids = itertools.count(1)
+        # Rate limits (enforce_limits): method -> (calls, per seconds); window key -> accepted call times
+        self._limits: dict[str, tuple[int, float]] = {}
+        self._per_channel: frozenset[str] = frozenset()
+        self._windows: dict[tuple[str, str, str], deque[float]] = {}
         # Socket Mode
         self.socket_received: list[Any] = []  # every message a client sent (JSON decoded if it was JSON)
         self.socket_envelopes: list[dict[str, Any]] = []  # every envelope socket_send delivered
@@ -306,6 +315,48 @@ class FakeSlack(LoopbackServer):
         """
         self._faults[method].append(_Fault(times, error, status, dict(headers or {})))
 
+    def enforce_limits(
+        self,
+        limits: dict[str, tuple[int, float]],
+        *,
+        per_channel: Iterable[str] = ("chat.postMessage",),
+    ) -> None:
+        """Rate-limit like Slack: at most ``calls`` accepted calls to ``method`` per sliding
+        window of ``per`` seconds (``limits[method] = (calls, per)``), counted per workspace
+        (the ``team_id`` param Bolt adds to every call; ``"T1"`` when absent) and, for methods
+        in ``per_channel``, per channel too.
+
+        A call over the limit is not executed: it is answered HTTP 429 with
+        ``{"ok": false, "error": "ratelimited"}`` and ``Retry-After`` (whole seconds, at least 1,
+        until the window has room), and recorded with ``status == 429`` (see
+        :attr:`rate_limited`). Rejected calls do not use up the window. Methods not in
+        ``limits`` are not limited; calling again replaces the limits and forgets past calls.
+        """
+        self._limits = dict(limits)
+        self._per_channel = frozenset(per_channel)
+        self._windows = {}
+
+    @property
+    def rate_limited(self) -> list[RecordedRequest]:
+        """Every call answered 429, in order (rate limits or an injected 429 fault)."""
+        return [r for r in self.requests if r.status == 429]
+
+    def _over_limit(self, method: str, params: dict[str, Any]) -> int | None:
+        """Count this call in its window; the Retry-After seconds when it is over the limit."""
+        if method not in self._limits:
+            return None
+        calls, per = self._limits[method]
+        channel = str(params.get("channel") or "") if method in self._per_channel else ""
+        key = (method, str(params.get("team_id") or self.team_id), channel)
+        window = self._windows.setdefault(key, deque())
+        now = time.monotonic()
+        while window and window[0] <= now - per:
+            window.popleft()
+        if len(window) >= calls:
+            return max(1, math.ceil(window[0] + per - now))
+        window.append(now)
+        return None
+
     def delay(self, method: str, seconds: float, times: int = 1) -> None:
         """Delay the next ``times`` responses to ``method`` by ``seconds``."""
         self._delays[method].append(_Fault(times, seconds=seconds))
@@ -331,12 +382,18 @@ class FakeSlack(LoopbackServer):
         params = await self._parse_params(request)
         record = RecordedRequest(method, params, request.headers.copy(), request.method)
         self.requests.append(record)
+        headers = {"x-oauth-scopes": OAUTH_SCOPES, "x-accepted-oauth-scopes": ""}
+
+        retry_after = self._over_limit(method, params)  # counted when the call arrives
+        if retry_after is not None:
+            record.status, record.failed, record.error = 429, True, "ratelimited"
+            headers["Retry-After"] = str(retry_after)
+            return web.json_response({"ok": False, "error": "ratelimited"}, status=429, headers=headers)
 
         delay = self._take(self._delays[method])
         if delay is not None:
             await asyncio.sleep(delay.seconds)
 
-        headers = {"x-oauth-scopes": OAUTH_SCOPES, "x-accepted-oauth-scopes": ""}
         fault = self._take(self._faults[method])
         if fault is not None:
             body: dict[str, Any] = {"ok": False, "error": fault.error}
