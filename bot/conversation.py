@@ -21,6 +21,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.delivery import PostedReply, Reply, ResponseUrlReply, StreamedReply
 from bot.errors import FlywheelError, ModelError, redact
+from bot.feedback import answer_controls, fix_modal
 from bot.llm import LLM
 from bot.pricing import PriceTable
 from bot.prompts import Prompt, PromptSet
@@ -53,6 +54,19 @@ class Ask:
     team_id: str | None = None
     ts: str | None = None  # the asking message (a command's root message)
     thread_ts: str | None = None  # the thread answered in; None: top level
+    replay: Replay | None = None  # regenerate: send exactly what an earlier call sent
+
+
+@dataclass(frozen=True)
+class Replay:
+    """An earlier call to run again: same messages, model, options and prompt version."""
+
+    call_id: int
+    messages: list[dict[str, Any]]
+    model: str
+    options: dict[str, Any]
+    prompt_name: str
+    prompt_version: str
 
 
 @dataclass(frozen=True)
@@ -122,6 +136,54 @@ class Conversation:
                               user_id=ask.user_id)
         return await self.answer(ask, reply)
 
+    async def regenerate(self, call_id: int, *, user_id: str | None, team_id: str | None,
+                         client: AsyncWebClient) -> int | None:
+        """Run an answer's exact input again and post the alternative in its thread, linked to it."""
+        call = await self.store.get_call(call_id)
+        if call is None or not call.channel_id or not call.messages:
+            return None
+        prompt = self.prompts.get(call.prompt_name) or self.prompts.get("ask")
+        if prompt is None:
+            return None
+        thread = call.thread_ts or call.reply_ts
+        replay = Replay(call.id, list(call.messages), call.model, dict(call.options or {}), call.prompt_name,
+                        call.prompt_version)
+        ask = Ask(trigger="regenerate", prompt=prompt, text=call.request_text, channel_id=call.channel_id,
+                  user_id=user_id, team_id=team_id or call.team_id, ts=call.request_ts, thread_ts=thread,
+                  replay=replay)
+        if thread:
+            reply: Reply = StreamedReply(client, self.budget, channel=call.channel_id, thread_ts=thread,
+                                         team_id=ask.team_id, user_id=user_id)
+        else:
+            reply = PostedReply(client, self.budget, channel=call.channel_id, team_id=ask.team_id)
+        return await self.answer(ask, reply)
+
+    async def correct(self, call_id: int, *, user_id: str, text: str, team_id: str | None,
+                      client: AsyncWebClient) -> int:
+        """Store a person's fix of an answer and say so, briefly, in its thread."""
+        correction_id = await self.store.add_correction(call_id=call_id, user_id=user_id, text=text)
+        call = await self.store.get_call(call_id)
+        if call is not None and call.channel_id:
+            note = (f"✏️ <@{user_id}> corrected this answer. Thank you: the correction is what I will "
+                    "learn from.")
+            try:
+                await self.budget.call(client, "chat.postMessage", team=team_id, channel=call.channel_id,
+                                       thread_ts=call.thread_ts or call.reply_ts, text=note)
+            except SlackApiError as exc:  # the correction is saved; the note is a courtesy
+                log.warning("could not post the correction note: %s", _slack_error(exc))
+        return correction_id
+
+    async def open_fix(self, client: AsyncWebClient, *, trigger_id: str, channel_id: str, ts: str) -> bool:
+        """Open the "Fix it" modal for the answer this message belongs to; False if it is none."""
+        call_id = await self.store.call_for_message(channel_id, ts)
+        call = await self.store.get_call(call_id) if call_id is not None else None
+        if call is None or call.status == "error":
+            return False
+        corrections = await self.store.corrections(call.id)
+        text = corrections[-1].text if corrections else call.answer
+        await client.views_open(trigger_id=trigger_id, view=fix_modal(call.id, text))
+        return True
+
     async def followup_prompt(self, channel_id: str, thread_ts: str) -> Prompt | None:
         """The prompt that continues a thread the bot answered in; None if it never did."""
         name = await self.store.thread_prompt(channel_id, thread_ts)
@@ -144,12 +206,15 @@ class Conversation:
                 self._idle.set()
 
     async def _answer(self, ask: Ask, reply: Reply, context: Context) -> int:
-        prompt = ask.prompt
-        model = prompt.model or self.settings.model
+        prompt, replay = ask.prompt, ask.replay
+        model = replay.model if replay else prompt.model or self.settings.model
+        options = replay.options if replay else prompt.options
         record = CallLog(
-            trigger=ask.trigger, prompt_name=prompt.name, prompt_version=prompt.version, model=model,
-            messages=[], options=dict(prompt.options), team_id=ask.team_id, channel_id=ask.channel_id,
+            trigger=ask.trigger, prompt_name=replay.prompt_name if replay else prompt.name,
+            prompt_version=replay.prompt_version if replay else prompt.version, model=model,
+            messages=[], options=dict(options), team_id=ask.team_id, channel_id=ask.channel_id,
             user_id=ask.user_id, request_ts=ask.ts, thread_ts=ask.thread_ts, request_text=ask.text,
+            parent_call_id=replay.call_id if replay else None,
         )
         stream = None
         note = None
@@ -163,12 +228,12 @@ class Conversation:
             text = fit_text(ask.text, CONTEXT_CHARS - HISTORY_MIN_CHARS)
             context = context.within(CONTEXT_CHARS - len(text))
             while True:
-                record.messages = prompt.messages(
+                record.messages = replay.messages if replay else prompt.messages(
                     text, context.messages,
                     user=ask.user_id or "", channel=ask.channel_id or "",
                     date=datetime.now(UTC).date().isoformat(), thread=context.transcript,
                 )
-                stream = self.llm.stream(model=model, messages=record.messages, options=prompt.options)
+                stream = self.llm.stream(model=model, messages=record.messages, options=options)
                 try:
                     async with contextlib.aclosing(aiter(stream)) as deltas:
                         async for delta in deltas:
@@ -176,7 +241,7 @@ class Conversation:
                     break
                 except ModelError as exc:
                     # Too long for this model: leave out the older half of the conversation and retry.
-                    if exc.kind != "context_too_long" or stream.completion.text or not context.turns:
+                    if exc.kind != "context_too_long" or stream.completion.text or not context.turns or replay:
                         raise
                     log.info("context too long for %s; retrying with %d fewer messages", model,
                              len(context.turns) - len(context.turns) // 2)
@@ -200,8 +265,10 @@ class Conversation:
                 note = "_(The answer hit this prompt's length limit and was cut off.)_"
             elif not stream.completion.text.strip():
                 note = "_(The model returned an empty answer. Try rephrasing.)_"
+        answered = stream is not None and stream.completion.text.strip() and record.status != "error"
+        controls = answer_controls(prompt.feedback) if answered else None
         try:
-            await reply.finish(note)
+            await reply.finish(note, controls)
         except Exception as exc:  # noqa: BLE001 - Slack refused every way of posting
             log.exception("posting the answer to Slack failed")
             self._failed(record, exc, type(exc).__name__, "")
@@ -211,8 +278,8 @@ class Conversation:
             record.message_ts = list(reply.message_ts)
             record.latency_ms = record.latency_ms or int((time.monotonic() - started) * 1000)
             call_id = await self.store.record_call(record)
-        log.info("call %s: %s/%s %s in %sms", call_id, prompt.name, prompt.short_version, record.status,
-                 record.latency_ms)
+        log.info("call %s: %s/%s %s in %sms", call_id, record.prompt_name, record.prompt_version[:12],
+                 record.status, record.latency_ms)
         if interrupted is not None:
             raise interrupted
         return call_id
@@ -283,13 +350,13 @@ class Conversation:
         for m in messages:
             ts = m.get("ts", "")
             if (call := answer_of.get(ts)) is not None:
-                if call.status != "error" and call.id not in used and call.answer:
-                    context.add("assistant", call.answer, speaker="you")
+                if call.status != "error" and call.id not in used:  # a corrected answer reads as corrected
+                    context.add("assistant", call.correction or call.answer, speaker="you")
                 used.add(call.id)
             elif (call := asked_by.get(ts)) is not None:
                 context.add("user", call.request_text, speaker=_speaker(call.user_id))
             elif bot.wrote(m):
-                context.add("assistant", unescape(m.get("text") or ""), speaker="you")
+                continue  # the bot's notes and apologies are not part of the conversation
             elif m.get("subtype") in (None, "thread_broadcast", "file_share", "bot_message"):
                 text = unescape(strip_mention(m.get("text") or "", bot.user_id or ""))
                 context.add("user", text, speaker=_speaker(m.get("user") or m.get("username") or "bot"))

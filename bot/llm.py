@@ -194,9 +194,15 @@ def _take_usage(c: Completion, usage: Any) -> None:
         c.usage = None
 
 
-def _rejected_param(exc: openai.BadRequestError) -> str | None:
+def _error(exc: openai.APIStatusError) -> dict[str, Any]:
+    """The provider's error object: OpenAI nests it under "error", some servers don't."""
     body = exc.body if isinstance(exc.body, dict) else {}
-    err = body.get("error", body) if isinstance(body.get("error", body), dict) else body
+    inner = body.get("error", body)
+    return inner if isinstance(inner, dict) else {"message": str(inner)}
+
+
+def _rejected_param(exc: openai.BadRequestError) -> str | None:
+    err = _error(exc)
     code = str(err.get("code") or "")
     if code in ("unsupported_parameter", "unsupported_value") or "unsupported" in str(err.get("message", "")).lower():
         return err.get("param")
@@ -205,15 +211,11 @@ def _rejected_param(exc: openai.BadRequestError) -> str | None:
 
 def _context_too_long(exc: openai.APIStatusError) -> bool:
     """OpenAI says context_length_exceeded; vLLM and others say so in the message."""
-    body = exc.body if isinstance(exc.body, dict) else {}
-    err = body.get("error", body) if isinstance(body.get("error", body), dict) else body
+    err = _error(exc)
     text = f"{err.get('code') or ''} {err.get('message') or ''}".lower()
     return "context_length" in text or "context length" in text or "too many tokens" in text
 
 
 def _describe(exc: openai.APIStatusError) -> str:
     """Status and the provider's own message (auth errors never get here)."""
-    body = exc.body if isinstance(exc.body, dict) else {}
-    err = body.get("error", body) if isinstance(body, dict) else {}
-    message = err.get("message") if isinstance(err, dict) else None
-    return f"HTTP {exc.status_code}: {message or type(exc).__name__}"[:500]
+    return f"HTTP {exc.status_code}: {_error(exc).get('message') or type(exc).__name__}"[:500]

@@ -6,6 +6,7 @@ from typing import Any
 
 import yaml
 
+from bot.feedback import FIX_SHORTCUT
 from bot.prompts import PromptSet
 
 BOT_SCOPES = [
@@ -27,6 +28,7 @@ BOT_EVENTS = [
     "message.mpim",
     "reaction_added",
     "reaction_removed",
+    "app_home_opened",
 ]
 PLACEHOLDER_URL = "https://YOUR-APP.example.com/slack/events"
 
@@ -55,10 +57,14 @@ def manifest(prompts: PromptSet, *, socket: bool, url: str | None = None, name: 
         events = {"request_url": request_url, **events}
         interactivity["request_url"] = request_url
     features: dict[str, Any] = {
-        "app_home": {"home_tab_enabled": False, "messages_tab_enabled": True,
+        "app_home": {"home_tab_enabled": True, "messages_tab_enabled": True,
                      "messages_tab_read_only_enabled": False},
         "bot_user": {"display_name": name.lower()[:80], "always_online": True},
     }
+    features["shortcuts"] = [{
+        "name": "Fix this answer", "type": "message", "callback_id": FIX_SHORTCUT,
+        "description": "Correct one of the bot's answers: the correction becomes training data",
+    }]
     if commands:
         features["slash_commands"] = commands
     return {

@@ -39,6 +39,8 @@ TOP_KEYS = ("name", "description", "version", "authors", "tags", "model", "input
             "outputs", "sample", "template", "metadata")
 MODEL_KEYS = ("id", "api", "apiType", "provider", "connection", "options")
 SLACK_KEYS = ("command", "usage_hint")
+# What a prompt shows under each answer (metadata.feedback), and the defaults.
+FEEDBACK_DEFAULTS = {"buttons": True, "fix": True, "regenerate": True}
 INPUT_KEYS = ("name", "type", "kind", "default", "description", "required", "sample", "example")
 _HINTS = {"parameters": "options", "configuration": "connection"}  # Prompty 1 spellings
 
@@ -397,9 +399,18 @@ def _check_metadata(metadata: Any, at: _At, fail: _Fail) -> tuple[str | None, st
         usage_hint = ""
     feedback = metadata.get("feedback") or {}
     if not isinstance(feedback, dict):
-        fail(at("metadata", "feedback"), "metadata.feedback: must be a mapping")
+        fail(at("metadata", "feedback"), "metadata.feedback: must be a mapping (buttons:, fix:, regenerate:)")
         feedback = {}
-    return command, usage_hint.strip(), dict(feedback)
+    _unknown(feedback, tuple(FEEDBACK_DEFAULTS), ("metadata", "feedback"), "metadata.feedback", at, fail)
+    checked = dict(FEEDBACK_DEFAULTS)
+    for key in FEEDBACK_DEFAULTS:
+        if key in feedback:
+            if isinstance(feedback[key], bool):
+                checked[key] = feedback[key]
+            else:
+                fail(at("metadata", "feedback", key), f"metadata.feedback.{key}: must be true or false, "
+                     f"got {feedback[key]!r}")
+    return command, usage_hint.strip(), checked
 
 
 def _check_inputs(raw: Any, at: _At, fail: _Fail) -> dict[str, Any]:

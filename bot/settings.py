@@ -36,6 +36,8 @@ SETTINGS: dict[str, tuple[str, str | None]] = {
     "FLYWHEEL_PRICES": ("a JSON file of model prices that overrides or extends the built-in table", None),
     "FLYWHEEL_UP_REACTIONS": ("comma-separated reactions that count as 👍", "+1,thumbsup"),
     "FLYWHEEL_DOWN_REACTIONS": ("comma-separated reactions that count as 👎", "-1,thumbsdown"),
+    "FLYWHEEL_EXCLUDE_REACTION": ("the reaction that keeps an answer out of training exports",
+                                  "no_entry_sign"),
     "DATABASE_URL": ("a SQLAlchemy database URL", DEFAULT_DATABASE_URL),
     "PROMPTS_DIR": ("the folder of prompt files", "prompts"),
     "PORT": ("the HTTP port", "3000"),
@@ -57,6 +59,7 @@ class Settings:
     prices_file: Path | None = None
     up_reactions: frozenset[str] = frozenset({"+1", "thumbsup"})
     down_reactions: frozenset[str] = frozenset({"-1", "thumbsdown"})
+    exclude_reaction: str = "no_entry_sign"
     database_url: str = DEFAULT_DATABASE_URL
     prompts_dir: Path = Path("prompts")
     port: int = 3000
@@ -142,6 +145,7 @@ class Settings:
             prices_file=Path(p) if (p := get("FLYWHEEL_PRICES")) else None,
             up_reactions=_reaction_set(get("FLYWHEEL_UP_REACTIONS")),
             down_reactions=_reaction_set(get("FLYWHEEL_DOWN_REACTIONS")),
+            exclude_reaction=(get("FLYWHEEL_EXCLUDE_REACTION") or "no_entry_sign").strip(":"),
             database_url=database_url,
             prompts_dir=Path(get("PROMPTS_DIR") or "prompts"),
             port=port,

@@ -8,7 +8,8 @@ import re
 
 from slack_bolt.async_app import AsyncApp
 
-from handlers import commands, mentions, messages, reactions
+from bot.feedback import FIX_ACTION, FIX_SHORTCUT, FIX_VIEW, REGENERATE_ACTION, VOTE_ACTION
+from handlers import actions, commands, home, mentions, messages, reactions
 
 
 def register(app: AsyncApp) -> None:
@@ -16,4 +17,10 @@ def register(app: AsyncApp) -> None:
     app.event("message")(messages.on_message)  # channels, groups, DMs, thread follow-ups
     app.event("reaction_added", middleware=[reactions.record_added])(reactions.recorded)
     app.event("reaction_removed", middleware=[reactions.record_removed])(reactions.recorded)
+    app.event("app_home_opened")(home.on_home_opened)  # the Home tab: figures per prompt
     app.command(re.compile(r"^/.+"))(commands.on_command)  # one per prompt with metadata.slack.command
+    app.action(VOTE_ACTION)(actions.on_vote)  # 👍/👎 feedback buttons under an answer
+    app.action(FIX_ACTION)(actions.on_fix)  # "Fix it" button: opens the fix modal
+    app.action(REGENERATE_ACTION)(actions.on_regenerate)  # "Regenerate" button
+    app.shortcut(FIX_SHORTCUT)(actions.on_fix_shortcut)  # message shortcut "Fix this answer"
+    app.view(FIX_VIEW)(actions.on_fix_submit)  # the fix modal, saved

@@ -380,3 +380,18 @@ def test_changed_detects_edits_additions_and_removals(tmp_path: Path) -> None:
     prompts = PromptSet.load(tmp_path)
     extra.unlink()
     assert prompts.changed()
+
+
+def test_feedback_settings_default_to_everything_on_and_are_checked(tmp_path):
+    (tmp_path / "a.prompty").write_text("---\nname: a\n---\nuser:\n{{ text }}\n")
+    (tmp_path / "b.prompty").write_text(
+        "---\nname: b\nmetadata:\n  feedback:\n    regenerate: false\n---\nuser:\n{{ text }}\n")
+    (tmp_path / "c.prompty").write_text(
+        "---\nname: c\nmetadata:\n  feedback:\n    buttons: maybe\n    stars: true\n---\nuser:\n{{ text }}\n")
+    prompts = PromptSet.load(tmp_path)
+    assert prompts.get("a").feedback == {"buttons": True, "fix": True, "regenerate": True}
+    assert prompts.get("b").feedback == {"buttons": True, "fix": True, "regenerate": False}
+    reasons = sorted((p.line, p.reason) for p in prompts.problems if p.path.name == "c.prompty")
+    assert [line for line, _ in reasons] == [5, 6]
+    assert "metadata.feedback.buttons: must be true or false" in reasons[0][1]
+    assert "metadata.feedback.stars: unknown key" in reasons[1][1]

@@ -1,0 +1,259 @@
+"""Buttons, corrections, regenerate and exclusion: the feedback that becomes datasets."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from conftest import REPO, Harness, serve_bot
+
+
+def answers(h: Harness, channel: str, thread_ts: str) -> list[dict]:
+    return [m for m in h.slack.thread(channel, thread_ts) if m.get("user") == h.slack.bot_user_id]
+
+
+def click(h: Harness, message: dict, channel: str, action_id: str, value: str, *, user: str = "U2",
+          kind: str = "button") -> dict[str, Any]:
+    """The block_actions payload Slack sends when someone clicks under a message."""
+    return {
+        "type": "block_actions", "api_app_id": "A1", "token": "t", "trigger_id": f"trig-{time.time_ns()}",
+        "user": {"id": user, "username": user.lower(), "team_id": "T1"}, "team": {"id": "T1"},
+        "channel": {"id": channel}, "message": message, "response_url": "https://hooks.slack.com/actions/x",
+        "container": {"type": "message", "message_ts": message["ts"], "channel_id": channel,
+                      "is_ephemeral": False, "thread_ts": message.get("thread_ts")},
+        "actions": [{"action_id": action_id, "block_id": "b1", "value": value, "type": kind,
+                     "action_ts": str(time.time())}],
+    }
+
+
+def submission(view: dict[str, Any], parts: list[str], *, user: str = "U2") -> dict[str, Any]:
+    values = {f"part_{i}": {"text": {"type": "plain_text_input", "value": p}} for i, p in enumerate(parts)}
+    return {"type": "view_submission", "api_app_id": "A1", "team": {"id": "T1"},
+            "user": {"id": user, "team_id": "T1"}, "trigger_id": "trig",
+            "view": {**view, "id": "V1", "state": {"values": values}}}
+
+
+async def answered(h: Harness, text: str, reply: str, n: int = 1) -> tuple[dict, dict, Any]:
+    h.model.reply(reply)
+    event = await h.mention(text, channel="C1")
+    calls = await h.calls(n)
+    return event, answers(h, "C1", event["ts"])[-1], calls[-1]
+
+
+async def until(condition, timeout: float = 5.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (value := await condition()):
+            return value
+        await asyncio.sleep(0.02)
+    raise AssertionError("condition not met in time")
+
+
+# -- controls under an answer --------------------------------------------------------------------
+
+
+async def test_every_answer_carries_feedback_buttons_fix_and_regenerate(bot: Harness):
+    _, answer, _ = await answered(bot, "hello", "Hi there.")
+    blocks = answer["blocks"]
+    [feedback] = [b for b in blocks if b["type"] == "context_actions"]
+    assert feedback["elements"][0]["type"] == "feedback_buttons"
+    [actions] = [b for b in blocks if b["type"] == "actions"]
+    assert [e["action_id"] for e in actions["elements"]] == ["fix", "regenerate"]
+    assert bot.slack.text_of(answer) == "Hi there."
+
+
+async def test_a_prompt_can_turn_the_controls_off(bot: Harness, tmp_path: Path):
+    prompts = tmp_path / "prompts"
+    shutil.copytree(REPO / "prompts", prompts)
+    (prompts / "quiet.prompty").write_text(
+        "---\nname: quiet\ndescription: No buttons\nmetadata:\n  feedback:\n    buttons: false\n"
+        "    regenerate: false\n---\nsystem:\nBe quiet.\n\nuser:\n{{ text }}\n")
+    async with serve_bot(bot.slack, bot.model, f"sqlite:///{tmp_path / 'q.db'}", PROMPTS_DIR=str(prompts)) as h:
+        _, answer, _ = await answered(h, "quiet hush", "Shh.")
+    assert [b["type"] for b in answer["blocks"] if b["type"] != "markdown"] == ["actions"]
+    [actions] = [b for b in answer["blocks"] if b["type"] == "actions"]
+    assert [e["action_id"] for e in actions["elements"]] == ["fix"]
+
+
+async def test_apologies_carry_no_controls(bot: Harness):
+    bot.model.reply(status=401, error="invalid_api_key")
+    event = await bot.mention("hello", channel="C1")
+    await bot.calls(1)
+    [apology] = answers(bot, "C1", event["ts"])
+    assert not apology.get("blocks")
+
+
+# -- votes from buttons ---------------------------------------------------------------------------
+
+
+async def test_down_then_up_on_the_buttons_leaves_one_up_vote(bot: Harness):
+    _, answer, call = await answered(bot, "hello", "Hi.")
+    for value in ("down", "up"):
+        status, _ = await bot.sender.action(click(bot, answer, "C1", "vote", value, kind="feedback_buttons"))
+        assert status == 200
+    assert await until(lambda: _is(bot.store.votes(call.id), {"U2": 1}))
+
+
+async def test_a_reaction_and_a_button_from_one_person_are_one_vote(bot: Harness):
+    _, answer, call = await answered(bot, "hello", "Hi.")
+    await bot.react("reaction_added", "+1", user="U2", channel="C1", ts=answer["ts"])
+    await bot.sender.action(click(bot, answer, "C1", "vote", "up", kind="feedback_buttons"))
+    await bot.sender.action(click(bot, answer, "C1", "vote", "down", user="U3", kind="feedback_buttons"))
+    assert await until(lambda: _is(bot.store.votes(call.id), {"U2": 1, "U3": -1}))
+
+
+async def test_clicking_your_vote_again_withdraws_it(bot: Harness):
+    _, answer, call = await answered(bot, "hello", "Hi.")
+    up = click(bot, answer, "C1", "vote", "up", kind="feedback_buttons")
+    await bot.sender.action(up)
+    assert await until(lambda: _is(bot.store.votes(call.id), {"U2": 1}))
+    await bot.sender.action(up)
+    assert await until(lambda: _is(bot.store.votes(call.id), {}))
+
+
+async def _is(awaitable, expected) -> bool:
+    return (await awaitable) == expected
+
+
+# -- corrections -------------------------------------------------------------------------------------
+
+
+async def test_fix_it_opens_a_modal_prefilled_with_the_answer_and_saving_stores_a_correction(bot: Harness):
+    event, answer, call = await answered(bot, "capital of Australia?", "Sydney.")
+    status, _ = await bot.sender.action(click(bot, answer, "C1", "fix", "fix"))
+    assert status == 200
+    [view] = await until(_views(bot))
+    assert view["callback_id"] == "fix_submit"
+    assert view["blocks"][1]["element"]["initial_value"] == "Sydney."
+
+    status, body = await bot.sender.action(submission(view, ["Canberra."]))
+    assert status == 200 and body in ("", "{}")
+    [correction] = await until(lambda: bot.store.corrections(call.id))
+    assert (correction.text, correction.user_id) == ("Canberra.", "U2")
+    def notes() -> list[dict]:
+        return [m for m in answers(bot, "C1", event["ts"]) if "corrected this answer" in bot.slack.text_of(m)]
+
+    [note] = await until(lambda: _truthy(notes()))
+    assert "<@U2>" in bot.slack.text_of(note)
+
+    # A second fix keeps the first as history, and the modal now starts from the current correction.
+    await bot.sender.action(click(bot, answer, "C1", "fix", "fix", user="U3"))
+    views = await until(_views(bot, 2))
+    assert views[-1]["blocks"][1]["element"]["initial_value"] == "Canberra."
+    await bot.sender.action(submission(views[-1], ["Canberra, since 1913."], user="U3"))
+    await until(lambda: _count(bot.store.corrections(call.id), 2))
+    assert [c.text for c in await bot.store.corrections(call.id)] == ["Canberra.", "Canberra, since 1913."]
+
+
+async def test_a_follow_up_sees_the_corrected_answer(bot: Harness):
+    event, answer, call = await answered(bot, "capital of Australia?", "Sydney.")
+    await bot.sender.action(click(bot, answer, "C1", "fix", "fix"))
+    [view] = await until(_views(bot))
+    await bot.sender.action(submission(view, ["Canberra."]))
+    await until(lambda: bot.store.corrections(call.id))
+    bot.model.reply("Canberra has about 470,000 people.")
+    await bot.message("how big is it?", channel="C1", thread_ts=event["ts"])
+    await bot.calls(2)
+    sent = bot.model.requests[-1]["messages"]
+    assert [(m["role"], m["content"]) for m in sent[1:]] == [
+        ("user", "capital of Australia?"), ("assistant", "Canberra."), ("user", "how big is it?")]
+
+
+async def test_an_empty_correction_is_refused_in_the_modal(bot: Harness):
+    _, answer, call = await answered(bot, "hello", "Hi.")
+    await bot.sender.action(click(bot, answer, "C1", "fix", "fix"))
+    [view] = await until(_views(bot))
+    status, body = await bot.sender.action(submission(view, ["   "]))
+    assert status == 200 and json.loads(body)["response_action"] == "errors"
+    assert await bot.store.corrections(call.id) == []
+
+
+async def test_a_long_answer_is_prefilled_in_parts_and_saved_whole(bot: Harness):
+    long_answer = "\n".join(f"line {i} " + "x" * 80 for i in range(100))  # ~9,000 characters
+    _, answer, call = await answered(bot, "long", long_answer)
+    await bot.sender.action(click(bot, answer, "C1", "fix", "fix"))
+    [view] = await until(_views(bot))
+    parts = [b["element"]["initial_value"] for b in view["blocks"] if b["type"] == "input"]
+    assert len(parts) == 4 and all(len(p) <= 3000 for p in parts)
+    await bot.sender.action(submission(view, parts))
+    [correction] = await until(lambda: bot.store.corrections(call.id))
+    assert correction.text == long_answer
+
+
+async def test_the_message_shortcut_fixes_answers_and_explains_on_other_messages(bot: Harness):
+    event, answer, _ = await answered(bot, "hello", "Hi.")
+    shortcut = {"type": "message_action", "callback_id": "fix_answer", "trigger_id": "trig-s",
+                "team": {"id": "T1"}, "user": {"id": "U2", "team_id": "T1"}, "channel": {"id": "C1"},
+                "message": answer, "response_url": "https://hooks.slack.com/x", "message_ts": answer["ts"]}
+    assert (await bot.sender.action(shortcut))[0] == 200
+    await until(_views(bot))
+    human = {"type": "message", "ts": event["ts"], "text": event["text"], "user": "U1"}
+    assert (await bot.sender.action({**shortcut, "message": human, "message_ts": event["ts"]}))[0] == 200
+    await until(lambda: _truthy(bot.slack.ephemerals))
+    assert "Only my own answers" in bot.slack.ephemerals[-1]["text"]
+
+
+def _views(h: Harness, n: int = 1):
+    async def check():
+        views = [v for v in h.slack.views.values() if v.get("callback_id") == "fix_submit"]
+        return views if len(views) >= n else None
+    return check
+
+
+async def _count(awaitable, n: int) -> bool:
+    return len(await awaitable) == n
+
+
+async def _truthy(value) -> Any:
+    return value
+
+
+# -- regenerate and exclusion -------------------------------------------------------------------
+
+
+async def test_regenerate_posts_an_alternative_linked_to_the_original(bot: Harness):
+    event, answer, first = await answered(bot, "name a color", "Blue.")
+    bot.model.reply("Green.")
+    status, _ = await bot.sender.action(click(bot, answer, "C1", "regenerate", "regenerate"))
+    assert status == 200
+    calls = await bot.calls(2)
+    second = calls[1]
+    assert second.parent_call_id == first.id and second.trigger == "regenerate"
+    assert second.input_hash == first.input_hash and second.prompt_version == first.prompt_version
+    assert bot.model.requests[1]["messages"] == bot.model.requests[0]["messages"]
+    assert [bot.slack.text_of(m) for m in answers(bot, "C1", event["ts"])] == ["Blue.", "Green."]
+
+
+async def test_the_exclude_reaction_keeps_an_answer_out_until_it_is_removed(bot: Harness):
+    _, answer, call = await answered(bot, "hello", "Hi.")
+    await bot.react("reaction_added", "+1", user="U2", channel="C1", ts=answer["ts"])
+    await bot.react("reaction_added", "no_entry_sign", user="U2", channel="C1", ts=answer["ts"])
+    assert (await bot.store.get_call(call.id)).excluded is True
+    assert await bot.store.votes(call.id) == {"U2": 1}, "excluding is not a vote"
+    await bot.react("reaction_removed", "no_entry_sign", user="U2", channel="C1", ts=answer["ts"])
+    assert (await bot.store.get_call(call.id)).excluded is False
+
+
+# -- App Home ----------------------------------------------------------------------------------------
+
+
+async def test_opening_the_home_tab_publishes_the_figures_per_prompt(bot: Harness):
+    _, answer, _ = await answered(bot, "hello", "Hi.")
+    await bot.react("reaction_added", "+1", user="U2", channel="C1", ts=answer["ts"])
+    status, _ = await bot.sender.event({"type": "app_home_opened", "user": "U5", "channel": "D5", "tab": "home",
+                                        "event_ts": f"{time.time():.6f}"})
+    assert status == 200
+
+    async def published():
+        return [c for c in bot.slack.calls("views.publish") if c["user_id"] == "U5"]
+
+    [call] = await until(published)
+    view = call["view"] if isinstance(call["view"], dict) else json.loads(call["view"])
+    assert view["type"] == "home" and len(view["blocks"]) <= 100
+    text = json.dumps(view)
+    assert "ask" in text and "100%" in text  # one call, approved by its one vote
+
