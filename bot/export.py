@@ -1,0 +1,436 @@
+"""`flywheel export`: the logged calls, votes and corrections as training and eval datasets.
+
+    examples(store, fmt, filters)   the valid rows of a format, streamed (no files)
+    export(store, options)          files (or stdout), manifest, report on stderr
+    add_arguments(parser), run(args, settings)    the command line
+
+`bot.export_queries` selects, counts votes and dedupes in SQL; rows stream in call-id order,
+so memory stays flat however many calls are logged, and the same database gives
+byte-identical files. `bot.export_formats` builds, validates and scrubs each row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import csv
+import hashlib
+import io
+import json
+import os
+import sys
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from importlib import metadata
+from pathlib import Path
+from typing import IO, Any
+
+from sqlalchemy.engine import make_url
+
+from bot.errors import ConfigError
+from bot.export_formats import (
+    CSV_COLUMNS,
+    FORMATS,
+    Scrubber,
+    chat_row,
+    csv_cells,
+    dpo_row,
+    dumps,
+    eval_row,
+    kto_row,
+    money,
+    same_text,
+    split_of,
+    utc_iso,
+    validate,
+)
+from bot.export_queries import Filters, best_query, preference_query, selected_query
+from bot.settings import Settings
+from bot.store import Store
+
+RATINGS = ("up", "down", "any")
+SPLITS = ("train", "validation")
+OPENAI_MIN_EXAMPLES = 10
+PROGRESS_EVERY = 500
+BATCH = 500  # rows fetched at a time
+
+
+@dataclass(frozen=True)
+class Example:
+    call_id: int
+    input_hash: str
+    row: Any  # a dict (JSONL formats) or a list of cells (csv)
+
+
+@dataclass
+class ExportResult:
+    format: str
+    counts: dict[str, int] = field(default_factory=dict)  # per split ("all" without --split)
+    skipped: Counter[str] = field(default_factory=Counter)  # invalid candidates by reason
+    files: list[dict[str, Any]] = field(default_factory=list)  # path, split, rows, sha256
+    manifest: Path | None = None
+
+    @property
+    def rows(self) -> int:
+        return sum(self.counts.values())
+
+
+# -- rows -------------------------------------------------------------------------------------
+
+
+async def examples(store: Store, fmt: str, filters: Filters, *, redact: bool = False,
+                   skipped: Counter[str] | None = None) -> AsyncIterator[Example]:
+    """Stream the valid rows of ``fmt``; invalid candidates are counted in ``skipped``."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}")
+    skipped = Counter() if skipped is None else skipped
+    scrub = Scrubber(await store.salt(), redact=redact)
+    if fmt == "csv":
+        query = selected_query(filters)
+    elif fmt in ("openai-chat", "eval"):
+        query = best_query(filters)
+    else:
+        query = preference_query(filters, kto=fmt == "kto")
+    async with store.engine.connect() as conn:
+        result = await conn.stream(query.execution_options(yield_per=BATCH))
+        try:
+            async for batch in result.partitions():  # one hop to the driver per batch, not per row
+                for rec in batch:
+                    for row in _rows(fmt, rec, scrub):
+                        problem = validate(fmt, row)
+                        if problem:
+                            skipped[problem] += 1
+                        else:
+                            yield Example(rec.id, rec.input_hash, row)
+        finally:
+            await result.close()
+
+
+def _rows(fmt: str, rec: Any, scrub: Scrubber) -> list[Any]:
+    """The candidate rows one query row gives (before validation)."""
+    user = rec.user_id
+    messages = scrub.messages(rec.messages, user)
+    if fmt == "csv":
+        return [csv_cells((rec.id, utc_iso(rec.created_at), rec.prompt_name, rec.prompt_version, rec.model,
+                           scrub.pseudonym(user), rec.channel_id, scrub.text(rec.request_text or "", user),
+                           scrub.text(rec.answer or "", user), scrub.text(rec.correction or "", user),
+                           rec.up, rec.down, rec.status, money(rec.cost_usd), rec.latency_ms))]
+    if fmt in ("openai-chat", "eval"):
+        target = scrub.text(rec.correction if rec.correction is not None else (rec.answer or ""), user)
+        if fmt == "openai-chat":
+            return [chat_row(messages, target)]
+        return [eval_row(messages, target, prompt=rec.prompt_name, version=rec.prompt_version,
+                         call_id=rec.id, output=scrub.text(rec.answer or "", user))]
+    # Preference formats: the good call's target, and what it is preferred to.
+    good = None
+    if rec.good_id is not None:
+        good = rec.correction if rec.correction is not None else (rec.good_answer or "")
+    worse = None
+    if good is not None and rec.correction is not None and not same_text(rec.good_answer, good):
+        worse = rec.good_answer or ""  # the answer the correction replaced
+    elif rec.bad_id is not None and rec.bad_id != rec.good_id and not same_text(rec.bad_answer, good):
+        worse = rec.bad_answer or ""  # a net-down answer to the same input
+    elif good is None and rec.bad_id is not None:
+        worse = rec.bad_answer or ""  # KTO: an input with only a net-down answer
+    good = None if good is None else scrub.text(good, user)
+    worse = None if worse is None else scrub.text(worse, user)
+    if fmt == "openai-dpo":  # no distinct alternative: validation counts it as "the same"
+        return [dpo_row(messages, good or "", good or "" if worse is None else worse)]
+    rows = []
+    if good is not None:
+        rows.append(kto_row(messages, good, True))
+    if worse is not None:
+        rows.append(kto_row(messages, worse, False))
+    return rows
+
+
+# -- writing ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    format: str
+    filters: Filters = Filters()
+    output: Path | None = None
+    split: float | None = None  # fraction that goes to train
+    redact: bool = False
+
+
+def output_paths(output: Path, fmt: str, split: float | None) -> dict[str, Path]:
+    """``data.jsonl`` → {"all": data.jsonl}; with a split, data.train.jsonl and data.validation.jsonl."""
+    if split is None:
+        return {"all": output}
+    suffix = output.suffix or FORMATS[fmt].extension
+    stem = output.with_suffix("") if output.suffix else output
+    return {name: stem.with_name(f"{stem.name}.{name}{suffix}") for name in SPLITS}
+
+
+def manifest_path(output: Path) -> Path:
+    """``data.jsonl`` → ``data.manifest.json``."""
+    stem = output.with_suffix("") if output.suffix else output
+    return stem.with_name(f"{stem.name}.manifest.json")
+
+
+class _Sink:
+    """One output: lines in, bytes out, sha256 and row count kept."""
+
+    def __init__(self, stream: IO[bytes], fmt: str):
+        self.stream, self.fmt = stream, fmt
+        self.sha, self.rows = hashlib.sha256(), 0
+        if fmt == "csv":
+            self._write(_csv_line(list(CSV_COLUMNS)))
+
+    def add(self, row: Any) -> None:
+        self._write(_csv_line(row) if self.fmt == "csv" else dumps(row) + "\n")
+        self.rows += 1
+
+    def _write(self, text: str) -> None:
+        data = text.encode()
+        self.sha.update(data)
+        self.stream.write(data)
+
+
+def _csv_line(cells: list[Any]) -> str:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\r\n").writerow(cells)
+    return buf.getvalue()
+
+
+async def export(store: Store, options: ExportOptions, *, stdout: IO[bytes] | None = None,
+                 stderr: IO[str] | None = None) -> ExportResult:
+    """Write the dataset (files + manifest with ``options.output``, else ``stdout``); report on ``stderr``."""
+    stderr = stderr or sys.stderr
+    fmt, result = options.format, ExportResult(options.format)
+    progress = _progress(stderr)
+    if options.output is None:
+        if options.split is not None:
+            raise ConfigError(["--split needs --output FILE (it writes FILE.train and FILE.validation)"])
+        sinks = {"all": _Sink(stdout or sys.stdout.buffer, fmt)}
+        paths: dict[str, Path] = {}
+    else:
+        paths = output_paths(options.output, fmt, options.split)
+        temps = {k: p.with_name(f".{p.name}.tmp") for k, p in paths.items()}
+        sinks = {k: _Sink(open(t, "wb"), fmt) for k, t in temps.items()}  # noqa: SIM115 - closed below
+    written = 0
+    rows = examples(store, fmt, options.filters, redact=options.redact, skipped=result.skipped)
+    try:
+        async with contextlib.aclosing(rows):
+            async for ex in rows:
+                key = "all" if options.split is None else split_of(ex.input_hash, options.split)
+                sinks[key].add(ex.row)
+                written += 1
+                progress(written)
+        progress(None)
+        if options.output is None:
+            sinks["all"].stream.flush()
+    except BaseException:
+        progress(None)
+        if options.output is not None:
+            for key, tmp in temps.items():
+                sinks[key].stream.close()
+                tmp.unlink(missing_ok=True)
+        raise
+    if options.output is not None:  # complete files only: a failed export leaves the old ones
+        for key, tmp in temps.items():
+            sinks[key].stream.close()
+            os.replace(tmp, paths[key])
+    result.counts = {k: s.rows for k, s in sinks.items()}
+    for key, path in paths.items():
+        result.files.append({"path": path.name, "split": key, "rows": sinks[key].rows,
+                             "sha256": sinks[key].sha.hexdigest()})
+    if options.output is not None:
+        result.manifest = manifest_path(options.output)
+        result.manifest.write_text(json.dumps(_manifest(options, result), ensure_ascii=False, indent=2) + "\n",
+                                   encoding="utf-8")
+    _report(options, result, stderr)
+    return result
+
+
+def _manifest(options: ExportOptions, result: ExportResult) -> dict[str, Any]:
+    fmt = FORMATS[options.format]
+    try:
+        version = metadata.version("flywheel")
+    except metadata.PackageNotFoundError:  # pragma: no cover - running from a checkout
+        version = "unknown"
+    return {
+        "format": fmt.name,
+        "format_version": fmt.version,
+        "description": fmt.description,
+        "filters": options.filters.describe(),
+        "selection": _SELECTION[options.format],
+        "redact": options.redact,
+        "user_ids": "pseudonymised: user_ + first 12 hex of sha256(salt + Slack user id)",
+        "split": None if options.split is None else {
+            "train": options.split, "method": "sha256(input_hash) as a fraction of 2^64 < train → train"},
+        "counts": result.counts,
+        "skipped_invalid": dict(sorted(result.skipped.items())),
+        "files": result.files,
+        "flywheel_version": version,
+        "created_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+
+
+_FIT = "status ok, not excluded, finish_reason not length"
+_SELECTION = {
+    "openai-chat": f"{_FIT}; approved or corrected unless --rating/--include-unrated say otherwise; one call per "
+                   "input (corrected, then approved, then newest); target: newest correction, else the answer",
+    "eval": f"{_FIT}; as openai-chat; ideal: newest correction, else the answer; sample: the logged answer",
+    "csv": f"{_FIT}; approved or corrected unless --rating/--include-unrated say otherwise; every call",
+    "kto": f"{_FIT}; approved, corrected or net-down unless --rating/--include-unrated say otherwise; per input "
+           "the best approved/corrected target (true) and the corrected-away or newest net-down answer (false)",
+    "openai-dpo": f"{_FIT}; per input the best approved/corrected target preferred to the answer its correction "
+                  "replaced, else to the newest net-down answer of the same input",
+}
+
+
+def _report(options: ExportOptions, result: ExportResult, stderr: IO[str]) -> None:
+    def say(line: str) -> None:
+        print(f"flywheel: {line}", file=stderr)
+
+    if result.skipped:
+        reasons = ", ".join(f"{n} {why}" for why, n in sorted(result.skipped.items()))
+        say(f"skipped {sum(result.skipped.values())} invalid candidate(s) ({reasons})")
+    if options.format == "openai-chat":
+        train = result.counts.get("train", result.rows)
+        if result.rows < OPENAI_MIN_EXAMPLES or train < OPENAI_MIN_EXAMPLES:
+            what = "examples" if options.split is None else "training examples"
+            say(f"warning: only {train} openai-chat {what}; OpenAI fine-tuning needs at least "
+                f"{OPENAI_MIN_EXAMPLES} (about 50 recommended)")
+    if options.output is not None:
+        files = ", ".join(f"{f['path']} ({f['rows']})" for f in result.files)
+        say(f"wrote {result.rows} {options.format} row(s): {files}; manifest {result.manifest}")
+
+
+def _progress(stderr: IO[str]) -> Callable[[int | None], None]:
+    """A ``\\r`` counter on stderr, only when it is a terminal."""
+    tty = hasattr(stderr, "isatty") and stderr.isatty()
+    shown = [False]
+
+    def show(n: int | None) -> None:
+        if not tty:
+            return
+        if n is None:
+            if shown[0]:
+                stderr.write("\r\033[K")
+                stderr.flush()
+        elif n % PROGRESS_EVERY == 0:
+            shown[0] = True
+            stderr.write(f"\rexporting… {n} rows")
+            stderr.flush()
+
+    return show
+
+
+# -- command line -----------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = ("Write a dataset from the logged calls. Default selection: approved (more 👍 than 👎) "
+                          "or corrected answers; never errors, truncated or excluded ones.")
+    parser.add_argument("--format", required=True, choices=list(FORMATS),
+                        help="; ".join(f"{f.name}: {f.description}" for f in FORMATS.values()))
+    parser.add_argument("--output", "-o", metavar="FILE", help="write FILE and FILE's manifest (default: stdout)")
+    parser.add_argument("--prompt", metavar="NAME", help="only this prompt")
+    parser.add_argument("--version", metavar="HASH", help="only this prompt version (a prefix is enough)")
+    parser.add_argument("--since", metavar="WHEN", help="calls at or after this UTC date or datetime")
+    parser.add_argument("--until", metavar="WHEN",
+                        help="calls before this UTC datetime (a date includes that whole day)")
+    parser.add_argument("--channel", metavar="ID", help="only this Slack channel id")
+    parser.add_argument("--rating", choices=RATINGS,
+                        help="up: approved; down: more 👎 than 👍; any: any vote or correction "
+                             "(default: approved or corrected)")
+    parser.add_argument("--include-unrated", action="store_true", help="also calls nobody rated or corrected")
+    parser.add_argument("--split", type=str, metavar="FRACTION",
+                        help="e.g. 0.9: stable train/validation split by input (needs --output)")
+    parser.add_argument("--redact", action="store_true",
+                        help="also replace e-mail addresses, phone numbers and user mentions in texts")
+
+    def error(message: str) -> None:  # one line, no usage block
+        print(f"flywheel: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+    parser.error = error  # type: ignore[method-assign]
+
+
+def options_from(args: argparse.Namespace) -> ExportOptions:
+    """Check and convert the options; a bad one raises ConfigError (one line, exit 2)."""
+    since = _when(args.since, "--since", end=False) if args.since else None
+    until = _when(args.until, "--until", end=True) if args.until else None
+    if since and until and since >= until:
+        raise ConfigError(["--since must be before --until"])
+    split = None
+    if args.split is not None:
+        try:
+            split = float(args.split)
+        except ValueError:
+            split = -1.0
+        if not 0 < split < 1:
+            raise ConfigError([f"--split must be a fraction between 0 and 1 such as 0.9, got {args.split!r}"])
+    output = Path(args.output) if args.output and args.output != "-" else None
+    if output is not None and (output.is_dir() or not output.parent.is_dir()):
+        where = "is a folder" if output.is_dir() else f"folder {output.parent} does not exist"
+        raise ConfigError([f"cannot write --output {output}: {where}"])
+    if args.split is not None and output is None:
+        raise ConfigError(["--split needs --output FILE (it writes FILE.train and FILE.validation)"])
+    filters = Filters(prompt=args.prompt or None, version=(args.version or "").strip() or None, since=since,
+                      until=until, channel=args.channel or None, rating=args.rating,
+                      include_unrated=args.include_unrated)
+    return ExportOptions(format=args.format, filters=filters, output=output, split=split, redact=args.redact)
+
+
+def _when(value: str, option: str, *, end: bool) -> datetime:
+    """An ISO date or datetime in UTC (naive means UTC). A date as ``--until`` includes that day."""
+    text = value.strip()
+    try:
+        if len(text) == 10:
+            day = date.fromisoformat(text)
+            moment = datetime(day.year, day.month, day.day, tzinfo=UTC)
+            return moment + timedelta(days=1) if end else moment
+        moment = datetime.fromisoformat(text.replace(" ", "T", 1))
+    except ValueError:
+        raise ConfigError([f"{option} must be an ISO date or datetime such as 2026-01-31 or "
+                           f"2026-01-31T12:00Z (UTC), got {value!r}"]) from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    settings.require()
+    options = options_from(args)
+    if options.format == "openai-dpo" and (options.filters.rating or options.filters.include_unrated):
+        print("flywheel: note: openai-dpo ignores --rating and --include-unrated (pairs always prefer an "
+              "approved or corrected answer to a corrected-away or net-down one)", file=sys.stderr)
+
+    async def go() -> ExportResult:
+        store = Store(settings.database_url)
+        try:
+            await _check_schema(store)
+            return await export(store, options)
+        finally:
+            await store.close()
+
+    try:
+        asyncio.run(go())
+    except BrokenPipeError:  # `flywheel export … | head`: the reader has what it wanted
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    return 0
+
+
+async def _check_schema(store: Store) -> None:
+    url = make_url(store.url)
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:" \
+            and not url.database.startswith("file:") and not Path(url.database).exists():
+        raise ConfigError([f"DATABASE_URL: no database file at {url.database} (set DATABASE_URL to the bot's "
+                           "database)"])
+    try:
+        revision = await store.revision()
+    except Exception as exc:  # noqa: BLE001 - any driver error: one line, no traceback
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
+        raise ConfigError([f"DATABASE_URL: cannot open the database: {reason}"]) from exc
+    if revision is None:
+        raise ConfigError(["DATABASE_URL: no Flywheel tables in this database (wrong DATABASE_URL, or run "
+                           "`flywheel db upgrade` first)"])

@@ -1,0 +1,292 @@
+"""The shapes `flywheel export` writes, the rules each line must pass, and the text scrubbing.
+
+Pure functions, no database: `bot.export` streams rows from SQL and passes each
+candidate through a builder here, then `validate()`. A candidate that breaks its
+format's published rules is skipped and counted, never written.
+
+    openai-chat   {"messages": [...input, {"role": "assistant", "content": target}]}
+    openai-dpo    {"input": {"messages": [...]}, "preferred_output": [assistant],
+                   "non_preferred_output": [assistant]}
+    kto           {"prompt": [...], "completion": [assistant], "label": true|false}   (TRL unpaired)
+    eval          {"item": {"input", "ideal", "prompt", "prompt_version", "call_id"},
+                   "sample": {"output_text"}}
+    csv           one row per call, for people (CSV_COLUMNS)
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Format:
+    name: str
+    version: int  # bump when the rows this format writes change shape
+    extension: str
+    description: str
+
+
+FORMATS: dict[str, Format] = {f.name: f for f in (
+    Format("openai-chat", 1, ".jsonl", "OpenAI chat fine-tuning (SFT): messages ending with the target answer"),
+    Format("openai-dpo", 1, ".jsonl", "OpenAI preference fine-tuning (DPO): input, preferred and non-preferred"),
+    Format("kto", 1, ".jsonl", "TRL unpaired preference (KTO): prompt, completion, label"),
+    Format("eval", 1, ".jsonl", "eval items: input messages with the ideal answer, and the logged answer"),
+    Format("csv", 1, ".csv", "one row per call, for people"),
+)}
+
+ROLES = ("system", "user", "assistant")
+CSV_COLUMNS = ("id", "created_at", "prompt", "version", "model", "user", "channel", "request", "answer",
+               "correction", "up", "down", "status", "cost_usd", "latency_ms")
+
+
+# -- pseudonyms and redaction ------------------------------------------------------------
+
+# <@U0123ABCD> and <@U0123ABCD|display name>: the name goes too.
+_MENTION = re.compile(r"<@([UW][A-Z0-9]+)(?:\|[^>]*)?>")
+# A bare Slack user id in prose (e.g. a templated ``{{ user }}``): 9+ upper-case letters and digits
+# starting with U or W, with at least one digit so that words such as UNDEFINED stay.
+# (The look-behind comes after the first letter so that the regex engine can skip ahead fast.)
+_BARE_ID = re.compile(r"[UW](?<![A-Za-z0-9_][UW])(?=[A-Z]*[0-9])[A-Z0-9]{8,}(?![A-Za-z0-9_])")
+_SLACK_ID = re.compile(r"[UW][A-Z0-9]{2,}")
+_MAILTO = re.compile(r"<mailto:[^>|]*(?:\|[^>]*)?>")
+_TEL = re.compile(r"<tel:[^>|]*(?:\|[^>]*)?>")
+_EMAIL = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+                    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*\.[A-Za-z]{2,}")
+_PHONE = re.compile(
+    r"(?<![\w+.-])(?:"
+    r"\+\d{1,3}[ .-]?(?:\(\d{1,4}\)[ .-]?)?\d{1,4}(?:[ .-]?\d{2,4}){1,4}"  # +44 20 7946 0958, +14155550100
+    r"|\(\d{3}\)[ .-]?\d{3}[ .-]\d{4}"  # (415) 555-0100
+    r"|\d{3}[.-]\d{3}[.-]\d{4}"  # 415-555-0100, 415.555.0100
+    r")(?![\w.-]*\d)"
+)
+
+
+class Scrubber:
+    """Replaces Slack user ids with salted pseudonyms (always) and, with ``redact``,
+    e-mail addresses, phone numbers and user mentions with placeholders."""
+
+    def __init__(self, salt: str, *, redact: bool = False):
+        self.salt = salt
+        self.redact = redact
+        # Bounded: a workspace's active people fit; memory stays flat however many ids appear.
+        self._hash = functools.lru_cache(maxsize=4096)(self._pseudonym)
+
+    def _pseudonym(self, user_id: str) -> str:
+        return "user_" + hashlib.sha256((self.salt + user_id).encode()).hexdigest()[:12]
+
+    def pseudonym(self, user_id: str | None) -> str:
+        """``user_`` and the first 12 hex digits of sha256(salt + id); "" for no user."""
+        return self._hash(user_id) if user_id else ""
+
+    def text(self, value: str, user_id: str | None = None) -> str:
+        """Scrub one text. ``user_id``: the asker, replaced wherever it appears bare."""
+        if not value:
+            return value
+        if self.redact:
+            value = _MAILTO.sub("[email]", value)
+            value = _TEL.sub("[phone]", value)
+            value = _MENTION.sub("@user", value)
+            value = _EMAIL.sub("[email]", value)
+            value = _PHONE.sub(_phone, value)
+        elif "<@" in value:
+            value = _MENTION.sub(lambda m: f"<@{self.pseudonym(m.group(1))}>", value)
+        if user_id and _SLACK_ID.fullmatch(user_id) and user_id in value:
+            value = re.sub(rf"(?<![A-Za-z0-9_]){re.escape(user_id)}(?![A-Za-z0-9_])", self.pseudonym(user_id),
+                           value)
+        return _BARE_ID.sub(lambda m: self.pseudonym(m.group(0)), value)
+
+    def messages(self, messages: Any, user_id: str | None = None) -> Any:
+        """The logged messages with only ``role`` and ``content``, texts scrubbed. Anything that
+        is not a list of messages is returned as is, for `validate()` to reject."""
+        if not isinstance(messages, list):
+            return messages
+        out: list[Any] = []
+        for m in messages:
+            if not isinstance(m, dict):
+                out.append(m)
+                continue
+            content = m.get("content")
+            out.append({"role": m.get("role"),
+                        "content": self.text(content, user_id) if isinstance(content, str) else content})
+        return out
+
+
+def _phone(match: re.Match[str]) -> str:
+    digits = sum(c.isdigit() for c in match.group(0))
+    return "[phone]" if 7 <= digits <= 15 else match.group(0)
+
+
+# -- builders ------------------------------------------------------------------------------
+
+
+def assistant(text: str) -> dict[str, Any]:
+    return {"role": "assistant", "content": text}
+
+
+def chat_row(messages: list[Any], target: str) -> dict[str, Any]:
+    return {"messages": [*messages, assistant(target)]}
+
+
+def dpo_row(messages: list[Any], preferred: str, non_preferred: str) -> dict[str, Any]:
+    return {"input": {"messages": messages}, "preferred_output": [assistant(preferred)],
+            "non_preferred_output": [assistant(non_preferred)]}
+
+
+def kto_row(messages: list[Any], completion: str, label: bool) -> dict[str, Any]:
+    return {"prompt": messages, "completion": [assistant(completion)], "label": label}
+
+
+def eval_row(messages: list[Any], ideal: str, *, prompt: str, version: str, call_id: int,
+             output: str) -> dict[str, Any]:
+    return {"item": {"input": messages, "ideal": ideal, "prompt": prompt, "prompt_version": version,
+                     "call_id": call_id},
+            "sample": {"output_text": output}}
+
+
+def same_text(a: str | None, b: str | None) -> bool:
+    return (a or "").strip() == (b or "").strip()
+
+
+# -- validation (the published rules) -------------------------------------------------------
+
+
+def validate(fmt: str, row: Any) -> str | None:
+    """None if ``row`` follows ``fmt``'s rules, else a short reason (used to count skips)."""
+    if fmt == "csv":
+        return None
+    if not isinstance(row, dict):
+        return "not an object"
+    if fmt == "openai-chat":
+        if set(row) != {"messages"}:
+            return "unknown keys"
+        problem = _messages(row["messages"], "messages")
+        if problem:
+            return problem
+        if row["messages"][-1]["role"] != "assistant":
+            return "last message is not the assistant's"
+        return None
+    if fmt == "openai-dpo":
+        if set(row) != {"input", "preferred_output", "non_preferred_output"}:
+            return "unknown keys"
+        if not isinstance(row["input"], dict) or set(row["input"]) != {"messages"}:
+            return "input is not {messages}"
+        problem = _input(row["input"]["messages"])
+        problem = problem or _one_assistant(row["preferred_output"], "preferred_output")
+        problem = problem or _one_assistant(row["non_preferred_output"], "non_preferred_output")
+        if problem:
+            return problem
+        if same_text(row["preferred_output"][0]["content"], row["non_preferred_output"][0]["content"]):
+            return "preferred and non-preferred outputs are the same"
+        return None
+    if fmt == "kto":
+        if set(row) != {"prompt", "completion", "label"}:
+            return "unknown keys"
+        if not isinstance(row["label"], bool):
+            return "label is not true or false"
+        return _input(row["prompt"]) or _one_assistant(row["completion"], "completion")
+    if fmt == "eval":
+        if set(row) != {"item", "sample"} or not isinstance(row["item"], dict):
+            return "unknown keys"
+        item = row["item"]
+        if set(item) != {"input", "ideal", "prompt", "prompt_version", "call_id"}:
+            return "unknown item keys"
+        problem = _input(item["input"])
+        if problem:
+            return problem
+        if not _nonempty(item["ideal"]):
+            return "empty ideal answer"
+        if not isinstance(row["sample"], dict) or not isinstance(row["sample"].get("output_text"), str):
+            return "sample.output_text is not a string"
+        return None
+    raise ValueError(f"unknown format {fmt!r}")
+
+
+def _nonempty(value: Any) -> bool:
+    return isinstance(value, str) and bool(value.strip())
+
+
+def _messages(messages: Any, what: str) -> str | None:
+    if not isinstance(messages, list) or not messages:
+        return f"{what} is not a non-empty list"
+    for m in messages:
+        if not isinstance(m, dict) or set(m) != {"role", "content"}:
+            return "a message is not {role, content}"
+        if m["role"] not in ROLES:
+            return f"invalid role {m['role']!r}"
+        if not _nonempty(m["content"]):
+            return "empty message content"
+    if not any(m["role"] == "user" for m in messages):
+        return "no user message"
+    return None
+
+
+def _input(messages: Any) -> str | None:
+    """An input conversation: valid messages, at least one user message, ending with a request."""
+    problem = _messages(messages, "input")
+    if problem:
+        return problem
+    if messages[-1]["role"] == "assistant":
+        return "input ends with an assistant message"
+    return None
+
+
+def _one_assistant(value: Any, what: str) -> str | None:
+    if not isinstance(value, list) or len(value) != 1:
+        return f"{what} is not one message"
+    m = value[0]
+    if not isinstance(m, dict) or set(m) != {"role", "content"} or m["role"] != "assistant":
+        return f"{what} is not an assistant message"
+    if not _nonempty(m["content"]):
+        return "empty message content"
+    return None
+
+
+# -- encoding -------------------------------------------------------------------------------
+
+
+def dumps(row: dict[str, Any]) -> str:
+    """One JSONL line: stable (insertion-ordered keys, fixed separators), UTF-8 as is."""
+    return json.dumps(row, ensure_ascii=False, separators=(",", ":"))
+
+
+def csv_cells(values: Iterable[Any]) -> list[str]:
+    """Cells as text; a leading ``=``, ``+``, ``@`` or ``-`` that a spreadsheet would run as a
+    formula gets a ``'`` in front (a bullet such as "- item" stays as it is)."""
+    out = []
+    for v in values:
+        s = "" if v is None else str(v)
+        if s[:1] in ("=", "+", "@", "\t", "\r") or (s[:1] == "-" and s[1:2] not in ("", " ", "\n")
+                                                     and not _NUMBER.fullmatch(s)):
+            s = "'" + s
+        out.append(s)
+    return out
+
+
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+
+
+def utc_iso(value: datetime | None) -> str:
+    """A stored time as ``2026-01-31T12:00:00Z`` (SQLite hands back naive UTC, PostgreSQL aware)."""
+    if value is None:
+        return ""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def money(value: float | None) -> str:
+    return "" if value is None else f"{value:.10f}".rstrip("0").rstrip(".")
+
+
+def split_of(input_hash: str, ratio: float) -> str:
+    """``train`` when sha256(input_hash), read as a fraction of 2**64, is under ``ratio``.
+    Depends on the input alone, so a re-export never moves an example to the other set."""
+    fraction = int.from_bytes(hashlib.sha256(input_hash.encode()).digest()[:8], "big") / 2**64
+    return "train" if fraction < ratio else "validation"
