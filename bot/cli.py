@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import logging
 import sys
 from collections.abc import Sequence
@@ -54,6 +55,14 @@ def parser() -> argparse.ArgumentParser:
     try_.add_argument("prompt", help="prompt name, e.g. ask")
     try_.add_argument("text", help="what you would write in Slack")
     try_.set_defaults(func=cmd_try)
+
+    export = sub.add_parser("export", help="write a dataset (JSONL or CSV) from the logged calls and votes")
+    _module("export").add_arguments(export)
+    export.set_defaults(func=lambda args, settings: _module("export").run(args, settings))
+
+    stats = sub.add_parser("stats", help="calls, votes, approval, cost and latency per prompt version")
+    _module("stats").add_arguments(stats)
+    stats.set_defaults(func=lambda args, settings: _module("stats").run(args, settings))
 
     man = sub.add_parser("manifest", help="print a Slack app manifest (YAML) for these prompts")
     man_mode = man.add_mutually_exclusive_group()
@@ -189,6 +198,12 @@ def cmd_manifest(args: argparse.Namespace, settings: Settings) -> int:
 # -- helpers --------------------------------------------------------------------------
 
 
+def _module(name: str):
+    """bot.export / bot.stats: each module owns its command-line options."""
+    return importlib.import_module(f"bot.{name}")
+
+
+
 class TerminalReply:
     """Prints the answer as it streams (model text as is: no Slack escaping)."""
 
@@ -199,7 +214,7 @@ class TerminalReply:
         sys.stdout.write(delta)
         sys.stdout.flush()
 
-    async def finish(self, note: str | None = None) -> None:
+    async def finish(self, note: str | None = None, blocks: list[dict] | None = None) -> None:
         sys.stdout.write("\n")
         if note:
             print(note.strip("_"), file=sys.stderr)
