@@ -37,9 +37,6 @@ CONTEXT_CHARS = 100_000  # what we send at most, in characters (~25k tokens); ol
 HISTORY_MIN_CHARS = 20_000  # room kept for the conversation when the user's text is very long
 DM_WINDOW_SECONDS = 3600  # top-level DMs: earlier messages from the last hour are context
 DM_MESSAGES = 20
-# Errors that mean "the bot may not post here": answer through response_url instead.
-CANNOT_POST = {"not_in_channel", "channel_not_found", "is_archived", "restricted_action",
-               "not_allowed_token_type", "ekm_access_denied", "team_access_not_granted"}
 
 
 @dataclass(frozen=True)
@@ -125,9 +122,7 @@ class Conversation:
         try:
             root = await self.budget.call(client, "chat.postMessage", team=ask.team_id, channel=ask.channel_id,
                                           text=shown)
-        except SlackApiError as exc:
-            if _slack_error(exc) not in CANNOT_POST:
-                raise
+        except SlackApiError as exc:  # not a member, archived, a DM with others...: answer all the same
             log.info("cannot post in %s (%s); answering via response_url", ask.channel_id, _slack_error(exc))
             return await self.answer(ask, ResponseUrlReply(respond, header=shown))
         thread = root["ts"]
