@@ -4,14 +4,14 @@ from slack_bolt.context.async_context import AsyncBoltContext
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.conversation import Ask, BotIdentity, Conversation
-from bot.slack_text import strip_mention
+from bot.slack_text import strip_mention, unescape
 
 
 async def on_app_mention(event: dict, context: AsyncBoltContext, client: AsyncWebClient,
                          conversation: Conversation) -> None:
     if event.get("bot_id") or event.get("subtype") == "message_changed":
         return
-    text = strip_mention(event.get("text") or "", context.bot_user_id or "")
+    text = unescape(strip_mention(event.get("text") or "", context.bot_user_id or ""))
     prompt, text = conversation.prompts.route(text)
     if prompt is None:
         return

@@ -8,7 +8,7 @@ from slack_bolt.context.async_context import AsyncBoltContext
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.conversation import Ask, BotIdentity, Conversation
-from bot.slack_text import mentions, strip_mention
+from bot.slack_text import mentions, strip_mention, unescape
 
 ANSWERABLE_SUBTYPES = (None, "thread_broadcast", "file_share")
 
@@ -27,7 +27,7 @@ async def on_message(event: dict, context: AsyncBoltContext, client: AsyncWebCli
     if not direct and mentions(text, bot_user):
         return  # the app_mention event answers it
     prompt = await conversation.followup_prompt(channel, thread_ts) if thread_ts else None
-    text = strip_mention(text, bot_user)
+    text = unescape(strip_mention(text, bot_user))  # Slack sends &, <, > escaped
     if direct:
         routed, routed_text = conversation.prompts.route(text)
         if prompt is None or routed_text != text:  # a named prompt wins, else the thread's

@@ -319,3 +319,10 @@ async def test_model_output_never_pings_the_channel(bot: Harness):
     text = bot.slack.text_of(reply)
     assert "<!" not in text and "@everyone" not in text
     assert call.answer.startswith("Heads up <!channel>")  # the log keeps what the model said
+
+
+async def test_slack_escapes_in_a_message_reach_the_model_as_the_user_typed_them(bot: Harness):
+    await bot.mention("is 1 &lt; 2 &amp;&amp; 3 &gt; 2?", channel="C1")  # as Slack sends "is 1 < 2 && 3 > 2?"
+    [call] = await bot.calls(1)
+    assert bot.model.requests[0]["messages"][-1]["content"] == "is 1 < 2 && 3 > 2?"
+    assert call.request_text == "is 1 < 2 && 3 > 2?"
