@@ -12,6 +12,7 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from bot import logs
 from bot.errors import ConfigError, FlywheelError
@@ -43,6 +44,13 @@ def parser() -> argparse.ArgumentParser:
     mode.add_argument("--socket", dest="socket", action="store_true", help="force Socket Mode")
     run.add_argument("--port", type=int, help="HTTP port (default: PORT, else 3000)")
     run.set_defaults(func=cmd_run)
+
+    dev = sub.add_parser("dev", help="the playground: the bot on a local Slack stand-in, in your browser")
+    dev.add_argument("--port", type=int, default=3000, help="port of the page (default 3000)")
+    dev.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
+    dev.add_argument("--state", type=Path, default=None,
+                     help="file keeping the playground's channels and messages (default .flywheel-playground.json)")
+    dev.set_defaults(func=cmd_dev)
 
     db = sub.add_parser("db", help="database commands")
     db_sub = db.add_subparsers(dest="db_command", required=True, metavar="DB_COMMAND")
@@ -99,6 +107,16 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         await serve(fw, socket=socket, port=args.port or settings.port)
 
     asyncio.run(go())
+    return 0
+
+
+def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.playground.run import DEFAULT_STATE, playground
+
+    settings.require()
+    logs.configure("WARNING" if settings.log_level == "INFO" else settings.log_level, settings.secrets,
+                   settings.log_format)
+    asyncio.run(playground(settings, host=args.host, port=args.port, state=args.state or DEFAULT_STATE))
     return 0
 
 
@@ -214,7 +232,8 @@ class TerminalReply:
         sys.stdout.write(delta)
         sys.stdout.flush()
 
-    async def finish(self, note: str | None = None, blocks: list[dict] | None = None) -> None:
+    async def finish(self, note: str | None = None, blocks: list[dict] | None = None,
+                     metadata: dict | None = None) -> None:
         sys.stdout.write("\n")
         if note:
             print(note.strip("_"), file=sys.stderr)

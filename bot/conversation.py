@@ -262,8 +262,12 @@ class Conversation:
                 note = "_(The model returned an empty answer. Try rephrasing.)_"
         answered = stream is not None and stream.completion.text.strip() and record.status != "error"
         controls = answer_controls(prompt.feedback) if answered else None
+        # Slack message metadata: which prompt version and model wrote this (other apps can read it).
+        about = {"event_type": "flywheel_answer", "event_payload": {
+            "prompt": record.prompt_name, "version": record.prompt_version,
+            "model": (stream.completion.model if stream is not None else None) or model}}
         try:
-            await reply.finish(note, controls)
+            await reply.finish(note, controls, about)
         except Exception as exc:  # noqa: BLE001 - Slack refused every way of posting
             log.exception("posting the answer to Slack failed")
             self._failed(record, exc, type(exc).__name__, "")

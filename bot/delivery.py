@@ -47,8 +47,9 @@ class Reply(Protocol):
 
     async def write(self, delta: str) -> None: ...
 
-    async def finish(self, note: str | None = None, blocks: list[dict] | None = None) -> None:
-        """Complete the answer; ``blocks`` (buttons) go under its last message."""
+    async def finish(self, note: str | None = None, blocks: list[dict] | None = None,
+                     metadata: dict | None = None) -> None:
+        """Complete the answer; ``blocks`` (buttons) and ``metadata`` go on its last message."""
 
 
 class _Output:
@@ -68,16 +69,17 @@ class _Output:
         return await self.budget.call(self.client, method, team=self.team_id, optional=optional,
                                       channel=self.channel, **params)
 
-    async def _post(self, text: str, blocks: list[dict] | None = None) -> None:
+    async def _post(self, text: str, blocks: list[dict] | None = None, metadata: dict | None = None) -> None:
         """Post one whole message; if Slack counts it too long (it counts UTF-16), post it in halves."""
         try:
-            resp = await self._call("chat.postMessage", thread_ts=self.thread_ts, **_content(text, blocks))
+            resp = await self._call("chat.postMessage", thread_ts=self.thread_ts, **_content(text, blocks),
+                                    **_meta(metadata))
         except SlackApiError as exc:
             if _error(exc) != "msg_too_long" or len(text) < 200:
                 raise
             cut = text.rfind("\n", 0, len(text) // 2) + 1 or len(text) // 2
             await self._post(text[:cut])
-            await self._post(text[cut:], blocks)
+            await self._post(text[cut:], blocks, metadata)
             return
         self.message_ts.append(resp["ts"])
 
@@ -100,11 +102,12 @@ class StreamedReply(_Output):
         await self._take(self.splitter.feed(delta))
         await self._progress()
 
-    async def finish(self, note: str | None = None, blocks: list[dict] | None = None) -> None:
+    async def finish(self, note: str | None = None, blocks: list[dict] | None = None,
+                     metadata: dict | None = None) -> None:
         await self._take(self.splitter.close())
         if note:
             self._pending += ("\n\n" if (self._pending or self._streaming) else "") + note
-        await self._end_message(blocks)
+        await self._end_message(blocks, metadata)
 
     async def _take(self, pieces: Iterable[Piece]) -> None:
         for piece in pieces:
@@ -143,7 +146,7 @@ class StreamedReply(_Output):
             if sent is not None:
                 self._pending, self._last = "", now
 
-    async def _end_message(self, blocks: list[dict] | None = None) -> None:
+    async def _end_message(self, blocks: list[dict] | None = None, metadata: dict | None = None) -> None:
         """Complete the current message with everything pending (and ``blocks`` under it)."""
         text, self._pending = self._pending, ""
         if self._streaming:
@@ -151,13 +154,13 @@ class StreamedReply(_Output):
             extra = {"markdown_text": text} if text else {}
             try:
                 await self._call("chat.stopStream", ts=self.message_ts[-1], **extra,
-                                 **({"blocks": blocks} if blocks else {}))
+                                 **({"blocks": blocks} if blocks else {}), **_meta(metadata))
                 return
             except SlackApiError as exc:
                 log.warning("chat.stopStream refused (%s); posting its text instead", _error(exc))
                 self._can_stream = False
         if text.strip():
-            await self._post(text, blocks)
+            await self._post(text, blocks, metadata)
 
     async def _abandon_stream(self) -> None:
         """Slack will not take more text for this message: close it as it is."""
@@ -185,14 +188,15 @@ class PostedReply(_Output):
             self._text += piece.text
         await self._progress()
 
-    async def finish(self, note: str | None = None, blocks: list[dict] | None = None) -> None:
+    async def finish(self, note: str | None = None, blocks: list[dict] | None = None,
+                     metadata: dict | None = None) -> None:
         for piece in self.splitter.close():
             if piece.new_message and self._text.strip():
                 await self._end_message()
             self._text += piece.text
         if note:
             self._text += ("\n\n" if self._text else "") + note
-        await self._end_message(blocks)
+        await self._end_message(blocks, metadata)
 
     async def _progress(self) -> None:
         if not self._text.strip() or self._text == self._shown:
@@ -208,12 +212,13 @@ class PostedReply(_Output):
                 "chat.update", optional=True, ts=self.message_ts[-1], markdown_text=self._text) is not None:
             self._shown, self._last = self._text, now
 
-    async def _end_message(self, blocks: list[dict] | None = None) -> None:
-        if self._text.strip() and (self._text != self._shown or blocks):
+    async def _end_message(self, blocks: list[dict] | None = None, metadata: dict | None = None) -> None:
+        if self._text.strip() and (self._text != self._shown or blocks or metadata):
             if self._shown:
-                await self._call("chat.update", ts=self.message_ts[-1], **_content(self._text, blocks))
+                await self._call("chat.update", ts=self.message_ts[-1], **_content(self._text, blocks),
+                                 **_meta(metadata))
             else:
-                await self._post(self._text, blocks)
+                await self._post(self._text, blocks, metadata)
         self._text, self._shown = "", ""
 
 
@@ -229,7 +234,8 @@ class ResponseUrlReply:
     async def write(self, delta: str) -> None:
         self._take(self.splitter.feed(delta))
 
-    async def finish(self, note: str | None = None, blocks: list[dict] | None = None) -> None:
+    async def finish(self, note: str | None = None, blocks: list[dict] | None = None,
+                     metadata: dict | None = None) -> None:
         self._take(self.splitter.close())
         if note:
             self._messages[-1] += note
@@ -253,6 +259,10 @@ def _content(text: str, blocks: list[dict] | None) -> dict[str, Any]:
     if not blocks:
         return {"markdown_text": text}
     return {"text": text[:3000], "blocks": [{"type": "markdown", "text": text}, *blocks]}
+
+
+def _meta(metadata: dict | None) -> dict[str, Any]:
+    return {"metadata": metadata} if metadata else {}
 
 
 def _error(exc: SlackApiError) -> str | None:

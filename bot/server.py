@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 import signal
+import socket as _socket
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -151,36 +152,68 @@ async def check_tokens(fw: Flywheel, *, socket: bool) -> None:
         raise ConfigError(problems)
 
 
-async def serve(fw: Flywheel, *, socket: bool, port: int, host: str = "0.0.0.0",
-                stop: asyncio.Event | None = None) -> None:
-    """Run until SIGTERM/SIGINT (or ``stop`` is set), then shut down gracefully."""
+def _on_signals(stop: asyncio.Event | None) -> asyncio.Event:
+    """An event set by SIGTERM/SIGINT (or the caller)."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread, or Windows
             loop.add_signal_handler(sig, stop.set)
-    if socket:
-        handler = AsyncSocketModeHandler(fw.app, fw.settings.slack_app_token)
-        connecting = asyncio.create_task(handler.connect_async())
-        stopping = asyncio.create_task(stop.wait())
-        await asyncio.wait({connecting, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        if connecting.done():
-            log.info("connected to Slack in Socket Mode")
-            await stopping
-        else:  # asked to stop while still connecting
-            connecting.cancel()
-        await handler.close_async()  # no reconnecting while answers finish
+    return stop
+
+
+async def serve(fw: Flywheel, *, socket: bool, port: int, host: str = "0.0.0.0",
+                stop: asyncio.Event | None = None) -> None:
+    """Run until SIGTERM/SIGINT (or ``stop`` is set), then shut down gracefully."""
+    if not socket:
+        sock = _socket.socket()
+        sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        await serve_app(fw, web_app(fw), sock=sock, stop=stop)
+        return
+    stop = _on_signals(stop)
+    handler = AsyncSocketModeHandler(fw.app, fw.settings.slack_app_token)
+    connecting = asyncio.create_task(handler.connect_async())
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({connecting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    if connecting.done():
+        log.info("connected to Slack in Socket Mode")
+        await stopping
+    else:  # asked to stop while still connecting
+        connecting.cancel()
+    await handler.close_async()  # no reconnecting while answers finish
+    await _finish(fw)
+
+
+async def serve_app(fw: Flywheel, app: web.Application, *, sock: _socket.socket,
+                    stop: asyncio.Event | None = None, ready: asyncio.Event | None = None,
+                    drain_first: bool = False) -> None:
+    """Serve an aiohttp app holding the bot's endpoint on ``sock`` until stopped, then drain.
+
+    Normally the listener closes first (no new work) and answers in flight finish after;
+    with ``drain_first`` (the playground, whose Slack stand-in those answers talk to on this
+    same port) the answers finish first."""
+    stop = _on_signals(stop)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.SockSite(runner, sock)
+    await site.start()
+    host, port = sock.getsockname()[:2]
+    log.info("listening on http://%s:%d (POST /slack/events, GET /healthz)", host, port)
+    if ready is not None:
+        ready.set()
+    await stop.wait()
+    if drain_first:
+        await _finish(fw)
+        await site.stop()
     else:
-        runner = web.AppRunner(web_app(fw), access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, host, port)
-        await site.start()
-        log.info("listening on http://%s:%d (POST /slack/events, GET /healthz)", host, port)
-        await stop.wait()
         await site.stop()  # stop taking work first
+        await _finish(fw)
+    await runner.cleanup()
+
+
+async def _finish(fw: Flywheel) -> None:
     log.info("shutting down; %d answer(s) in flight", fw.conversation.inflight)
     if late := await fw.conversation.shutdown(SHUTDOWN_GRACE):
         log.warning("%d answer(s) did not finish within %gs and were interrupted", late, SHUTDOWN_GRACE)
-    if not socket:
-        await runner.cleanup()
     await fw.close()

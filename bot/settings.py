@@ -147,7 +147,8 @@ class Settings:
             down_reactions=_reaction_set(get("FLYWHEEL_DOWN_REACTIONS")),
             exclude_reaction=(get("FLYWHEEL_EXCLUDE_REACTION") or "no_entry_sign").strip(":"),
             database_url=database_url,
-            prompts_dir=Path(get("PROMPTS_DIR") or "prompts"),
+            prompts_dir=Path(values["PROMPTS_DIR"].strip()) if (values.get("PROMPTS_DIR") or "").strip()
+            else default_prompts_dir(),
             port=port,
             log_level=level,
             log_format=log_format,
@@ -187,6 +188,16 @@ class Settings:
         candidates = (self.slack_bot_token, self.slack_signing_secret, self.slack_app_token, self.openai_api_key,
                       urlsplit(self.database_url).password)
         return tuple(s for s in candidates if s and len(s) >= 8)
+
+
+SHIPPED_PROMPTS = Path(__file__).resolve().parent.parent / "prompts"
+
+
+def default_prompts_dir() -> Path:
+    """``prompts`` in the working directory; else the prompts shipped with Flywheel, so that
+    `flywheel dev` answers wherever it is started."""
+    local = Path("prompts")
+    return local if local.is_dir() or not SHIPPED_PROMPTS.is_dir() else SHIPPED_PROMPTS
 
 
 def normalize_database_url(url: str) -> str:

@@ -9,6 +9,7 @@ import signal
 import socket
 import sqlite3
 import sys
+import time
 from pathlib import Path
 
 import aiohttp
@@ -211,3 +212,49 @@ async def test_run_with_a_bot_token_slack_refuses_fails_with_one_clear_line(tmp_
     assert code == 2
     assert "flywheel: SLACK_BOT_TOKEN was refused by Slack (invalid_auth)" in err
     assert "Traceback" not in err and "xoxb-revoked" not in err
+
+
+async def test_dev_with_no_settings_answers_a_mention_with_the_echo_model_within_a_second(tmp_path: Path):
+    """The README's first command after the install: the playground, no settings at all."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = await asyncio.create_subprocess_exec(
+        str(FLYWHEEL), "dev", "--port", str(port), cwd=tmp_path, env=clean_env(),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        async with aiohttp.ClientSession() as session:
+            for _ in range(200):
+                try:
+                    async with session.get(f"{base}/") as resp:
+                        if resp.status == 200 and "<html" in (await resp.text()).lower():
+                            break
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.05)
+            started = time.monotonic()
+            async with session.post(f"{base}/playground/api/messages",
+                                    json={"channel": "C_GENERAL", "text": "@flywheel hello there"}) as resp:
+                asked = await resp.json()
+
+            async def answer() -> dict | None:
+                async with session.get(f"{base}/playground/api/state") as resp:
+                    state = await resp.json()
+                return next((m for m in state["messages"]["C_GENERAL"] if m.get("user") == "UBOT"
+                             and m.get("thread_ts") == asked["ts"] and not m.get("streaming")), None)
+
+            while (done := await answer()) is None and time.monotonic() - started < 5:
+                await asyncio.sleep(0.02)
+            elapsed = time.monotonic() - started
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert done is not None, err.decode()
+    assert elapsed < 1.0, f"answered in {elapsed:.2f}s"
+    assert "Echo model (offline)" in done["text"] and "hello there" in done["text"]
+    assert done["metadata"]["event_payload"]["model"] == "echo"
+    assert f"Flywheel playground: {base}/" in out.decode()
+    assert proc.returncode == 0
+    logged = sqlite3.connect(tmp_path / "flywheel.db").execute("select model, status from calls").fetchall()
+    assert logged == [("echo", "ok")]
