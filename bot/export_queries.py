@@ -26,7 +26,7 @@ from sqlalchemy import Integer, Text, and_, case, cast, exists, false, func, nul
 from sqlalchemy.orm import aliased
 
 from bot.models import Call, Correction
-from bot.store import votes_per_call
+from bot.reports import votes_per_call
 
 
 @dataclass(frozen=True)

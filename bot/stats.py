@@ -190,7 +190,7 @@ def approval(up: int, down: int) -> float | None:
 async def version_stats(store, *, since: datetime | None = None, until: datetime | None = None,
                         prompt: str | None = None) -> list[VersionStats]:
     """Per prompt version with calls in [since, until): prompt name, then oldest version first."""
-    from bot.store import usage_by_version
+    from bot.reports import usage_by_version
 
     since, until = _utc(since), _utc(until)
     rows = await usage_by_version(store, since=since, until=until, prompt=prompt, percentiles=(50, 95))

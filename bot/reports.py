@@ -1,0 +1,151 @@
+"""Read-only queries over the log, for reports: votes per call (exports, stats) and the
+per-version figures behind `flywheel stats` and the Home tab. The store writes; this reads."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import case, func, or_, select
+
+from bot.models import Call, Feedback, PromptVersion
+
+if TYPE_CHECKING:
+    from bot.store import Store
+
+
+def votes_per_call():
+    """A subquery: ``call_id, up, down`` counting each person once, by their latest active signal
+    (reactions and buttons alike). Window functions: SQLite 3.25+ and PostgreSQL."""
+    latest = (
+        select(
+            Feedback.call_id, Feedback.value,
+            func.row_number().over(
+                partition_by=(Feedback.call_id, Feedback.user_id),
+                order_by=(Feedback.updated_at.desc(), Feedback.id.desc()),
+            ).label("rank"),
+        )
+        .where(Feedback.removed_at.is_(None), Feedback.value != 0)  # value 0: exclusion, not a vote
+        .subquery()
+    )
+    return (
+        select(
+            latest.c.call_id,
+            func.sum(case((latest.c.value > 0, 1), else_=0)).label("up"),
+            func.sum(case((latest.c.value < 0, 1), else_=0)).label("down"),
+        )
+        .where(latest.c.rank == 1)
+        .group_by(latest.c.call_id)
+        .subquery("votes")
+    )
+
+
+
+def _call_filters(since: datetime | None, until: datetime | None, prompt: str | None) -> list[Any]:
+    """Calls created in [since, until) (aware UTC datetimes), of one prompt if named."""
+    where: list[Any] = []
+    if since is not None:
+        where.append(Call.created_at >= since)
+    if until is not None:
+        where.append(Call.created_at < until)
+    if prompt is not None:
+        where.append(Call.prompt_name == prompt)
+    return where
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes; every stored time is UTC."""
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+
+async def usage_by_version(store: Store, *, since: datetime | None = None, until: datetime | None = None,
+                           prompt: str | None = None, percentiles: Sequence[int] = (50, 95)
+                           ) -> list[dict[str, Any]]:
+    """Raw figures per (prompt, version) with at least one call in the window, unordered.
+
+    Votes are :func:`votes_per_call` (each person once, latest active signal), counted
+    for the calls in the window whenever they were given. ``latency_ms`` / ``ttft_ms``
+    map each requested percentile to its nearest-rank value (the ``ceil(p/100 * n)``-th
+    smallest, computed with integer arithmetic in SQL, so identical on SQLite and
+    PostgreSQL). ``first_seen`` is over all time, not the window: the earlier of the
+    ``prompt_versions`` row and the version's first call; ``newest`` marks the version of
+    its prompt first seen last (ties: the greater hash), whether or not it has calls in
+    the window.
+    """
+    where = _call_filters(since, until, prompt)
+    votes = votes_per_call()
+    up, down = func.coalesce(votes.c.up, 0), func.coalesce(votes.c.down, 0)
+    aggregate = (
+        select(
+            Call.prompt_name, Call.prompt_version,
+            func.count().label("calls"),
+            func.count(votes.c.call_id).label("rated"),
+            func.sum(case((up > down, 1), else_=0)).label("up"),
+            func.sum(case((up < down, 1), else_=0)).label("down"),
+            func.sum(up).label("votes_up"),
+            func.sum(down).label("votes_down"),
+            func.sum(case((Call.status == "error", 1), else_=0)).label("errors"),
+            func.sum(Call.cost_usd).label("cost_usd"),
+            func.count(Call.cost_usd).label("priced_calls"),
+            func.sum(Call.prompt_tokens).label("prompt_tokens"),
+            func.sum(Call.completion_tokens).label("completion_tokens"),
+            func.min(Call.created_at).label("first_call_at"),
+            func.max(Call.created_at).label("last_call_at"),
+        )
+        .outerjoin(votes, votes.c.call_id == Call.id)
+        .where(*where)
+        .group_by(Call.prompt_name, Call.prompt_version)
+    )
+    first_calls = select(Call.prompt_name, Call.prompt_version, func.min(Call.created_at)).group_by(
+        Call.prompt_name, Call.prompt_version)
+    saved = select(PromptVersion.prompt_name, PromptVersion.version, PromptVersion.first_seen_at)
+    if prompt is not None:
+        first_calls = first_calls.where(Call.prompt_name == prompt)
+        saved = saved.where(PromptVersion.prompt_name == prompt)
+
+    async with store.session() as s:
+        rows = {(r.prompt_name, r.prompt_version): dict(r._mapping) for r in (await s.execute(aggregate)).all()}
+        first_seen: dict[tuple[str, str], datetime] = {}
+        for name, version, at in [*(await s.execute(first_calls)).all(), *(await s.execute(saved)).all()]:
+            at = _aware(at)
+            if at is not None and ((name, version) not in first_seen or at < first_seen[(name, version)]):
+                first_seen[(name, version)] = at
+        ranks: dict[str, dict[tuple[str, str], dict[int, int]]] = {}
+        for column in (Call.latency_ms, Call.ttft_ms):
+            ranks[column.key] = await _percentiles(s, column, percentiles, where)
+
+    newest: dict[str, tuple[datetime, str]] = {}
+    for (name, version), at in first_seen.items():
+        newest[name] = max(newest.get(name, (at, version)), (at, version))
+    for key, row in rows.items():
+        row["first_call_at"], row["last_call_at"] = _aware(row["first_call_at"]), _aware(row["last_call_at"])
+        row["first_seen"] = first_seen.get(key, row["first_call_at"])
+        row["newest"] = key[0] in newest and newest[key[0]][1] == key[1]
+        for name, found in ranks.items():
+            row[name] = found.get(key, {})
+    return list(rows.values())
+
+
+async def _percentiles(s: Any, column: Any, percentiles: Sequence[int], where: list[Any]
+                       ) -> dict[tuple[str, str], dict[int, int]]:
+    """Nearest-rank percentiles of ``column`` per (prompt, version), skipping NULLs."""
+    group = (Call.prompt_name, Call.prompt_version)
+    ranked = (
+        select(
+            Call.prompt_name, Call.prompt_version, column.label("value"),
+            func.row_number().over(partition_by=group, order_by=(column, Call.id)).label("rank"),
+            func.count().over(partition_by=group).label("n"),
+        )
+        .where(column.is_not(None), *where)
+        .subquery()
+    )
+    wanted = {p: (p * ranked.c.n + 99) // 100 for p in percentiles}  # ceil(p/100 * n) in integers
+    query = select(ranked.c.prompt_name, ranked.c.prompt_version, ranked.c.rank, ranked.c.n, ranked.c.value).where(
+        or_(*(ranked.c.rank == rank for rank in wanted.values())))
+    found: dict[tuple[str, str], dict[int, int]] = {}
+    for name, version, rank, n, value in (await s.execute(query)).all():
+        for p in percentiles:
+            if rank == -(-p * n // 100):  # the same ceil, in Python
+                found.setdefault((name, version), {})[p] = int(value)
+    return found
