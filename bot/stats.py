@@ -66,8 +66,23 @@ def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, floa
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+class _Approval:
+    """Approval of rated calls: up / (up + down), with its 95 % Wilson interval."""
+
+    up: int
+    down: int
+
+    @property
+    def approval(self) -> float | None:
+        return approval(self.up, self.down)
+
+    @property
+    def approval_interval(self) -> tuple[float, float] | None:
+        return wilson_interval(self.up, self.up + self.down)
+
+
 @dataclass(frozen=True)
-class VersionStats:
+class VersionStats(_Approval):
     """The figures of one prompt version over the window (see the module docstring)."""
 
     prompt: str
@@ -103,13 +118,6 @@ class VersionStats:
     def rated_share(self) -> float | None:
         return self.rated / self.calls if self.calls else None
 
-    @property
-    def approval(self) -> float | None:
-        return approval(self.up, self.down)
-
-    @property
-    def approval_interval(self) -> tuple[float, float] | None:
-        return wilson_interval(self.up, self.up + self.down)
 
     @property
     def error_rate(self) -> float | None:
@@ -154,7 +162,7 @@ class VersionStats:
 
 
 @dataclass(frozen=True)
-class Totals:
+class Totals(_Approval):
     """Figures summed over several versions (approval pools their up and down calls)."""
 
     calls: int
@@ -164,13 +172,6 @@ class Totals:
     errors: int
     cost_usd: float | None
 
-    @property
-    def approval(self) -> float | None:
-        return approval(self.up, self.down)
-
-    @property
-    def approval_interval(self) -> tuple[float, float] | None:
-        return wilson_interval(self.up, self.up + self.down)
 
 
 def totals(rows: Iterable[VersionStats]) -> Totals:

@@ -14,6 +14,7 @@ import json
 import re
 import time
 import uuid
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -50,6 +51,20 @@ def _int(params: dict[str, Any], name: str, default: int) -> int:
         return int(params.get(name) or default)
     except (TypeError, ValueError) as exc:
         raise SlackError(f"invalid_{name}") from exc
+
+
+def _window(params: dict[str, Any]) -> tuple[Callable[[int], bool], int | None]:
+    """conversations.history/replies: a test for oldest/latest/inclusive, and the cursor's ts."""
+    inclusive = _truthy(params.get("inclusive"))
+    oldest = ts_micros(params.get("oldest") or "0")
+    latest = ts_micros(params["latest"]) if params.get("latest") else None
+
+    def within(ts: int) -> bool:
+        after = ts > oldest or (ts == oldest and inclusive)
+        before = latest is None or ts < latest or (ts == latest and inclusive)
+        return after and before
+
+    return within, _from_cursor(params["cursor"]) if params.get("cursor") else None
 
 
 def _cursor(ts: str) -> str:
@@ -223,17 +238,13 @@ class WebApi:
     def api_conversations_history(self, params: dict[str, Any]) -> dict[str, Any]:
         channel = self._channel(params)
         limit = min(max(_int(params, "limit", 100), 1), 999)
-        inclusive = _truthy(params.get("inclusive"))
-        oldest = ts_micros(params.get("oldest") or "0")
-        latest = ts_micros(params["latest"]) if params.get("latest") else None
-        start = _from_cursor(params["cursor"]) if params.get("cursor") else None
+        within, start = _window(params)
         found = []
         for m in reversed(self.state.sorted(channel)):  # newest first
             if self.state.is_reply(m) and m.get("subtype") != "thread_broadcast":
                 continue
             ts = ts_micros(m["ts"])
-            if (ts < oldest or (ts == oldest and not inclusive)) or (
-                    latest is not None and (ts > latest or (ts == latest and not inclusive))):
+            if not within(ts):
                 continue
             if start is not None and ts > start:
                 continue
@@ -246,15 +257,11 @@ class WebApi:
         if anchor is None:
             raise SlackError("thread_not_found")
         limit = min(max(_int(params, "limit", 1000), 1), 1000)
-        inclusive = _truthy(params.get("inclusive"))
-        oldest = ts_micros(params.get("oldest") or "0")
-        latest = ts_micros(params["latest"]) if params.get("latest") else None
-        start = _from_cursor(params["cursor"]) if params.get("cursor") else None
+        within, start = _window(params)
         found = []
         for m in self.state.thread(channel, anchor.get("thread_ts") or anchor["ts"]):  # oldest first
             ts = ts_micros(m["ts"])
-            if (ts < oldest or (ts == oldest and not inclusive)) or (
-                    latest is not None and (ts > latest or (ts == latest and not inclusive))):
+            if not within(ts):
                 continue
             if start is not None and ts < start:
                 continue
