@@ -48,8 +48,11 @@ def web_app(fw: Flywheel) -> web.Application:
             return _reject(401, "invalid request")
         # Verified: hand Bolt the parsed body. (Bolt's own parser takes any form body that
         # contains the word "payload" for interactivity, so "/ask about the payload" was lost.)
-        bolt_request = AsyncBoltRequest(body=parsed, query=request.query_string, headers=dict(request.headers),
-                                        mode="socket_mode")
+        try:  # Bolt reads ids out of the body here, outside its own error handling
+            bolt_request = AsyncBoltRequest(body=parsed, query=request.query_string,
+                                            headers=dict(request.headers), mode="socket_mode")
+        except (TypeError, AttributeError, KeyError, ValueError, IndexError):
+            return _reject(400, "body is not a Slack request")
         return await to_aiohttp_response(await fw.app.async_dispatch(bolt_request))
 
     async def healthz(_: web.Request) -> web.Response:

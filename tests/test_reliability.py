@@ -47,6 +47,7 @@ async def test_slash_command_whose_text_says_payload_is_answered(bot: Harness):
     (b'{"type": "event_callback", "event_id": "Ev9", "event": {"type": "app_mention"}}', "application/json", 200),
     (b'{"type": "event_callback", "event": {"type": "reaction_added"}}', "text/plain", 200),
     (b'{"type": "url_verification", "challenge": "c-123"}', "application/json", 200),
+    (b'{"item": {"channel": false}}', "application/json", 400),  # found by the fuzzer: Bolt raised
 ])
 async def test_signed_but_malformed_requests_get_a_4xx_or_a_quiet_200(bot: Harness, body: bytes,
                                                                       content_type: str, expected: int):
