@@ -4,20 +4,26 @@
 (or after an error) `stream.completion` holds the text so far, usage, finish
 reason, time to first token and latency. Failures surface as `ModelError`
 with a `kind`, never as an openai exception.
+
+The SDK is imported on the first model call, in a worker thread: it is the largest
+import we have (~0.4 s, ~45 MB), and neither start-up nor acknowledging Slack needs it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
+import sys
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
-
-import openai
+from typing import TYPE_CHECKING, Any
 
 from bot.errors import ModelError
+
+if TYPE_CHECKING:
+    import openai
 
 log = logging.getLogger(__name__)
 
@@ -54,15 +60,27 @@ class LLM:
     ):
         self.base_url = base_url
         self.idle_timeout = idle_timeout
-        self.client = openai.AsyncOpenAI(
-            # A local server (Ollama, vLLM) needs no key, but the SDK insists on one.
-            api_key=api_key or "not-needed",
-            base_url=base_url,
-            timeout=openai.Timeout(idle_timeout, connect=10.0),
-            max_retries=max_retries,
-        )
+        self._api_key = api_key
+        self._max_retries = max_retries
+        self._client: openai.AsyncOpenAI | None = None
+        self._making = asyncio.Lock()
         # Per model, options the server rejected once (e.g. temperature on reasoning models).
         self._unsupported: dict[str, set[str]] = {}
+
+    async def client(self) -> openai.AsyncOpenAI:
+        """The SDK client, made on first use (importing the SDK off the event loop)."""
+        if self._client is None:
+            async with self._making:  # concurrent first calls: one import, one client
+                if self._client is None:
+                    sdk = await asyncio.to_thread(importlib.import_module, "openai")
+                    self._client = sdk.AsyncOpenAI(
+                        # A local server (Ollama, vLLM) needs no key, but the SDK insists on one.
+                        api_key=self._api_key or "not-needed",
+                        base_url=self.base_url,
+                        timeout=sdk.Timeout(self.idle_timeout, connect=10.0),
+                        max_retries=self._max_retries,
+                    )
+        return self._client
 
     @property
     def is_openai(self) -> bool:
@@ -82,7 +100,8 @@ class LLM:
         return sent
 
     async def close(self) -> None:
-        await self.client.close()
+        if self._client is not None:
+            await self._client.close()
 
 
 class ModelStream:
@@ -106,11 +125,13 @@ class ModelStream:
     async def _open(self) -> Any:
         """Start the request; drop an option the server rejects (once per model) and retry."""
         llm = self._llm
+        client = await llm.client()
+        openai = sys.modules["openai"]
         for _ in range(len(PASSTHROUGH) + 1):
             sent = llm.request_options(self.model, self.options)
             self.completion.options = sent
             try:
-                return await llm.client.chat.completions.create(
+                return await client.chat.completions.create(
                     model=self.model,
                     messages=self.messages,  # type: ignore[arg-type]
                     stream=True,
@@ -127,6 +148,8 @@ class ModelStream:
 
     async def _deltas(self, started: float) -> AsyncIterator[str]:
         c = self.completion
+        await self._llm.client()  # the SDK is imported from here on
+        openai = sys.modules["openai"]
         try:
             idle = self._llm.idle_timeout
             # The first token must come within `idle` seconds of the request, retries included;
