@@ -1,12 +1,21 @@
-"""Composition root: build the services once, put them on Bolt's context, register handlers."""
+"""Composition root: build the services once, put them on Bolt's context, register handlers.
+
+Nothing between Slack's request and its acknowledgement waits on the database or the
+network: deliveries are claimed once work starts (`Conversation`), votes and corrections
+are kept in the local journal (`bot.journal`), and Bolt's view of who the bot is comes from
+the token check at start-up, not from an auth.test on the first request.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
+from typing import Any
 
+import aiohttp
 from slack_bolt.async_app import AsyncApp
-from slack_bolt.response import BoltResponse
+from slack_bolt.authorization import AuthorizeResult
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
     AsyncRateLimitErrorRetryHandler,
@@ -17,6 +26,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 import handlers
 from bot.conversation import Conversation
 from bot.feedback import Votes
+from bot.journal import Journal
 from bot.llm import LLM
 from bot.pricing import PriceTable
 from bot.prompts import PromptSet
@@ -25,7 +35,6 @@ from bot.settings import Settings
 from bot.store import Store
 
 log = logging.getLogger(__name__)
-ANSWERABLE_EVENTS = ("app_mention", "message")
 
 
 class Prompts:
@@ -57,18 +66,56 @@ class Flywheel:
     conversation: Conversation
     votes: Votes
     store: Store
+    journal: Journal
     llm: LLM
     client: AsyncWebClient
+    identity: Identity
+    stopping: bool = False  # shutting down: take no new requests
 
-    async def close(self) -> None:
+    async def start(self) -> None:
+        """Once the schema is migrated: write the journal's backlog (if any) to the database."""
+        self.journal.start()
+
+    async def close(self, *, journal_flush: float = 2.0) -> None:
         await self.llm.close()
+        await self.journal.close(journal_flush)
         await self.store.close()
+        if self.client.session is not None:
+            await self.client.session.close()
+
+
+class Identity:
+    """Who the bot is (Slack's auth.test), for Bolt: learnt once, at start-up if possible,
+    so that no request waits on Slack before it is acknowledged."""
+
+    def __init__(self, client: AsyncWebClient):
+        self.client = client
+        self.result: AuthorizeResult | None = None
+        self._lock = asyncio.Lock()
+
+    async def learn(self) -> Any:
+        """Call auth.test (raises SlackApiError if Slack refuses the token)."""
+        response = await self.client.auth_test()
+        self.result = AuthorizeResult.from_auth_test_response(auth_test_response=response,
+                                                              bot_token=self.client.token, user_token=None)
+        return response
+
+    async def authorize(self) -> AuthorizeResult:
+        if self.result is None:  # Slack was unreachable at start-up: learn it now, once
+            async with self._lock:
+                if self.result is None:
+                    await self.learn()
+        assert self.result is not None
+        return self.result
 
 
 def slack_client(settings: Settings) -> AsyncWebClient:
+    """The Web API client. One aiohttp session for every call (slack_sdk otherwise opens a new
+    session, and a new TLS connection, per call); Bolt's per-request clients share it too."""
     return AsyncWebClient(
         token=settings.slack_bot_token,
         base_url=settings.slack_api_url,
+        session=aiohttp.ClientSession(),
         retry_handlers=[
             AsyncConnectionErrorRetryHandler(max_retry_count=2),
             AsyncRateLimitErrorRetryHandler(max_retry_count=3),
@@ -79,44 +126,52 @@ def slack_client(settings: Settings) -> AsyncWebClient:
 
 def create_app(settings: Settings, *, llm: LLM | None = None, store: Store | None = None,
                client: AsyncWebClient | None = None, prompts: Prompts | None = None,
-               budget: RateBudget | None = None) -> Flywheel:
+               budget: RateBudget | None = None, journal: Journal | None = None) -> Flywheel:
+    """Build the bot. Call ``await fw.start()`` once the database schema is migrated."""
     llm = llm or LLM(api_key=settings.openai_api_key, base_url=settings.openai_base_url,
                      idle_timeout=settings.model_timeout)
     store = store or Store(settings.database_url)
     client = client or slack_client(settings)
+    if journal is None:
+        journal = Journal(settings.journal_dir, store)
+        journal.open()
     conversation = Conversation(
         settings=settings, prompts=prompts or Prompts(settings.prompts_dir), llm=llm, store=store,
-        prices=PriceTable.load(settings.prices_file), budget=budget,
+        prices=PriceTable.load(settings.prices_file), budget=budget, journal=journal,
     )
+    identity = Identity(client)
+
+    async def authorize() -> AuthorizeResult:  # Bolt passes what a function names: nothing here
+        return await identity.authorize()
+
     app = AsyncApp(
-        client=client,
+        # The token travels in the authorization result; a token on this client would make
+        # Bolt call auth.test on the first request instead.
+        client=AsyncWebClient(base_url=client.base_url, retry_handlers=client.retry_handlers,
+                              session=client.session),
+        authorize=authorize,
         signing_secret=settings.slack_signing_secret or "socket-mode-has-no-signing-secret",
         # In Socket Mode there is no HTTP request to verify.
         request_verification_enabled=not settings.socket_mode,
         logger=logging.getLogger("slack_bolt"),
     )
 
-    votes = Votes(store, settings)
+    votes = Votes(journal, settings)
 
     @app.middleware
-    async def services(context, body, next):
-        """Inject the services, and take each message delivery once (retries included).
-
-        The claim is written before Slack gets its acknowledgement: if the database is
-        down, the request fails and Slack delivers the message again later."""
+    async def services(context, next):
+        """Inject the services; from here on the request's work counts as accepted (a shutdown
+        waits for it). Nothing here waits on anything."""
         context["conversation"] = conversation
         context["votes"] = votes
         context["settings"] = settings
-        event = body.get("event") if isinstance(body, dict) else None
-        answerable = isinstance(event, dict) and event.get("type") in ANSWERABLE_EVENTS
-        if answerable and body.get("event_id") and not await store.claim(f"event:{body['event_id']}"):
-            log.info("duplicate delivery of %s ignored", body["event_id"])
-            return BoltResponse(status=200, body="")
-        return await next()
+        with conversation.dispatching():
+            return await next()
 
     @app.error
     async def on_error(error, body):
         log.error("unhandled error in a listener: %s", type(error).__name__, exc_info=error)
 
-    handlers.register(app)
-    return Flywheel(app=app, settings=settings, conversation=conversation, votes=votes, store=store, llm=llm, client=client)
+    handlers.register(app, conversation.tracked)
+    return Flywheel(app=app, settings=settings, conversation=conversation, votes=votes, store=store,
+                    journal=journal, llm=llm, client=client, identity=identity)

@@ -104,6 +104,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         except ConfigError:
             await fw.close()
             raise
+        await fw.start()
         await serve(fw, socket=socket, port=args.port or settings.port)
 
     asyncio.run(go())

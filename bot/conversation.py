@@ -1,27 +1,36 @@
 """The one flow: build the messages, call the model, deliver, log.
 
-Handlers translate a Slack request into an `Ask` and pick how to deliver
-(`bot.delivery`); `Conversation.answer()` does the rest and always ends in
-an answer or a short apology in Slack, and one row in `calls`.
+Handlers translate a Slack request into an `Ask`; `Conversation` picks how to
+deliver (`bot.delivery`), and `answer()` does the rest: it always ends in an
+answer or a short apology in Slack, and one call row, kept in the journal
+(`bot.journal`) until the database has it.
+
+Work accepted from Slack is tracked from the moment it is dispatched, so that a
+shutdown lets it finish (or interrupts it with an apology and a row) instead of
+dropping it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import functools
 import logging
 import time
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.delivery import PostedReply, Reply, ResponseUrlReply, StreamedReply
 from bot.errors import FlywheelError, ModelError, redact
-from bot.feedback import answer_controls, fix_modal
+from bot.feedback import AnswerRef, answer_controls, fix_modal
+from bot.journal import Journal, NotKept, new_op, within
 from bot.llm import LLM
 from bot.pricing import PriceTable
 from bot.prompts import Prompt, PromptSet
@@ -37,13 +46,17 @@ CONTEXT_CHARS = 100_000  # what we send at most, in characters (~25k tokens); ol
 HISTORY_MIN_CHARS = 20_000  # room kept for the conversation when the user's text is very long
 DM_WINDOW_SECONDS = 3600  # top-level DMs: earlier messages from the last hour are context
 DM_MESSAGES = 20
+DB_WAIT = 2.0  # seconds a read or claim on the answer path may wait for the database
+RECORD_WAIT = 2.0  # seconds an answer waits for its row to reach the database (it is kept anyway)
+CORRECTION_NOTE_WAIT = 300.0  # a correction kept during an outage is announced once it is stored
+CLAIMS_REMEMBERED = 10_000  # message keys this process remembers having claimed
 
 
 @dataclass(frozen=True)
 class Ask:
     """A request for an answer, translated from Slack (or the terminal)."""
 
-    trigger: str  # mention | thread | dm | command | cli
+    trigger: str  # mention | thread | dm | command | cli | regenerate
     prompt: Prompt
     text: str  # what the user wrote, without the bot's mention or the prompt's name
     channel_id: str | None = None
@@ -78,68 +91,142 @@ class BotIdentity:
         )
 
 
+# Before the model is called: open the place the answer goes (a command's root message).
+Opening = Callable[[], Awaitable[tuple[Ask, Reply]]]
+ContextSource = Callable[[], Awaitable["Context"]]
+Outcome = Literal["done", "not_an_answer", "unavailable"]
+
+
 class Conversation:
     def __init__(self, *, settings: Settings, prompts: Callable[[], PromptSet], llm: LLM, store: Store,
-                 prices: PriceTable, budget: RateBudget | None = None):
+                 prices: PriceTable, budget: RateBudget | None = None, journal: Journal | None = None):
         self.settings = settings
         self.budget = budget or RateBudget()
         self._prompts = prompts
         self.llm = llm
         self.store = store
+        self.journal = journal  # None (`flywheel try`): rows are written directly
         self.prices = prices
-        self._tasks: set[asyncio.Task] = set()  # answers in flight
+        self._work: dict[asyncio.Task[Any], int] = {}  # tasks doing accepted work, with nesting depth
+        self._dispatching = 0  # requests being dispatched by Bolt (their listener may not run yet)
         self._idle = asyncio.Event()
         self._idle.set()
+        self._claimed: OrderedDict[str, None] = OrderedDict()
+        self._replies: set[Reply] = set()  # answers being written: their messages take votes already
+        self._delivering: set[asyncio.Task[Any]] = set()  # answers past the model: only posting is left
+        if journal is not None:
+            journal.answering = self.answering
 
     @property
     def prompts(self) -> PromptSet:
         return self._prompts()
 
+    # -- accepted work -------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def dispatching(self) -> Iterator[None]:
+        """Around Bolt's dispatch of one request: from here on its work counts as accepted."""
+        self._dispatching += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self._dispatching -= 1
+            self._check_idle()
+
+    def tracked(self, listener: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        """Wrap a listener whose work goes on after Slack's ack (an answer), so that a shutdown
+        waits for it. Bolt reads the wrapped listener's parameters (it unwraps)."""
+
+        @functools.wraps(listener)
+        async def run(*args: Any, **kwargs: Any) -> Any:
+            with self._working():
+                return await listener(*args, **kwargs)
+
+        return run
+
+    @contextlib.contextmanager
+    def _working(self) -> Iterator[None]:
+        task = asyncio.current_task()
+        assert task is not None
+        self._work[task] = self._work.get(task, 0) + 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            if self._work[task] > 1:
+                self._work[task] -= 1
+            else:
+                del self._work[task]
+            self._check_idle()
+
+    def answering(self, channel_id: str, ts: str) -> bool:
+        """Whether this message belongs to an answer still being written (and not yet kept)."""
+        return any(getattr(r, "channel", None) == channel_id and ts in r.message_ts for r in self._replies)
+
+    def _check_idle(self) -> None:
+        if not self._work and not self._dispatching:
+            self._idle.set()
+
     # -- entry points used by the handlers ------------------------------------------
 
     async def reply_to_message(self, ask: Ask, client: AsyncWebClient, bot: BotIdentity) -> int | None:
         """Answer a mention, thread follow-up or DM, once per Slack message."""
-        if ask.ts and not await self.store.claim(f"msg:{ask.channel_id}:{ask.ts}"):
+        if ask.ts and not await self._claim(f"msg:{ask.channel_id}:{ask.ts}"):
             log.info("message %s already answered; skipping", ask.ts)
             return None
         assert ask.channel_id
+        channel, ts, team = ask.channel_id, ask.ts, ask.team_id
         if ask.thread_ts:
-            context = Context()
-            if ask.thread_ts != ask.ts:  # inside an existing thread: its messages are the context
-                context = await self.thread_context(client, ask.channel_id, ask.thread_ts, ask.ts, ask.team_id,
-                                                    bot)
-            reply: Reply = StreamedReply(client, self.budget, channel=ask.channel_id, thread_ts=ask.thread_ts,
-                                         team_id=ask.team_id, user_id=ask.user_id)
+            async def context() -> Context:
+                if ask.thread_ts == ts:  # a new thread: nothing before the question
+                    return Context()
+                return await self.thread_context(client, channel, ask.thread_ts or "", ts, team, bot)
+
+            reply: Reply = StreamedReply(client, self.budget, channel=channel, thread_ts=ask.thread_ts,
+                                         team_id=team, user_id=ask.user_id)
         else:  # a top-level DM: answer in the conversation itself
-            context = await self.dm_context(client, ask.channel_id, ask.ts, ask.team_id, bot)
-            reply = PostedReply(client, self.budget, channel=ask.channel_id, team_id=ask.team_id)
+            async def context() -> Context:
+                return await self.dm_context(client, channel, ts, team, bot)
+
+            reply = PostedReply(client, self.budget, channel=channel, team_id=team)
         return await self.answer(ask, reply, context)
 
-    async def reply_to_command(self, ask: Ask, client: AsyncWebClient, respond: Callable[..., Any]) -> int:
+    async def reply_to_command(self, ask: Ask, client: AsyncWebClient, respond: Callable[..., Any]) -> int | None:
         """Show the request in the channel, then answer in its thread (or via response_url)."""
         assert ask.channel_id
+        channel = ask.channel_id
         shown = f"<@{ask.user_id}> asked `{ask.prompt.command}`:\n{quote(ask.text)}"
-        try:
-            root = await self.budget.call(client, "chat.postMessage", team=ask.team_id, channel=ask.channel_id,
-                                          text=shown)
-        except SlackApiError as exc:  # not a member, archived, a DM with others...: answer all the same
-            log.info("cannot post in %s (%s); answering via response_url", ask.channel_id, _slack_error(exc))
-            return await self.answer(ask, ResponseUrlReply(respond, header=shown))
-        thread = root["ts"]
-        ask = Ask(**{**vars(ask), "ts": thread, "thread_ts": thread})
-        reply = StreamedReply(client, self.budget, channel=ask.channel_id, thread_ts=thread, team_id=ask.team_id,
-                              user_id=ask.user_id)
-        return await self.answer(ask, reply)
+        by_response_url = ResponseUrlReply(respond, header=shown)
 
-    async def regenerate(self, call_id: int, *, user_id: str | None, team_id: str | None,
-                         client: AsyncWebClient) -> int | None:
+        async def open_thread() -> tuple[Ask, Reply]:
+            try:
+                root = await self.budget.call(client, "chat.postMessage", team=ask.team_id, channel=channel,
+                                              text=shown)
+            except SlackApiError as exc:  # not a member, archived, a DM with others...: answer all the same
+                log.info("cannot post in %s (%s); answering via response_url", channel, _slack_error(exc))
+                return ask, by_response_url
+            thread = root["ts"]
+            return (dataclasses.replace(ask, ts=thread, thread_ts=thread),
+                    StreamedReply(client, self.budget, channel=channel, thread_ts=thread, team_id=ask.team_id,
+                                  user_id=ask.user_id))
+
+        return await self.answer(ask, by_response_url, opening=open_thread)
+
+    async def regenerate(self, channel_id: str, ts: str, *, user_id: str | None, team_id: str | None,
+                         client: AsyncWebClient) -> Outcome:
         """Run an answer's exact input again and post the alternative in its thread, linked to it."""
-        call = await self.store.get_call(call_id)
+        try:
+            call_id = await within(self.store.call_for_message(channel_id, ts), DB_WAIT)
+            call = await within(self.store.get_call(call_id), DB_WAIT) if call_id is not None else None
+        except Exception as exc:  # noqa: BLE001 - an outage: say so rather than nothing
+            log.warning("regenerate: the database is unavailable (%s)", type(exc).__name__)
+            return "unavailable"
         if call is None or not call.channel_id or not call.messages:
-            return None
+            return "not_an_answer"
         prompt = self.prompts.get(call.prompt_name) or self.prompts.get("ask")
         if prompt is None:
-            return None
+            return "not_an_answer"
         thread = call.thread_ts or call.reply_ts
         replay = Replay(call.id, list(call.messages), call.model, dict(call.options or {}), call.prompt_name,
                         call.prompt_version)
@@ -151,56 +238,100 @@ class Conversation:
                                          team_id=ask.team_id, user_id=user_id)
         else:
             reply = PostedReply(client, self.budget, channel=call.channel_id, team_id=ask.team_id)
-        return await self.answer(ask, reply)
+        await self.answer(ask, reply)
+        return "done"
 
-    async def correct(self, call_id: int, *, user_id: str, text: str, team_id: str | None,
-                      client: AsyncWebClient) -> int:
-        """Store a person's fix of an answer and say so, briefly, in its thread."""
-        correction_id = await self.store.add_correction(call_id=call_id, user_id=user_id, text=text)
-        call = await self.store.get_call(call_id)
-        if call is not None and call.channel_id:
-            note = (f"✏️ <@{user_id}> corrected this answer. Thank you: the correction is what I will "
-                    "learn from.")
-            try:
-                await self.budget.call(client, "chat.postMessage", team=team_id, channel=call.channel_id,
-                                       thread_ts=call.thread_ts or call.reply_ts, text=note)
-            except SlackApiError as exc:  # the correction is saved; the note is a courtesy
-                log.warning("could not post the correction note: %s", _slack_error(exc))
-        return correction_id
+    async def keep_correction(self, answer: AnswerRef, *, user_id: str, text: str) -> asyncio.Future[Any]:
+        """Keep a person's fix of an answer (journal first, so nothing is lost before the modal
+        closes). Raises `NotKept` if it can be neither kept nor stored."""
+        assert self.journal is not None
+        return await self.journal.keep(new_op("correction", call_id=answer.call_id, channel=answer.channel,
+                                              ts=answer.ts, user=user_id, text=text))
 
-    async def open_fix(self, client: AsyncWebClient, *, trigger_id: str, channel_id: str, ts: str) -> bool:
-        """Open the "Fix it" modal for the answer this message belongs to; False if it is none."""
-        call_id = await self.store.call_for_message(channel_id, ts)
+    async def announce_correction(self, kept: asyncio.Future[Any], *, user_id: str, team_id: str | None,
+                                  client: AsyncWebClient) -> None:
+        """Once the correction is stored, say so, briefly, in the answer's thread."""
+        call_id = await Journal.result(kept, CORRECTION_NOTE_WAIT)
         call = await self.store.get_call(call_id) if call_id is not None else None
-        if call is None or call.status == "error":
-            return False
-        corrections = await self.store.corrections(call.id)
-        text = corrections[-1].text if corrections else call.answer
-        await client.views_open(trigger_id=trigger_id, view=fix_modal(call.id, text))
-        return True
+        if call is None or not call.channel_id:
+            return
+        note = f"✏️ <@{user_id}> corrected this answer. Thank you: the correction is what I will learn from."
+        try:
+            await self.budget.call(client, "chat.postMessage", team=team_id, channel=call.channel_id,
+                                   thread_ts=call.thread_ts or call.reply_ts, text=note)
+        except SlackApiError as exc:  # the correction is saved; the note is a courtesy
+            log.warning("could not post the correction note: %s", _slack_error(exc))
+
+    async def open_fix(self, client: AsyncWebClient, *, trigger_id: str, channel_id: str, ts: str) -> Outcome:
+        """Open the "Fix it" modal for the answer this message belongs to."""
+        found = await self._answer_at(channel_id, ts)
+        if isinstance(found, str):
+            return found
+        await client.views_open(trigger_id=trigger_id, view=fix_modal(*found))
+        return "done"
+
+    async def _answer_at(self, channel_id: str, ts: str) -> tuple[AnswerRef, str] | Outcome:
+        """The answer posted as this message, and its current text (the newest correction)."""
+        if (pending := self._pending_call(channel_id, ts)) is not None:  # its row is on its way
+            if pending["log"]["status"] == "error":
+                return "not_an_answer"
+            return AnswerRef(None, channel_id, ts), pending["log"]["answer"]
+        try:
+            call_id = await within(self.store.call_for_message(channel_id, ts), DB_WAIT)
+            call = await within(self.store.get_call(call_id), DB_WAIT) if call_id is not None else None
+            if call is None or call.status == "error":
+                return "not_an_answer"
+            corrections = await within(self.store.corrections(call.id), DB_WAIT)
+        except Exception as exc:  # noqa: BLE001 - an outage: say so rather than nothing
+            log.warning("fix: the database is unavailable (%s)", type(exc).__name__)
+            return "unavailable"
+        return AnswerRef(call.id, channel_id, ts), corrections[-1].text if corrections else call.answer
 
     async def followup_prompt(self, channel_id: str, thread_ts: str) -> Prompt | None:
         """The prompt that continues a thread the bot answered in; None if it never did."""
-        name = await self.store.thread_prompt(channel_id, thread_ts)
+        name = None
+        for op in self._pending_calls(channel_id):  # newer than any row: the latest wins
+            if op["log"]["thread_ts"] == thread_ts and op["log"]["status"] != "error":
+                name = op["log"]["prompt_name"]
+        if name is None:
+            try:
+                name = await within(self.store.thread_prompt(channel_id, thread_ts), DB_WAIT)
+            except Exception as exc:  # noqa: BLE001
+                log.warning("cannot tell whether I answered in thread %s: the database is unavailable (%s)",
+                            thread_ts, type(exc).__name__)
         if name is None:
             return None
         return self.prompts.get(name) or self.prompts.get("ask")
 
+    async def _claim(self, key: str) -> bool:
+        """Take a Slack message once: in this process first, then across processes through the
+        database. If the database does not answer in time, answer anyway (a person is waiting)."""
+        if key in self._claimed:
+            return False
+        self._claimed[key] = None
+        if len(self._claimed) > CLAIMS_REMEMBERED:
+            self._claimed.popitem(last=False)
+        try:
+            return bool(await within(self.store.claim(key), DB_WAIT))
+        except Exception as exc:  # noqa: BLE001
+            log.warning("claiming %s: the database is unavailable (%s); answering without the cross-process "
+                        "check", key, type(exc).__name__)
+            return True
+
     # -- the flow ----------------------------------------------------------------------
 
-    async def answer(self, ask: Ask, reply: Reply, context: Context | None = None) -> int:
-        """Answer, always: the model's text, or a short apology; and one row in `calls`."""
-        task = asyncio.current_task()
-        self._tasks.add(task)
-        self._idle.clear()
-        try:
-            return await self._answer(ask, reply, context or Context())
-        finally:
-            self._tasks.discard(task)
-            if not self._tasks:
-                self._idle.set()
+    async def answer(self, ask: Ask, reply: Reply, context: Context | ContextSource | None = None, *,
+                     opening: Opening | None = None) -> int | None:
+        """Answer, always: the model's text, or a short apology; and one call row.
 
-    async def _answer(self, ask: Ask, reply: Reply, context: Context) -> int:
+        ``context`` (or the function that fetches it) and ``opening`` run inside the same
+        guard as the model call: if they fail, or the bot shuts down meanwhile, ``reply``
+        carries the apology. Returns the call's id once its row is in the database."""
+        with self._working():
+            return await self._answer(ask, reply, context, opening)
+
+    async def _answer(self, ask: Ask, reply: Reply, context_source: Context | ContextSource | None,
+                      opening: Opening | None) -> int | None:
         prompt, replay = ask.prompt, ask.replay
         model = replay.model if replay else prompt.model or self.settings.model
         options = replay.options if replay else prompt.options
@@ -215,11 +346,18 @@ class Conversation:
         note = None
         interrupted: BaseException | None = None
         started = time.monotonic()
+        replies = [reply]
+        self._replies.add(reply)
         try:
-            await self.store.save_prompt_version(
-                name=prompt.name, version=prompt.version, path=str(prompt.path), source=prompt.source,
-                model=prompt.model,
-            )
+            if opening is not None:
+                ask, reply = await opening()
+                replies.append(reply)
+                self._replies.add(reply)
+                record.request_ts, record.thread_ts = ask.ts, ask.thread_ts
+            if callable(context_source):
+                context = await context_source()
+            else:
+                context = context_source or Context()
             text = fit_text(ask.text, CONTEXT_CHARS - HISTORY_MIN_CHARS)
             context = context.within(CONTEXT_CHARS - len(text))
             while True:
@@ -266,22 +404,52 @@ class Conversation:
         about = {"event_type": "flywheel_answer", "event_payload": {
             "prompt": record.prompt_name, "version": record.prompt_version,
             "model": (stream.completion.model if stream is not None else None) or model}}
+        task = asyncio.current_task()
+        assert task is not None
+        self._delivering.add(task)  # a shutdown lets this finish rather than cut it off
         try:
             await reply.finish(note, controls, about)
         except Exception as exc:  # noqa: BLE001 - Slack refused every way of posting
             log.exception("posting the answer to Slack failed")
             self._failed(record, exc, type(exc).__name__, "")
         finally:
+            self._delivering.discard(task)
             if stream is not None:
                 self._complete(record, stream.completion, started)
             record.message_ts = list(reply.message_ts)
             record.latency_ms = record.latency_ms or int((time.monotonic() - started) * 1000)
-            call_id = await self.store.record_call(record)
-        log.info("call %s: %s/%s %s in %sms", call_id, record.prompt_name, record.prompt_version[:12],
-                 record.status, record.latency_ms)
+            call_id = await self._record(record, None if replay else prompt)
+            self._replies.difference_update(replies)
+        log.info("call %s: %s/%s %s in %sms", call_id if call_id is not None else "(kept)", record.prompt_name,
+                 record.prompt_version[:12], record.status, record.latency_ms)
         if interrupted is not None:
             raise interrupted
         return call_id
+
+    async def _record(self, record: CallLog, prompt: Prompt | None) -> int | None:
+        """Keep the call's row (the journal takes it at once) and wait briefly for its id."""
+        prompt_file = None if prompt is None else {
+            "name": prompt.name, "version": prompt.version, "path": str(prompt.path), "source": prompt.source,
+            "model": prompt.model}
+        if self.journal is None:
+            return await self.store.record_call(record, prompt=prompt_file)
+        try:
+            kept = await self.journal.keep(new_op("call", log=dataclasses.asdict(record), prompt=prompt_file))
+        except NotKept:
+            log.exception("the row of a %s call (%s, %s tokens) is lost: no journal, no database",
+                          record.status, record.model, record.completion_tokens)
+            return None
+        return await Journal.result(kept, RECORD_WAIT)
+
+    # -- calls whose rows are still in the journal ----------------------------------------
+
+    def _pending_calls(self, channel_id: str) -> list[dict[str, Any]]:
+        if self.journal is None:
+            return []
+        return [op for op in self.journal.pending("call") if op["log"]["channel_id"] == channel_id]
+
+    def _pending_call(self, channel_id: str, ts: str) -> dict[str, Any] | None:
+        return next((op for op in self._pending_calls(channel_id) if ts in op["log"]["message_ts"]), None)
 
     def _failed(self, record: CallLog, exc: BaseException, error_type: str, apology: str,
                 message: str | None = None) -> str | None:
@@ -341,11 +509,11 @@ class Conversation:
         if before:
             messages = [m for m in messages if ts_key(m.get("ts", "0")) < ts_key(before)]
         messages = messages[-HISTORY_LIMIT:]
-        calls = await self.store.calls_for(channel, [m["ts"] for m in messages if m.get("ts")])
+        calls, complete = await self._calls_for(channel, [m["ts"] for m in messages if m.get("ts")])
         answer_of: dict[str, PastCall] = {ts: c for c in calls for ts in c.message_ts}
         asked_by: dict[str, PastCall] = {c.request_ts: c for c in calls if c.request_ts and c.trigger == "command"}
         context = Context()
-        used: set[int] = set()
+        used: set[int | str] = set()
         for m in messages:
             ts = m.get("ts", "")
             if (call := answer_of.get(ts)) is not None:
@@ -355,36 +523,61 @@ class Conversation:
             elif (call := asked_by.get(ts)) is not None:
                 context.add("user", call.request_text, speaker=_speaker(call.user_id))
             elif bot.wrote(m):
+                if not complete and m.get("text"):  # without the log, what the bot wrote is all we know
+                    context.add("assistant", unescape(m["text"]), speaker="you")
                 continue  # the bot's notes and apologies are not part of the conversation
             elif m.get("subtype") in (None, "thread_broadcast", "file_share", "bot_message"):
                 text = unescape(strip_mention(m.get("text") or "", bot.user_id or ""))
                 context.add("user", text, speaker=_speaker(m.get("user") or m.get("username") or "bot"))
         return context
 
+    async def _calls_for(self, channel: str, ts: list[str]) -> tuple[list[PastCall], bool]:
+        """The logged calls behind these messages, rows still in the journal included; and
+        whether that is complete (False: the database did not answer)."""
+        wanted = set(ts)
+        pending = [_past_call(op) for op in self._pending_calls(channel)
+                   if wanted & set(op["log"]["message_ts"]) or op["log"]["request_ts"] in wanted]
+        try:
+            return await within(self.store.calls_for(channel, ts), DB_WAIT) + pending, True
+        except Exception as exc:  # noqa: BLE001 - answer from Slack's messages alone
+            log.warning("reading the conversation's calls: the database is unavailable (%s)", type(exc).__name__)
+            return pending, False
+
     # -- graceful shutdown ---------------------------------------------------------------
 
     @property
     def inflight(self) -> int:
-        return len(self._tasks)
+        """Accepted work not finished yet: answers, and requests still being dispatched."""
+        return len(self._work) + self._dispatching
 
     async def drain(self, timeout: float) -> bool:
-        """Wait for answers in flight; True if all finished within ``timeout`` seconds."""
+        """Wait for accepted work; True if all of it finished within ``timeout`` seconds."""
         try:
-            await asyncio.wait_for(self._idle.wait(), timeout)
+            await asyncio.wait_for(self._quiet(), timeout)
             return True
         except TimeoutError:
             return False
 
+    async def _quiet(self) -> None:
+        while True:
+            await self._idle.wait()
+            await asyncio.sleep(0)  # a listener Bolt has just scheduled takes its first step
+            if self._idle.is_set():
+                return
+
     async def shutdown(self, grace: float, cleanup: float = 4.0) -> int:
-        """Let answers finish for ``grace`` seconds, then interrupt the rest: each posts an
-        apology and writes its row (status incomplete/error, error_type Interrupted).
-        Returns how many had to be interrupted."""
+        """Let accepted work finish for ``grace`` seconds; then post what is waiting for Slack's
+        rate budget at once, and interrupt what is still waiting for the model: each of those
+        answers posts an apology and keeps its row (status incomplete/error, error_type
+        Interrupted). Returns how many had to be interrupted."""
         if await self.drain(grace):
             return 0
-        late = list(self._tasks)
+        self.budget.rush()
+        late = [task for task in self._work if task not in self._delivering]
         for task in late:
             task.cancel()
-        await asyncio.wait(late, timeout=cleanup)
+        if self._work:
+            await asyncio.wait(list(self._work), timeout=cleanup)
         return len(late)
 
 
@@ -442,6 +635,13 @@ def fit_text(text: str, limit: int) -> str:
     if len(text) <= limit:
         return text
     return text[:limit] + "\n\n(The rest of this message was left out: it is too long for the model.)"
+
+
+def _past_call(op: dict[str, Any]) -> PastCall:
+    """A call whose row is still in the journal, as a logged one."""
+    c = op["log"]
+    return PastCall(op["id"], c["status"], c["trigger"], c["user_id"], c["request_ts"], c["request_text"],
+                    c["answer"], c["prompt_name"], tuple(c["message_ts"]))
 
 
 def _speaker(user_id: str | None) -> str:

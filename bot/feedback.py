@@ -8,13 +8,11 @@ exclude reaction (default 🚫 ``no_entry_sign``) keeps an answer out of trainin
 from __future__ import annotations
 
 import json
-import logging
+import time
 from dataclasses import dataclass
 
+from bot.journal import Journal, new_op
 from bot.settings import Settings
-from bot.store import Store
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -66,8 +64,11 @@ def answer_controls(feedback: dict[str, bool]) -> list[dict]:
 
 
 class Votes:
-    def __init__(self, store: Store, settings: Settings):
-        self.store = store
+    """Turns reactions and clicks into journal ops (`bot.journal`): kept on local disk before
+    Slack is acknowledged, written to the database (where they find their answer) after."""
+
+    def __init__(self, journal: Journal, settings: Settings):
+        self.journal = journal
         self.up = settings.up_reactions
         self.down = settings.down_reactions
         self.exclude = settings.exclude_reaction
@@ -80,54 +81,34 @@ class Votes:
         return None
 
     async def reaction(self, reaction: Reaction | None, *, added: bool) -> bool:
-        """Record or withdraw a reaction vote (or exclusion); False if it is neither, or not on
-        one of the bot's answers."""
+        """Keep a reaction vote, its withdrawal, or an exclusion; False if it is none of those.
+        Whether it is on one of the bot's answers is settled when it reaches the database.
+        Raises `NotKept` if it can be neither kept nor stored (Slack then delivers it again)."""
         if reaction is None:
             return False
         value = 0 if reaction.name == self.exclude else self.value(reaction.name)
         if value is None:
             return False
-        call_id = await self.store.call_for_message(reaction.channel_id, reaction.ts)
-        if call_id is None:
-            return False  # not one of the bot's answers
-        if value == 0:
-            return await self._exclusion(call_id, reaction, added)
-        signal = {"call_id": call_id, "user_id": reaction.user_id, "source": "reaction", "name": reaction.name,
-                  "event_ts": reaction.event_ts}
-        if added:
-            changed = await self.store.set_feedback(**signal, value=value)
-        else:
-            changed = await self.store.remove_feedback(**signal)
-        log.info("vote %+d on call %s %s%s", value, call_id, "added" if added else "withdrawn",
-                 "" if changed else " (no change)")
+        await self.journal.keep(new_op(
+            "reaction", channel=reaction.channel_id, ts=reaction.ts, user=reaction.user_id, name=reaction.name,
+            value=value, added=added, event_ts=reaction.event_ts or _now_ts()))
         return True
 
-    async def _exclusion(self, call_id: int, reaction: Reaction, added: bool) -> bool:
-        """The answer stays out of training while anyone's exclude reaction is on it."""
-        signal = {"call_id": call_id, "user_id": reaction.user_id, "source": "reaction", "name": reaction.name,
-                  "event_ts": reaction.event_ts}
-        if added:
-            await self.store.set_feedback(**signal, value=0)
-        else:
-            await self.store.remove_feedback(**signal)
-        excluded = await self.store.has_active_signal(call_id, reaction.name)
-        await self.store.set_excluded(call_id, excluded)
-        log.info("call %s %s training exports", call_id, "excluded from" if excluded else "back in")
-        return True
-
-    async def button(self, *, channel_id: str, ts: str, user_id: str, value: str) -> int | None:
-        """A click on an answer's 👍/👎 buttons; clicking your current choice again withdraws it.
-        Returns the call id, or None if the message is not one of the bot's answers."""
-        call_id = await self.store.call_for_message(channel_id, ts)
+    async def button(self, *, channel_id: str, ts: str, user_id: str, value: str,
+                     action_ts: str | None = None) -> bool:
+        """Keep a click on an answer's 👍/👎 buttons (clicking your current choice again
+        withdraws it). False if it is not a vote; raises `NotKept` if it cannot be kept."""
         vote = {"up": 1, "down": -1}.get(value)
-        if call_id is None or vote is None:
-            return None
-        signal = {"call_id": call_id, "user_id": user_id, "source": "button", "name": "feedback"}
-        if (await self.store.signal_value(**signal)) == vote:
-            await self.store.remove_feedback(**signal)
-        else:
-            await self.store.set_feedback(**signal, value=vote)
-        return call_id
+        if vote is None:
+            return False
+        await self.journal.keep(new_op("button", channel=channel_id, ts=ts, user=user_id, value=vote,
+                                       event_ts=action_ts or _now_ts()))
+        return True
+
+
+def _now_ts() -> str:
+    """Now, as Slack writes times ("1700000000.000100")."""
+    return f"{time.time():.6f}"
 
 
 # -- the "Fix it" modal ----------------------------------------------------------------------
@@ -136,7 +117,20 @@ MODAL_PART = 3000  # Slack's limit for one text input
 MODAL_PARTS = 10
 
 
-def fix_modal(call_id: int, answer: str) -> dict:
+@dataclass(frozen=True)
+class AnswerRef:
+    """Which answer a fix is for: its call id when its row is in the database already, and the
+    Slack message it was posted as (enough to find the row once it gets there)."""
+
+    call_id: int | None = None
+    channel: str | None = None
+    ts: str | None = None
+
+    def __bool__(self) -> bool:
+        return self.call_id is not None or bool(self.channel and self.ts)
+
+
+def fix_modal(answer_ref: AnswerRef, answer: str) -> dict:
     """A modal prefilled with the answer (or its current correction), in parts of 3,000 characters."""
     parts = _parts(answer, MODAL_PART)[:MODAL_PARTS] or [""]
     note = "Edit this into the answer you wish it had given: it becomes the training target for this question."
@@ -151,7 +145,8 @@ def fix_modal(call_id: int, answer: str) -> dict:
         blocks.append({"type": "input", "block_id": f"part_{i}", "optional": i > 0,
                        "label": {"type": "plain_text", "text": label}, "element": element})
     return {
-        "type": "modal", "callback_id": FIX_VIEW, "private_metadata": json.dumps({"call_id": call_id}),
+        "type": "modal", "callback_id": FIX_VIEW,
+        "private_metadata": json.dumps({k: v for k, v in vars(answer_ref).items() if v is not None}),
         "title": {"type": "plain_text", "text": "Fix this answer"},
         "submit": {"type": "plain_text", "text": "Save correction"},
         "close": {"type": "plain_text", "text": "Cancel"},
@@ -159,15 +154,18 @@ def fix_modal(call_id: int, answer: str) -> dict:
     }
 
 
-def fix_submission(view: dict) -> tuple[int | None, str]:
-    """The call id and the corrected text from a submitted fix modal."""
+def fix_submission(view: dict) -> tuple[AnswerRef, str]:
+    """Which answer, and the corrected text, from a submitted fix modal."""
     try:
-        call_id = int(json.loads(view.get("private_metadata") or "{}")["call_id"])
-    except (ValueError, KeyError, TypeError):
-        call_id = None
+        meta = json.loads(view.get("private_metadata") or "{}")
+        call_id = meta.get("call_id")
+        ref = AnswerRef(int(call_id) if call_id is not None else None, str(meta.get("channel") or "") or None,
+                        str(meta.get("ts") or "") or None)
+    except (ValueError, TypeError, AttributeError):
+        ref = AnswerRef()
     values = (view.get("state") or {}).get("values") or {}
     parts = [((values.get(f"part_{i}") or {}).get("text") or {}).get("value") or "" for i in range(MODAL_PARTS)]
-    return call_id, "\n".join(p for p in parts if p).strip()
+    return ref, "\n".join(p for p in parts if p).strip()
 
 
 def _parts(text: str, size: int) -> list[str]:

@@ -63,7 +63,8 @@ def configure(level: str = "INFO", secrets: tuple[str, ...] = (), fmt: str = "te
     root.setLevel(level)
     # Library chatter (one line per HTTP request) only when DEBUG was asked for.
     quiet = logging.DEBUG if level == "DEBUG" else logging.WARNING
-    for noisy in ("aiosqlite", "httpcore", "httpcore2", "httpx", "httpx2", "openai._base_client", "asyncio"):
+    for noisy in ("aiosqlite", "httpcore", "httpcore2", "httpx", "httpx2", "openai._base_client", "asyncio",
+                   "alembic.runtime.plugins"):
         logging.getLogger(noisy).setLevel(quiet)
     # Bolt reads SLACK_BOT_TOKEN itself and warns that the client we pass wins: it does, by design.
     logging.getLogger("slack_bolt").addFilter(

@@ -6,7 +6,7 @@
     corrections       people's fixes of answers (history kept; the newest is the target)
     feedback          votes: one row per person, answer, source and reaction; latest active wins;
                       event_ts orders Slack's deliveries, so a late retry cannot undo a newer change
-    slack_events      claimed Slack deliveries (event ids, message keys): answer each once
+    slack_events      claimed Slack messages: answer each once, across processes
     meta              installation-wide values (the export salt)
 """
 
@@ -59,6 +59,7 @@ class Call(Base):
         Index("ix_calls_thread", "channel_id", "thread_ts"),
         Index("ix_calls_created_at", "created_at"),
         Index("ix_calls_input_hash", "input_hash"),
+        UniqueConstraint("op_id", name="uq_calls_op_id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -99,6 +100,8 @@ class Call(Base):
     parent_call_id: Mapped[int | None] = mapped_column(ForeignKey("calls.id", ondelete="SET NULL"))  # regenerated from
     # Kept out of every training export (the exclude reaction).
     excluded: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # The journal entry this row was written from (bot.journal): written once, however often replayed.
+    op_id: Mapped[str | None] = mapped_column(String(32))
 
 
 class CallMessage(Base):
@@ -132,12 +135,14 @@ class Correction(Base):
     """A person's fix of an answer; the newest per call is the training target, older ones are history."""
 
     __tablename__ = "corrections"
+    __table_args__ = (UniqueConstraint("op_id", name="uq_corrections_op_id"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     call_id: Mapped[int] = mapped_column(ForeignKey("calls.id", ondelete="CASCADE"), index=True)
     user_id: Mapped[str] = mapped_column(String(32))
     text: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    op_id: Mapped[str | None] = mapped_column(String(32))  # its journal entry (unique)
 
 
 class Meta(Base):

@@ -13,11 +13,17 @@ intermediate chat.update) `try_take()` and are skipped when the budget is
 short: answers then arrive with fewer updates, or as a single post, but never
 with a 429. The budget is per process; several processes in one workspace
 share Slack's limits, and the 429 retry handler covers what they overlap.
+
+When the process shuts down and its grace period is over, `rush()` lets every
+waiting call go at once: an answer that is complete, or the apology for one that
+is not, is posted before the process exits (Slack allows short bursts, and the
+429 retry handler covers the rest).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
 from collections.abc import Callable
@@ -45,6 +51,11 @@ class RateBudget:
         # Per key, the slots taken: [time]. A slot's time is when its call *finished* (Slack may
         # count it any time until then); a call in flight holds its slot with time +inf.
         self._used: dict[tuple[str, ...], deque[list[float]]] = {}
+        self._rushing = asyncio.Event()
+
+    def rush(self) -> None:
+        """From now on required calls no longer wait for a slot (the process is about to exit)."""
+        self._rushing.set()
 
     def _slots(self, method: str, team: str | None, channel: str | None) -> tuple[deque[list[float]], int, float] | None:
         if method not in self.limits:
@@ -70,10 +81,13 @@ class RateBudget:
 
     async def _wait(self, method: str, team: str | None, channel: str | None) -> list[float]:
         while (slot := self._try(method, team, channel)) is None:
+            if self._rushing.is_set():
+                return [0.0]  # a slot nobody counts
             used, _, per = self._slots(method, team, channel)  # type: ignore[misc]
             oldest = min(s[0] for s in used)
-            await asyncio.sleep(min(max(oldest + per - self.clock(), 0.005), per) if oldest != float("inf")
-                                else 0.01)
+            delay = min(max(oldest + per - self.clock(), 0.005), per) if oldest != float("inf") else 0.01
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._rushing.wait(), delay)
         return slot
 
     def try_take(self, method: str, *, team: str | None, channel: str | None = None) -> bool:

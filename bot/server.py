@@ -1,7 +1,9 @@
 """Serving the bot: HTTP (aiohttp: POST /slack/events, GET /healthz) or Socket Mode.
 
-On SIGTERM/SIGINT the bot stops taking new work and lets answers in flight
-finish for up to `SHUTDOWN_GRACE` seconds (Heroku kills a dyno 30 s after SIGTERM).
+On SIGTERM/SIGINT the bot stops taking new work (new requests get a 503, so Slack
+delivers them again, to another process if there is one) and lets the work it accepted
+finish for up to FLYWHEEL_SHUTDOWN_GRACE seconds (default 25: Heroku kills a dyno 30 s
+after SIGTERM); what is still running then is interrupted with an apology and its row.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ from urllib.parse import parse_qsl
 import aiohttp
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response
-from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.errors import SlackApiError
 from slack_sdk.signature import SignatureVerifier
@@ -27,7 +28,8 @@ from bot.app import Flywheel
 from bot.errors import ConfigError
 
 log = logging.getLogger(__name__)
-SHUTDOWN_GRACE = 25.0
+SHUTDOWN_CLEANUP = 3.0  # seconds interrupted answers get to post their apology and keep their row
+JOURNAL_FLUSH = 1.0  # seconds the journal gets to write its backlog before the process exits
 TOKEN_ERRORS = {"invalid_auth", "not_authed", "account_inactive", "token_revoked", "token_expired",
                 "not_allowed_token_type", "missing_scope", "invalid_token"}
 MAX_BODY = 1024 * 1024  # Slack's payloads are far smaller
@@ -37,6 +39,8 @@ def web_app(fw: Flywheel) -> web.Application:
     verifier = SignatureVerifier(fw.settings.slack_signing_secret or "")
 
     async def slack_events(request: web.Request) -> web.Response:
+        if fw.stopping:  # not acknowledged: Slack delivers it again
+            return _reject(503, "shutting down")
         raw = await request.read()
         parsed = parse_slack_body(raw, request.content_type)
         if isinstance(parsed, str):
@@ -69,6 +73,9 @@ def web_app(fw: Flywheel) -> web.Application:
             "prompts": len(prompts),
             "prompt_problems": [str(p) for p in prompts.problems],
             "answers_in_flight": fw.conversation.inflight,
+            # Votes, corrections and call rows kept on local disk, not yet in the database.
+            "backlog": {"pending": fw.journal.backlog, "oldest_seconds": fw.journal.oldest_seconds,
+                        "refused": fw.journal.dead},
         }
         return web.json_response(body, status=200 if database else 503)
 
@@ -134,7 +141,7 @@ def _reject(status: int, reason: str) -> web.Response:
 
 async def check_tokens(fw: Flywheel, *, socket: bool) -> None:
     """Fail fast, with one line each, on tokens Slack refuses; only warn if Slack is unreachable."""
-    checks = [("SLACK_BOT_TOKEN", "OAuth & Permissions > Bot User OAuth Token", fw.client.auth_test, {})]
+    checks = [("SLACK_BOT_TOKEN", "OAuth & Permissions > Bot User OAuth Token", fw.identity.learn, {})]
     if socket:
         checks.append(("SLACK_APP_TOKEN", "Basic Information > App-Level Tokens (scope connections:write)",
                        fw.client.apps_connections_open, {"app_token": fw.settings.slack_app_token}))
@@ -174,6 +181,8 @@ async def serve(fw: Flywheel, *, socket: bool, port: int, host: str = "0.0.0.0",
         sock.bind((host, port))
         await serve_app(fw, web_app(fw), sock=sock, stop=stop)
         return
+    from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+
     stop = _on_signals(stop)
     handler = AsyncSocketModeHandler(fw.app, fw.settings.slack_app_token)
     connecting = asyncio.create_task(handler.connect_async())
@@ -184,6 +193,7 @@ async def serve(fw: Flywheel, *, socket: bool, port: int, host: str = "0.0.0.0",
         await stopping
     else:  # asked to stop while still connecting
         connecting.cancel()
+    fw.stopping = True
     await handler.close_async()  # no reconnecting while answers finish
     await _finish(fw)
 
@@ -210,13 +220,17 @@ async def serve_app(fw: Flywheel, app: web.Application, *, sock: _socket.socket,
         await _finish(fw)
         await site.stop()
     else:
-        await site.stop()  # stop taking work first
+        fw.stopping = True  # stop taking work first
+        await site.stop()
+        assert runner.server is not None
+        runner.server.pre_shutdown()  # and close keep-alive connections once their request is done
         await _finish(fw)
     await runner.cleanup()
 
 
 async def _finish(fw: Flywheel) -> None:
+    grace = fw.settings.shutdown_grace
     log.info("shutting down; %d answer(s) in flight", fw.conversation.inflight)
-    if late := await fw.conversation.shutdown(SHUTDOWN_GRACE):
-        log.warning("%d answer(s) did not finish within %gs and were interrupted", late, SHUTDOWN_GRACE)
-    await fw.close()
+    if late := await fw.conversation.shutdown(grace, SHUTDOWN_CLEANUP):
+        log.warning("%d answer(s) did not finish within %gs and were interrupted", late, grace)
+    await fw.close(journal_flush=JOURNAL_FLUSH)

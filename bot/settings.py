@@ -39,8 +39,11 @@ SETTINGS: dict[str, tuple[str, str | None]] = {
     "FLYWHEEL_EXCLUDE_REACTION": ("the reaction that keeps an answer out of training exports",
                                   "no_entry_sign"),
     "DATABASE_URL": ("a SQLAlchemy database URL", DEFAULT_DATABASE_URL),
+    "FLYWHEEL_JOURNAL_DIR": ("the folder where votes, corrections and call rows wait while the database is away",
+                             "flywheel-journal"),
     "PROMPTS_DIR": ("the folder of prompt files", "prompts"),
     "PORT": ("the HTTP port", "3000"),
+    "FLYWHEEL_SHUTDOWN_GRACE": ("seconds answers in flight may take to finish after SIGTERM", "25"),
     "LOG_LEVEL": ("the log level", "INFO"),
     "LOG_FORMAT": ("text, or json for one JSON object per line", "text"),
 }
@@ -61,8 +64,10 @@ class Settings:
     down_reactions: frozenset[str] = frozenset({"-1", "thumbsdown"})
     exclude_reaction: str = "no_entry_sign"
     database_url: str = DEFAULT_DATABASE_URL
+    journal_dir: Path = Path("flywheel-journal")
     prompts_dir: Path = Path("prompts")
     port: int = 3000
+    shutdown_grace: float = 25.0
     log_level: str = "INFO"
     log_format: str = "text"
     # Malformed values found while parsing; reported by problems_for().
@@ -113,6 +118,11 @@ class Settings:
             bad("FLYWHEEL_MODEL_TIMEOUT", "must be a number of seconds between 1 and 600")
             timeout = 60.0
 
+        grace = _number(get("FLYWHEEL_SHUTDOWN_GRACE") or "25")
+        if grace is None or not 0 <= grace <= 3600:
+            bad("FLYWHEEL_SHUTDOWN_GRACE", "must be a number of seconds between 0 and 3600 (Heroku allows 30 in all)")
+            grace = 25.0
+
         port_raw = get("PORT") or "3000"
         port = int(port_raw) if port_raw.isdigit() else -1
         if not 1 <= port <= 65535:
@@ -147,9 +157,11 @@ class Settings:
             down_reactions=_reaction_set(get("FLYWHEEL_DOWN_REACTIONS")),
             exclude_reaction=(get("FLYWHEEL_EXCLUDE_REACTION") or "no_entry_sign").strip(":"),
             database_url=database_url,
+            journal_dir=Path(get("FLYWHEEL_JOURNAL_DIR") or "flywheel-journal"),
             prompts_dir=Path(values["PROMPTS_DIR"].strip()) if (values.get("PROMPTS_DIR") or "").strip()
             else default_prompts_dir(),
             port=port,
+            shutdown_grace=grace,
             log_level=level,
             log_format=log_format,
             malformed=tuple(problems),

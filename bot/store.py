@@ -9,22 +9,20 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import String, delete, event, func, select, text, update
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import StaticPool
 
 from bot.models import Call, CallMessage, Correction, Feedback, Meta, PromptVersion, SlackEvent, utcnow
@@ -33,6 +31,10 @@ log = logging.getLogger(__name__)
 CLAIM_TTL = timedelta(days=1)
 CLAIM_PRUNE_EVERY = 3600.0  # seconds
 MIGRATIONS = Path(__file__).with_name("migrations")
+# libpq: give up connecting after 5 s, and notice a peer that went away within ~30 s instead of
+# the kernel's two hours, so that a database outage is an error the journal retries, not a hang.
+POSTGRES_CONNECT_ARGS = {"connect_timeout": 5, "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
+                         "keepalives_count": 3, "tcp_user_timeout": 30_000}
 
 
 def async_url(url: str) -> str:
@@ -43,6 +45,19 @@ def async_url(url: str) -> str:
     elif u.drivername in ("postgresql", "postgres", "postgresql+psycopg2"):
         u = u.set(drivername="postgresql+psycopg")
     return u.render_as_string(hide_password=False)
+
+
+def head_revision() -> str:
+    """The newest migration's revision id, read from the files (without importing Alembic)."""
+    revisions, parents = set(), set()
+    for path in (MIGRATIONS / "versions").glob("*.py"):
+        source = path.read_text(encoding="utf-8")
+        if found := re.search(r"^revision = ['\"](\w+)['\"]", source, re.M):
+            revisions.add(found.group(1))
+        if found := re.search(r"^down_revision = ['\"](\w+)['\"]", source, re.M):
+            parents.add(found.group(1))
+    [head] = revisions - parents
+    return head
 
 
 def ts_key(ts: str) -> tuple[int, int]:
@@ -95,7 +110,7 @@ class CallLog:
 class PastCall:
     """A logged call, as needed to rebuild a conversation from Slack messages."""
 
-    id: int
+    id: int | str  # the row's id; a journal op's id while the row is on its way to the database
     status: str
     trigger: str
     user_id: str | None
@@ -117,7 +132,8 @@ class Store:
             if ":memory:" in url or url.rstrip("/").endswith("sqlite:"):
                 kwargs["poolclass"] = StaticPool
         else:
-            kwargs.update(pool_pre_ping=True, pool_size=10, max_overflow=20)
+            kwargs.update(pool_pre_ping=True, pool_size=10, max_overflow=20, pool_timeout=10,
+                          connect_args=POSTGRES_CONNECT_ARGS)
         self.engine: AsyncEngine = create_async_engine(async_url(url), **kwargs)
         if sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
@@ -130,14 +146,17 @@ class Store:
 
     # -- schema --------------------------------------------------------------------
 
-    def _alembic_config(self) -> Config:
+    async def upgrade(self) -> str:
+        """Create or migrate the schema to the newest revision; returns it. A database that
+        is already there costs one query (Alembic is only imported when there is work)."""
+        head = head_revision()
+        if await self._stored_revision() == head:
+            return head
+        from alembic import command
+        from alembic.config import Config
+
         cfg = Config()
         cfg.set_main_option("script_location", str(MIGRATIONS))
-        return cfg
-
-    async def upgrade(self) -> str:
-        """Create or migrate the schema to the newest revision; returns it."""
-        cfg = self._alembic_config()
 
         def run(connection) -> None:
             cfg.attributes["connection"] = connection
@@ -147,11 +166,17 @@ class Store:
             if conn.dialect.name == "postgresql":  # processes starting together migrate one at a time
                 await conn.execute(text("SELECT pg_advisory_xact_lock(7262736)"))
             await conn.run_sync(run)
-        return ScriptDirectory.from_config(cfg).get_current_head() or ""
+        return head
 
     async def revision(self) -> str | None:
-        async with self.engine.connect() as conn:
-            return await conn.run_sync(lambda c: MigrationContext.configure(c).get_current_revision())
+        return await self._stored_revision()
+
+    async def _stored_revision(self) -> str | None:
+        async with self.engine.connect() as conn:  # an unreachable database raises here
+            try:
+                return await conn.scalar(text("SELECT version_num FROM alembic_version"))
+            except (sa_exc.OperationalError, sa_exc.ProgrammingError):
+                return None  # no schema yet
 
     async def ping(self) -> bool:
         try:
@@ -191,33 +216,50 @@ class Store:
                                   model: str | None) -> None:
         if (name, version) in self._known_versions:
             return
-        async with self.session() as s:
-            found = await s.scalar(
-                select(PromptVersion.id).where(PromptVersion.prompt_name == name, PromptVersion.version == version)
-            )
-        if found is None:
-            try:
-                async with self.session.begin() as s:
-                    s.add(PromptVersion(prompt_name=name, version=version, path=path, source=source, model=model))
-            except IntegrityError:
-                pass  # another process saved it first
+        try:
+            async with self.session.begin() as s:
+                await self._ensure_prompt_version(s, {"name": name, "version": version, "path": path,
+                                                      "source": source, "model": model})
+        except IntegrityError:
+            pass  # another process saved it first
         self._known_versions.add((name, version))
 
-    async def record_call(self, log_: CallLog) -> int:
+    async def record_call(self, log_: CallLog, *, prompt: dict[str, Any] | None = None) -> int:
+        """Write one call's row now (the bot writes through the journal, `bot.journal`)."""
+        async with self.session.begin() as s:
+            return await self._insert_call(s, log_, prompt=prompt, op_id=None, at=None)
+
+    async def _ensure_prompt_version(self, s: AsyncSession, prompt: dict[str, Any]) -> None:
+        if (prompt["name"], prompt["version"]) in self._known_versions:
+            return
+        found = await s.scalar(select(PromptVersion.id).where(
+            PromptVersion.prompt_name == prompt["name"], PromptVersion.version == prompt["version"]))
+        if found is None:
+            s.add(PromptVersion(prompt_name=prompt["name"], version=prompt["version"], path=prompt["path"],
+                                source=prompt["source"], model=prompt.get("model")))
+            await s.flush()
+
+    async def _insert_call(self, s: AsyncSession, log_: CallLog, *, prompt: dict[str, Any] | None,
+                           op_id: str | None, at: datetime | None) -> int:
+        if op_id is not None:  # written already (the journal replayed it after a crash)
+            found = await s.scalar(select(Call.id).where(Call.op_id == op_id))
+            if found is not None:
+                return found
+        if prompt is not None:
+            await self._ensure_prompt_version(s, prompt)
         values = {k: _clean(v) for k, v in vars(log_).items() if k != "message_ts"}
         for name, limit in _STRING_LIMITS.items():  # an odd long model name must not lose the row
             if isinstance(values.get(name), str):
                 values[name] = values[name][:limit]
         values["input_hash"] = input_hash(log_.messages)
         values["reply_ts"] = log_.message_ts[0] if log_.message_ts else None
-        async with self.session.begin() as s:
-            call = Call(**values)
-            s.add(call)
-            await s.flush()
-            if log_.channel_id:
-                for part, ts in enumerate(dict.fromkeys(log_.message_ts)):
-                    s.add(CallMessage(channel_id=log_.channel_id, ts=ts, call_id=call.id, part=part))
-            return call.id
+        call = Call(**values, op_id=op_id, created_at=at or utcnow())
+        s.add(call)
+        await s.flush()
+        if log_.channel_id:
+            for part, ts in enumerate(dict.fromkeys(log_.message_ts)):
+                s.add(CallMessage(channel_id=log_.channel_id, ts=ts, call_id=call.id, part=part))
+        return call.id
 
     async def get_call(self, call_id: int) -> Call | None:
         async with self.session() as s:
@@ -290,33 +332,10 @@ class Store:
     async def _signal(self, call_id: int, user_id: str, source: str, name: str, *, value: int | None,
                       event_ts: str | None) -> bool:
         for attempt in range(2):
-            now = utcnow()
             try:
                 async with self.session.begin() as s:
-                    row = await s.scalar(select(Feedback).where(
-                        Feedback.call_id == call_id, Feedback.user_id == user_id,
-                        Feedback.source == source, Feedback.name == name,
-                    ))
-                    if row is not None and event_ts and row.event_ts and ts_key(event_ts) <= ts_key(row.event_ts):
-                        return False  # Slack redelivered something older than what we hold
-                    if value is None:  # a removal
-                        if row is None:
-                            if not event_ts:
-                                return False
-                            # Arrived before its reaction: remember it so the late add stays removed.
-                            s.add(Feedback(call_id=call_id, user_id=user_id, source=source, name=name, value=0,
-                                           created_at=now, updated_at=now, removed_at=now, event_ts=event_ts))
-                            return False
-                        active = row.removed_at is None
-                        row.removed_at, row.event_ts = now, event_ts or row.event_ts
-                        return active
-                    if row is None:
-                        s.add(Feedback(call_id=call_id, user_id=user_id, source=source, name=name, value=value,
-                                       created_at=now, updated_at=now, event_ts=event_ts))
-                    else:
-                        row.value, row.updated_at, row.removed_at = value, now, None
-                        row.event_ts = event_ts or row.event_ts
-                    return True
+                    return await _set_signal(s, call_id, user_id, source, name, value=value, event_ts=event_ts,
+                                             at=utcnow())
             except IntegrityError:
                 if attempt:
                     raise
@@ -342,10 +361,9 @@ class Store:
 
     async def has_active_signal(self, call_id: int, name: str) -> bool:
         async with self.session() as s:
-            return bool(await s.scalar(select(func.count()).select_from(Feedback).where(
-                Feedback.call_id == call_id, Feedback.name == name, Feedback.removed_at.is_(None))))
+            return await _has_active_signal(s, call_id, name)
 
-    # -- corrections, exclusion, meta --------------------------------------------------
+    # -- corrections, exclusion ---------------------------------------------------------
 
     async def add_correction(self, *, call_id: int, user_id: str, text: str) -> int:
         """Store a fix of an answer; earlier ones stay as history, the newest is current."""
@@ -365,6 +383,70 @@ class Store:
         async with self.session.begin() as s:
             await s.execute(update(Call).where(Call.id == call_id).values(excluded=excluded))
 
+    # -- the journal's ops (bot/journal.py) ------------------------------------------------
+
+    @staticmethod
+    def is_unavailable(exc: BaseException) -> bool:
+        """Whether ``exc`` means the database is unreachable or busy (worth retrying), rather
+        than refusing this write for good."""
+        if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+            return True
+        return isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.DisconnectionError,
+                                sa_exc.TimeoutError, OSError, TimeoutError))
+
+    async def apply(self, ops: Sequence[dict[str, Any]], *, deadline: float | None = None) -> list[Any]:
+        """Write journal ops in one transaction, in order; each op once however often it is
+        applied. Returns each op's result: a call's id; for a correction, the id of the call it
+        fixes; for a vote, whether it changed anything; None for an op about a message that is
+        not one of the bot's answers. Past ``deadline`` (time.monotonic()) nothing is committed:
+        a caller that stopped waiting has told someone it did not happen."""
+        async with self.session.begin() as s:
+            results = [await self._apply(s, op) for op in ops]
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError("the database answered too late; rolled back")
+        self._known_versions |= {(p["name"], p["version"]) for op in ops if (p := op.get("prompt"))}
+        return results
+
+    async def _apply(self, s: AsyncSession, op: dict[str, Any]) -> Any:
+        at = datetime.fromtimestamp(op["at"], UTC)
+        kind = op["kind"]
+        if kind not in ("call", "correction", "reaction", "button"):
+            raise ValueError(f"unknown journal op kind {kind!r}")
+        if kind == "call":
+            return await self._insert_call(s, CallLog(**op["log"]), prompt=op.get("prompt"), op_id=op["id"], at=at)
+        if kind == "correction":
+            if (found := await s.scalar(select(Correction.call_id).where(Correction.op_id == op["id"]))) is not None:
+                return found
+            call_id = op.get("call_id") or await _call_for_message(s, op.get("channel"), op.get("ts"))
+            if call_id is None:
+                return None
+            s.add(Correction(call_id=call_id, user_id=op["user"], text=_clean(op["text"]), op_id=op["id"],
+                             created_at=at))
+            await s.flush()
+            return call_id
+        call_id = await _call_for_message(s, op["channel"], op["ts"])
+        if call_id is None:
+            return None  # not one of the bot's answers
+        if kind == "reaction":
+            value = op["value"] if op["added"] else None
+            changed = await _set_signal(s, call_id, op["user"], "reaction", op["name"], value=value,
+                                        event_ts=op["event_ts"], at=at)
+            if op["value"] == 0:  # the exclude reaction: out of training while anyone's is on it
+                excluded = await _has_active_signal(s, call_id, op["name"])
+                await s.execute(update(Call).where(Call.id == call_id).values(excluded=excluded))
+            return changed
+        # A button: clicking your current choice again withdraws it.
+        current = await s.scalar(select(Feedback).where(
+            Feedback.call_id == call_id, Feedback.user_id == op["user"], Feedback.source == "button",
+            Feedback.name == "feedback"))
+        if current is not None and current.event_ts and ts_key(op["event_ts"]) <= ts_key(current.event_ts):
+            return False  # applied already, or older than what is recorded
+        again = current is not None and current.removed_at is None and current.value == op["value"]
+        return await _set_signal(s, call_id, op["user"], "button", "feedback",
+                                 value=None if again else op["value"], event_ts=op["event_ts"], at=at)
+
+    # -- meta ---------------------------------------------------------------------------
+
     async def salt(self) -> str:
         """This installation's secret salt for pseudonymising user ids (made on first use)."""
         async with self.session() as s:
@@ -382,6 +464,49 @@ class Store:
     async def count(self, model: type) -> int:
         async with self.session() as s:
             return int(await s.scalar(select(func.count()).select_from(model)) or 0)
+
+
+async def _call_for_message(s: AsyncSession, channel_id: str | None, ts: str | None) -> int | None:
+    if not channel_id or not ts:
+        return None
+    return await s.scalar(select(CallMessage.call_id).where(CallMessage.channel_id == channel_id,
+                                                            CallMessage.ts == ts))
+
+
+async def _has_active_signal(s: AsyncSession, call_id: int, name: str) -> bool:
+    return bool(await s.scalar(select(func.count()).select_from(Feedback).where(
+        Feedback.call_id == call_id, Feedback.name == name, Feedback.removed_at.is_(None))))
+
+
+async def _set_signal(s: AsyncSession, call_id: int, user_id: str, source: str, name: str, *,
+                      value: int | None, event_ts: str | None, at: datetime) -> bool:
+    """Set (``value``) or withdraw (None) one person's signal on an answer, as of ``at``.
+    Returns whether an active vote changed. ``event_ts`` (Slack's time of the signal)
+    orders deliveries: one older than what is recorded changes nothing."""
+    row = await s.scalar(select(Feedback).where(
+        Feedback.call_id == call_id, Feedback.user_id == user_id, Feedback.source == source, Feedback.name == name))
+    if row is not None and event_ts and row.event_ts and ts_key(event_ts) <= ts_key(row.event_ts):
+        return False  # Slack redelivered something older than what we hold
+    if value is None:  # a removal
+        if row is None:
+            if not event_ts:
+                return False
+            # Arrived before its reaction: remember it so the late add stays removed.
+            s.add(Feedback(call_id=call_id, user_id=user_id, source=source, name=name, value=0,
+                           created_at=at, updated_at=at, removed_at=at, event_ts=event_ts))
+            await s.flush()
+            return False
+        active = row.removed_at is None
+        row.removed_at, row.event_ts = at, event_ts or row.event_ts
+        return active
+    if row is None:
+        s.add(Feedback(call_id=call_id, user_id=user_id, source=source, name=name, value=value,
+                       created_at=at, updated_at=at, event_ts=event_ts))
+        await s.flush()
+    else:
+        row.value, row.updated_at, row.removed_at = value, at, None
+        row.event_ts = event_ts or row.event_ts
+    return True
 
 
 def _clean(value: Any) -> Any:

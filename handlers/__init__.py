@@ -1,10 +1,13 @@
 """The routing table: every Slack event, command and action the bot answers, on one screen.
 
 Every event subscribed in the manifest (`flywheel manifest`) has a listener here,
-so Slack never gets a 404 and never retries for want of one.
+so Slack never gets a 404 and never retries for want of one. ``tracked`` marks the
+listeners whose work goes on after Slack's ack (answers, corrections): a shutdown
+waits for them.
 """
 
 import re
+from collections.abc import Callable
 
 from slack_bolt.async_app import AsyncApp
 
@@ -12,15 +15,15 @@ from bot.feedback import FIX_ACTION, FIX_SHORTCUT, FIX_VIEW, REGENERATE_ACTION, 
 from handlers import actions, commands, home, mentions, messages, reactions
 
 
-def register(app: AsyncApp) -> None:
-    app.event("app_mention")(mentions.on_app_mention)
-    app.event("message")(messages.on_message)  # channels, groups, DMs, thread follow-ups
+def register(app: AsyncApp, tracked: Callable[[Callable], Callable] = lambda listener: listener) -> None:
+    app.event("app_mention")(tracked(mentions.on_app_mention))
+    app.event("message")(tracked(messages.on_message))  # channels, groups, DMs, thread follow-ups
     app.event("reaction_added", middleware=[reactions.record_added])(reactions.recorded)
     app.event("reaction_removed", middleware=[reactions.record_removed])(reactions.recorded)
     app.event("app_home_opened")(home.on_home_opened)  # the Home tab: figures per prompt
-    app.command(re.compile(r"^/.+"))(commands.on_command)  # one per prompt with metadata.slack.command
+    app.command(re.compile(r"^/.+"))(tracked(commands.on_command))  # one per prompt with metadata.slack.command
     app.action(VOTE_ACTION)(actions.on_vote)  # 👍/👎 feedback buttons under an answer
     app.action(FIX_ACTION)(actions.on_fix)  # "Fix it" button: opens the fix modal
-    app.action(REGENERATE_ACTION)(actions.on_regenerate)  # "Regenerate" button
+    app.action(REGENERATE_ACTION)(tracked(actions.on_regenerate))  # "Regenerate" button
     app.shortcut(FIX_SHORTCUT)(actions.on_fix_shortcut)  # message shortcut "Fix this answer"
-    app.view(FIX_VIEW)(actions.on_fix_submit)  # the fix modal, saved
+    app.view(FIX_VIEW)(tracked(actions.on_fix_submit))  # the fix modal, saved

@@ -1,11 +1,22 @@
 """Clicks under an answer (👍/👎, Fix it, Regenerate), the "Fix this answer" message
-shortcut, and the fix modal's submission."""
+shortcut, and the fix modal's submission.
+
+A vote and a correction are kept (`bot.journal`) *before* Slack is acknowledged, so a
+database outage loses neither; if one can be neither kept nor stored, the person is told
+(the modal stays open with the reason)."""
+
+import contextlib
 
 from slack_bolt.context.ack.async_ack import AsyncAck
+from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.conversation import Conversation
 from bot.feedback import Votes, fix_submission
+from bot.journal import NotKept
+
+UNAVAILABLE = "Sorry, I can't do that right now: my database is unreachable. Please try again in a minute."
+NOT_AN_ANSWER = "Only my own answers can be fixed: pick one of my replies."
 
 
 def _where(body: dict) -> tuple[str | None, str | None]:
@@ -15,18 +26,35 @@ def _where(body: dict) -> tuple[str | None, str | None]:
     return channel, container.get("message_ts") or (body.get("message") or {}).get("ts")
 
 
-async def on_vote(ack: AsyncAck, body: dict, action: dict, votes: Votes) -> None:
-    await ack()
+async def _tell(client: AsyncWebClient, channel: str | None, user: str | None, text: str) -> None:
+    """A private note to the person who clicked."""
+    if channel and user:
+        with contextlib.suppress(SlackApiError):  # e.g. a channel the bot is not in: nothing more to do
+            await client.chat_postEphemeral(channel=channel, user=user, text=text)
+
+
+async def on_vote(ack: AsyncAck, body: dict, action: dict, votes: Votes, client: AsyncWebClient) -> None:
     channel, ts = _where(body)
-    if channel and ts:
-        await votes.button(channel_id=channel, ts=ts, user_id=body["user"]["id"], value=action.get("value", ""))
+    user = (body.get("user") or {}).get("id")
+    if not (channel and ts and user):
+        await ack()
+        return
+    try:
+        await votes.button(channel_id=channel, ts=ts, user_id=user, value=action.get("value", ""),
+                           action_ts=action.get("action_ts"))
+    except NotKept as exc:
+        await ack()
+        await _tell(client, channel, user, exc.user_message)
+        return
+    await ack()
 
 
 async def on_fix(ack: AsyncAck, body: dict, client: AsyncWebClient, conversation: Conversation) -> None:
     await ack()
     channel, ts = _where(body)
-    if channel and ts:
-        await conversation.open_fix(client, trigger_id=body["trigger_id"], channel_id=channel, ts=ts)
+    if channel and ts and await conversation.open_fix(
+            client, trigger_id=body["trigger_id"], channel_id=channel, ts=ts) == "unavailable":
+        await _tell(client, channel, (body.get("user") or {}).get("id"), UNAVAILABLE)
 
 
 async def on_fix_shortcut(ack: AsyncAck, shortcut: dict, client: AsyncWebClient,
@@ -35,29 +63,35 @@ async def on_fix_shortcut(ack: AsyncAck, shortcut: dict, client: AsyncWebClient,
     channel = (shortcut.get("channel") or {}).get("id")
     ts = (shortcut.get("message") or {}).get("ts")
     user = (shortcut.get("user") or {}).get("id")
-    if channel and ts and not await conversation.open_fix(client, trigger_id=shortcut["trigger_id"],
-                                                          channel_id=channel, ts=ts):
-        await client.chat_postEphemeral(channel=channel, user=user,
-                                        text="Only my own answers can be fixed: pick one of my replies.")
+    if channel and ts:
+        outcome = await conversation.open_fix(client, trigger_id=shortcut["trigger_id"], channel_id=channel, ts=ts)
+        if outcome != "done":
+            await _tell(client, channel, user, UNAVAILABLE if outcome == "unavailable" else NOT_AN_ANSWER)
 
 
 async def on_fix_submit(ack: AsyncAck, body: dict, view: dict, client: AsyncWebClient,
                         conversation: Conversation) -> None:
-    call_id, text = fix_submission(view)
+    answer, text = fix_submission(view)
     if not text:
         await ack(response_action="errors", errors={"part_0": "Write the answer you wish it had given."})
         return
+    user = body.get("user") or {}
+    if not answer or not user.get("id"):
+        await ack()  # not a modal of ours: nothing to attach the text to
+        return
+    try:
+        kept = await conversation.keep_correction(answer, user_id=user["id"], text=text)
+    except NotKept as exc:
+        await ack(response_action="errors", errors={"part_0": exc.user_message})
+        return
     await ack()
-    if call_id is not None:
-        user = body["user"]
-        await conversation.correct(call_id, user_id=user["id"], text=text, team_id=user.get("team_id"),
-                                   client=client)
+    await conversation.announce_correction(kept, user_id=user["id"], team_id=user.get("team_id"), client=client)
 
 
 async def on_regenerate(ack: AsyncAck, body: dict, client: AsyncWebClient, conversation: Conversation) -> None:
     await ack()
     channel, ts = _where(body)
-    call_id = await conversation.store.call_for_message(channel, ts) if channel and ts else None
-    if call_id is not None:
-        user = body["user"]
-        await conversation.regenerate(call_id, user_id=user["id"], team_id=user.get("team_id"), client=client)
+    user = body.get("user") or {}
+    if channel and ts and await conversation.regenerate(
+            channel, ts, user_id=user.get("id"), team_id=user.get("team_id"), client=client) == "unavailable":
+        await _tell(client, channel, user.get("id"), UNAVAILABLE)

@@ -13,12 +13,15 @@ import asyncio
 import contextlib
 import os
 import socket
+import sys
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import psycopg
 import pytest
 from aiohttp import web
@@ -34,6 +37,7 @@ from fakes import FakeOpenAI, FakeSlack, SlackSender, wait_until
 from fakes.slack_sender import mention, message, reaction
 
 REPO = Path(__file__).resolve().parent.parent
+FLYWHEEL = Path(sys.executable).with_name("flywheel")  # the console script of this virtualenv
 SIGNING_SECRET = "test-signing-secret-0123456789"
 POSTGRES_URL = os.environ.get("FLYWHEEL_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REQUIRE_POSTGRES = os.environ.get("FLYWHEEL_TEST_REQUIRE_POSTGRES") == "1"
@@ -45,6 +49,51 @@ def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
     """slack_sdk honours HTTP(S)_PROXY and ignores NO_PROXY: loopback fakes need them unset."""
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
         monkeypatch.delenv(name, raising=False)
+
+
+# -- the `flywheel` command as a separate process ---------------------------------------------
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment of a new user: no Slack, model or database settings."""
+    keep = {k: v for k, v in os.environ.items()
+            if k in ("PATH", "HOME", "LANG", "LC_ALL", "SYSTEMROOT", "TMPDIR", "VIRTUAL_ENV")}
+    return {**keep, **extra}
+
+
+@contextlib.asynccontextmanager
+async def flywheel_process(*args: str, cwd: Path, env: dict[str, str]) -> AsyncIterator[asyncio.subprocess.Process]:
+    """``flywheel ARGS…`` as a subprocess; killed if the test leaves it running."""
+    proc = await asyncio.create_subprocess_exec(str(FLYWHEEL), *args, cwd=cwd, env=env,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        yield proc
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.communicate()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def wait_healthy(url: str, proc: asyncio.subprocess.Process, timeout: float = 15.0) -> None:
+    """Poll ``url``/healthz until it answers 200; fail with the process's stderr if it exits first."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    async with aiohttp.ClientSession() as session:
+        while asyncio.get_running_loop().time() < deadline and proc.returncode is None:
+            try:
+                async with session.get(f"{url}/healthz") as resp:
+                    if resp.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.05)
+    proc.kill()
+    raise AssertionError((await proc.communicate())[1].decode()[-3000:])
 
 
 # -- databases -------------------------------------------------------------------------
@@ -137,6 +186,11 @@ class Harness:
     async def react(self, kind: str, name: str, *, user: str, channel: str, ts: str) -> None:
         status, _ = await self.sender.event(reaction(kind, name, user=user, channel=channel, ts=ts))
         assert status == 200
+        await self.written()
+
+    async def written(self, timeout: float = 5.0) -> None:
+        """Wait until the journal has written what it keeps (votes, corrections, rows) to the database."""
+        await wait_until(lambda: self.fw.journal.backlog == 0, timeout=timeout)
 
     async def calls(self, n: int = 1, timeout: float = 5.0) -> list[Any]:
         """Wait until at least ``n`` calls are logged and every answer in flight is done."""
@@ -169,6 +223,7 @@ def settings_for(slack: FakeSlack, model: FakeOpenAI, database_url: str, **overr
         "FLYWHEEL_MODEL_TIMEOUT": "5",
         "DATABASE_URL": database_url,
         "PROMPTS_DIR": str(REPO / "prompts"),
+        "FLYWHEEL_SHUTDOWN_GRACE": "10",
         **overrides,
     }
     return Settings.parse(values)
@@ -182,12 +237,16 @@ def bot_settings() -> dict[str, str]:
 
 @contextlib.asynccontextmanager
 async def serve_bot(slack: FakeSlack, model: FakeOpenAI, database_url: str, *,
-                    budget: RateBudget | None = None, **overrides: str) -> AsyncIterator[Harness]:
+                    budget: RateBudget | None = None, journal_dir: Path | None = None,
+                    **overrides: str) -> AsyncIterator[Harness]:
     """One bot process: create_app() as `flywheel run` does, behind a real HTTP endpoint
-    (``budget``: the bot's RateBudget; default, the one create_app() makes)."""
-    settings = settings_for(slack, model, database_url, **overrides)
+    (``budget``: the bot's RateBudget, default the one create_app() makes; ``journal_dir``:
+    its journal, default a fresh folder: pass the same one to play a restart)."""
+    journal_dir = journal_dir or Path(tempfile.mkdtemp(prefix="flywheel-journal-"))
+    settings = settings_for(slack, model, database_url, FLYWHEEL_JOURNAL_DIR=str(journal_dir), **overrides)
     fw = create_app(settings, budget=budget)
     await fw.store.upgrade()
+    await fw.start()
     runner = web.AppRunner(web_app(fw), access_log=None)
     await runner.setup()
     sock = socket.socket()
@@ -197,8 +256,8 @@ async def serve_bot(slack: FakeSlack, model: FakeOpenAI, database_url: str, *,
     async with SlackSender(f"{url}/slack/events", SIGNING_SECRET) as sender:
         try:
             yield Harness(fw=fw, slack=slack, model=model, sender=sender, url=url)
-        finally:
-            await fw.conversation.drain(10)
+        finally:  # as `flywheel run` stops: let work finish, interrupt what is left, then close
+            await fw.conversation.shutdown(fw.settings.shutdown_grace)
             await runner.cleanup()
             await fw.close()
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import signal
 import socket
@@ -15,18 +14,9 @@ from pathlib import Path
 import aiohttp
 import yaml
 
-from conftest import REPO, SIGNING_SECRET
+from conftest import FLYWHEEL, REPO, SIGNING_SECRET, clean_env
 from fakes import FakeOpenAI, FakeSlack, SlackSender, wait_until
 from fakes.slack_sender import mention
-
-FLYWHEEL = Path(sys.executable).with_name("flywheel")
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    """The environment of a new user: no Slack, model or database settings."""
-    keep = {k: v for k, v in os.environ.items()
-            if k in ("PATH", "HOME", "LANG", "LC_ALL", "SYSTEMROOT", "TMPDIR", "VIRTUAL_ENV")}
-    return {**keep, **extra}
 
 
 async def run(*args: str, cwd: Path, env: dict[str, str], timeout: float = 60) -> tuple[int, str, str]:

@@ -10,31 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from conftest import REPO, Harness, serve_bot
+from fakes.slack_sender import click, submission
 
 
 def answers(h: Harness, channel: str, thread_ts: str) -> list[dict]:
     return [m for m in h.slack.thread(channel, thread_ts) if m.get("user") == h.slack.bot_user_id]
-
-
-def click(h: Harness, message: dict, channel: str, action_id: str, value: str, *, user: str = "U2",
-          kind: str = "button") -> dict[str, Any]:
-    """The block_actions payload Slack sends when someone clicks under a message."""
-    return {
-        "type": "block_actions", "api_app_id": "A1", "token": "t", "trigger_id": f"trig-{time.time_ns()}",
-        "user": {"id": user, "username": user.lower(), "team_id": "T1"}, "team": {"id": "T1"},
-        "channel": {"id": channel}, "message": message, "response_url": "https://hooks.slack.com/actions/x",
-        "container": {"type": "message", "message_ts": message["ts"], "channel_id": channel,
-                      "is_ephemeral": False, "thread_ts": message.get("thread_ts")},
-        "actions": [{"action_id": action_id, "block_id": "b1", "value": value, "type": kind,
-                     "action_ts": str(time.time())}],
-    }
-
-
-def submission(view: dict[str, Any], parts: list[str], *, user: str = "U2") -> dict[str, Any]:
-    values = {f"part_{i}": {"text": {"type": "plain_text_input", "value": p}} for i, p in enumerate(parts)}
-    return {"type": "view_submission", "api_app_id": "A1", "team": {"id": "T1"},
-            "user": {"id": user, "team_id": "T1"}, "trigger_id": "trig",
-            "view": {**view, "id": "V1", "state": {"values": values}}}
 
 
 async def answered(h: Harness, text: str, reply: str, n: int = 1) -> tuple[dict, dict, Any]:
@@ -93,7 +73,7 @@ async def test_apologies_carry_no_controls(bot: Harness):
 async def test_down_then_up_on_the_buttons_leaves_one_up_vote(bot: Harness):
     _, answer, call = await answered(bot, "hello", "Hi.")
     for value in ("down", "up"):
-        status, _ = await bot.sender.action(click(bot, answer, "C1", "vote", value, kind="feedback_buttons"))
+        status, _ = await bot.sender.action(click(answer, "C1", "vote", value, kind="feedback_buttons"))
         assert status == 200
     assert await until(lambda: _is(bot.store.votes(call.id), {"U2": 1}))
 
@@ -101,17 +81,20 @@ async def test_down_then_up_on_the_buttons_leaves_one_up_vote(bot: Harness):
 async def test_a_reaction_and_a_button_from_one_person_are_one_vote(bot: Harness):
     _, answer, call = await answered(bot, "hello", "Hi.")
     await bot.react("reaction_added", "+1", user="U2", channel="C1", ts=answer["ts"])
-    await bot.sender.action(click(bot, answer, "C1", "vote", "up", kind="feedback_buttons"))
-    await bot.sender.action(click(bot, answer, "C1", "vote", "down", user="U3", kind="feedback_buttons"))
+    await bot.sender.action(click(answer, "C1", "vote", "up", kind="feedback_buttons"))
+    await bot.sender.action(click(answer, "C1", "vote", "down", user="U3", kind="feedback_buttons"))
     assert await until(lambda: _is(bot.store.votes(call.id), {"U2": 1, "U3": -1}))
 
 
 async def test_clicking_your_vote_again_withdraws_it(bot: Harness):
     _, answer, call = await answered(bot, "hello", "Hi.")
-    up = click(bot, answer, "C1", "vote", "up", kind="feedback_buttons")
+    up = click(answer, "C1", "vote", "up", kind="feedback_buttons")
     await bot.sender.action(up)
     assert await until(lambda: _is(bot.store.votes(call.id), {"U2": 1}))
-    await bot.sender.action(up)
+    await bot.sender.action(up)  # the same click delivered twice (same action_ts) is one click
+    await bot.settle()
+    assert await bot.store.votes(call.id) == {"U2": 1}
+    await bot.sender.action(click(answer, "C1", "vote", "up", kind="feedback_buttons"))  # a second click
     assert await until(lambda: _is(bot.store.votes(call.id), {}))
 
 
@@ -124,7 +107,7 @@ async def _is(awaitable, expected) -> bool:
 
 async def test_fix_it_opens_a_modal_prefilled_with_the_answer_and_saving_stores_a_correction(bot: Harness):
     event, answer, call = await answered(bot, "capital of Australia?", "Sydney.")
-    status, _ = await bot.sender.action(click(bot, answer, "C1", "fix", "fix"))
+    status, _ = await bot.sender.action(click(answer, "C1", "fix", "fix"))
     assert status == 200
     [view] = await until(_views(bot))
     assert view["callback_id"] == "fix_submit"
@@ -141,7 +124,7 @@ async def test_fix_it_opens_a_modal_prefilled_with_the_answer_and_saving_stores_
     assert "<@U2>" in bot.slack.text_of(note)
 
     # A second fix keeps the first as history, and the modal now starts from the current correction.
-    await bot.sender.action(click(bot, answer, "C1", "fix", "fix", user="U3"))
+    await bot.sender.action(click(answer, "C1", "fix", "fix", user="U3"))
     views = await until(_views(bot, 2))
     assert views[-1]["blocks"][1]["element"]["initial_value"] == "Canberra."
     await bot.sender.action(submission(views[-1], ["Canberra, since 1913."], user="U3"))
@@ -151,7 +134,7 @@ async def test_fix_it_opens_a_modal_prefilled_with_the_answer_and_saving_stores_
 
 async def test_a_follow_up_sees_the_corrected_answer(bot: Harness):
     event, answer, call = await answered(bot, "capital of Australia?", "Sydney.")
-    await bot.sender.action(click(bot, answer, "C1", "fix", "fix"))
+    await bot.sender.action(click(answer, "C1", "fix", "fix"))
     [view] = await until(_views(bot))
     await bot.sender.action(submission(view, ["Canberra."]))
     await until(lambda: bot.store.corrections(call.id))
@@ -165,7 +148,7 @@ async def test_a_follow_up_sees_the_corrected_answer(bot: Harness):
 
 async def test_an_empty_correction_is_refused_in_the_modal(bot: Harness):
     _, answer, call = await answered(bot, "hello", "Hi.")
-    await bot.sender.action(click(bot, answer, "C1", "fix", "fix"))
+    await bot.sender.action(click(answer, "C1", "fix", "fix"))
     [view] = await until(_views(bot))
     status, body = await bot.sender.action(submission(view, ["   "]))
     assert status == 200 and json.loads(body)["response_action"] == "errors"
@@ -175,7 +158,7 @@ async def test_an_empty_correction_is_refused_in_the_modal(bot: Harness):
 async def test_a_long_answer_is_prefilled_in_parts_and_saved_whole(bot: Harness):
     long_answer = "\n".join(f"line {i} " + "x" * 80 for i in range(100))  # ~9,000 characters
     _, answer, call = await answered(bot, "long", long_answer)
-    await bot.sender.action(click(bot, answer, "C1", "fix", "fix"))
+    await bot.sender.action(click(answer, "C1", "fix", "fix"))
     [view] = await until(_views(bot))
     parts = [b["element"]["initial_value"] for b in view["blocks"] if b["type"] == "input"]
     assert len(parts) == 4 and all(len(p) <= 3000 for p in parts)
@@ -218,7 +201,7 @@ async def _truthy(value) -> Any:
 async def test_regenerate_posts_an_alternative_linked_to_the_original(bot: Harness):
     event, answer, first = await answered(bot, "name a color", "Blue.")
     bot.model.reply("Green.")
-    status, _ = await bot.sender.action(click(bot, answer, "C1", "regenerate", "regenerate"))
+    status, _ = await bot.sender.action(click(answer, "C1", "regenerate", "regenerate"))
     assert status == 200
     calls = await bot.calls(2)
     second = calls[1]

@@ -101,7 +101,7 @@ def bot_settings(api_url: str, model: FakeOpenAI, tmp_path: Path) -> Settings:
         "SLACK_BOT_TOKEN": TOKEN, "SLACK_SIGNING_SECRET": SECRET, "SLACK_API_URL": api_url,
         "OPENAI_API_KEY": model.api_key, "OPENAI_BASE_URL": model.url, "FLYWHEEL_MODEL": "gpt-5.4-mini",
         "FLYWHEEL_MODEL_TIMEOUT": "5", "DATABASE_URL": f"sqlite:///{tmp_path / 'flywheel.db'}",
-        "PROMPTS_DIR": str(REPO / "prompts"),
+        "PROMPTS_DIR": str(REPO / "prompts"), "FLYWHEEL_JOURNAL_DIR": str(tmp_path / "journal"),
     })
 
 
@@ -130,6 +130,7 @@ async def play(tmp_path: Path) -> AsyncIterator[Play]:
         standin.base_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
         fw = holder["fw"] = create_app(bot_settings(standin.api_url, model, tmp_path))
         await fw.store.upgrade()
+        await fw.start()
         app = web_app(fw)
         app.add_routes(standin.routes())
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
 import sqlite3
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -28,12 +26,9 @@ from slack_sdk.socket_mode.request import SocketModeRequest
 from slack_sdk.socket_mode.response import SocketModeResponse
 from slack_sdk.web.async_client import AsyncWebClient
 
-from conftest import REPO
+from conftest import REPO, clean_env, flywheel_process
 from fakes import FakeOpenAI, FakeSlack, wait_until
 from fakes.slack_sender import APP_ID, TEAM_ID, VERIFICATION_TOKEN, mention
-
-FLYWHEEL = Path(sys.executable).with_name("flywheel")
-
 
 # -- what Slack puts in the envelopes ------------------------------------------------------------
 
@@ -207,16 +202,6 @@ async def test_stop_says_disconnect_and_closes_the_connection():
 # -- the bot in Socket Mode ----------------------------------------------------------------
 
 
-def clean_env(**extra: str) -> dict[str, str]:
-    """The environment of a new user (as in test_cli): no Slack, model or database settings."""
-    keep = {
-        k: v
-        for k, v in os.environ.items()
-        if k in ("PATH", "HOME", "LANG", "LC_ALL", "SYSTEMROOT", "TMPDIR", "VIRTUAL_ENV")
-    }
-    return {**keep, **extra}
-
-
 @asynccontextmanager
 async def flywheel_run(
     slack: FakeSlack, model: FakeOpenAI, tmp_path: Path, app_token: str
@@ -232,20 +217,8 @@ async def flywheel_run(
         DATABASE_URL=f"sqlite:///{tmp_path / 'flywheel.db'}",
         LOG_LEVEL="DEBUG",
     )
-    proc = await asyncio.create_subprocess_exec(
-        str(FLYWHEEL),
-        "run",
-        cwd=tmp_path,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
+    async with flywheel_process("run", cwd=tmp_path, env=env) as proc:
         yield proc
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.communicate()
 
 
 def query(db: Path, sql: str) -> list[tuple]:

@@ -58,6 +58,7 @@ async def playground(settings: Settings, *, host: str, port: int, state: Path,
     )
     fw = create_app(bot_settings, llm=EchoLLM() if echo else None, prompts=prompts)
     await fw.store.upgrade()
+    await fw.start()
     app = web_app_with(fw, stand_in)
     print(f"Flywheel playground: {base_url}/", flush=True)
     print("  model: " + ("the offline echo model (set OPENAI_API_KEY or OPENAI_BASE_URL for a real one)"

@@ -143,6 +143,28 @@ def reaction(
     return event
 
 
+def click(message: dict[str, Any], channel: str, action_id: str, value: str, *, user: str = "U2",
+          kind: str = "button") -> dict[str, Any]:
+    """The block_actions payload Slack sends when someone clicks under a message."""
+    return {
+        "type": "block_actions", "api_app_id": "A1", "token": "t", "trigger_id": f"trig-{time.time_ns()}",
+        "user": {"id": user, "username": user.lower(), "team_id": "T1"}, "team": {"id": "T1"},
+        "channel": {"id": channel}, "message": message, "response_url": "https://hooks.slack.com/actions/x",
+        "container": {"type": "message", "message_ts": message["ts"], "channel_id": channel,
+                      "is_ephemeral": False, "thread_ts": message.get("thread_ts")},
+        "actions": [{"action_id": action_id, "block_id": "b1", "value": value, "type": kind,
+                     "action_ts": new_ts()}],
+    }
+
+
+def submission(view: dict[str, Any], parts: list[str], *, user: str = "U2") -> dict[str, Any]:
+    """The view_submission payload of a modal whose inputs ``part_0``, ``part_1``… hold ``parts``."""
+    values = {f"part_{i}": {"text": {"type": "plain_text_input", "value": p}} for i, p in enumerate(parts)}
+    return {"type": "view_submission", "api_app_id": "A1", "team": {"id": "T1"},
+            "user": {"id": user, "team_id": "T1"}, "trigger_id": "trig",
+            "view": {**view, "id": "V1", "state": {"values": values}}}
+
+
 class SlackSender:
     """Posts signed requests to the bot's ``/slack/events`` URL; every method returns ``(status, body)``.
 

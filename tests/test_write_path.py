@@ -1,0 +1,387 @@
+"""The write path: Slack is answered at once, and nothing a person did is lost.
+
+A database outage is played for real: on PostgreSQL the bot reaches the server through a
+TCP proxy whose link is cut; on SQLite another connection holds the write lock (what a
+long migration, a backup or a stuck process does), so every write waits and then fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sqlite3
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from sqlalchemy.engine import make_url
+
+from bot.journal import Journal
+from bot.store import Store
+
+from conftest import (
+    REPO,
+    SIGNING_SECRET,
+    Harness,
+    clean_env,
+    flywheel_process,
+    free_port,
+    serve_bot,
+    wait_healthy,
+)
+from fakes import FakeOpenAI, FakeSlack, SlackSender, wait_until
+from fakes.slack_sender import click, mention, reaction, submission
+from fakes.tcp_proxy import TcpProxy
+
+OUTAGE_SECONDS = 60.0  # as long as the issue asks for: longer than every timeout on the way
+
+
+class Outage:
+    """The database goes away (``begin``) and comes back (``end``)."""
+
+    def __init__(self, begin: Callable[[], None], end: Callable[[], None]):
+        self.begin, self.end = begin, end
+
+
+@contextlib.asynccontextmanager
+async def bot_with_outage(database_url: str, *, slack: FakeSlack, model: FakeOpenAI,
+                          journal_dir: Path | None = None, **kwargs: Any) -> AsyncIterator[tuple[Harness, Outage]]:
+    if database_url.startswith("postgresql"):
+        url = make_url(database_url)
+        async with TcpProxy(url.host or "127.0.0.1", url.port or 5432) as proxy:
+            proxied = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+            async with serve_bot(slack, model, proxied, journal_dir=journal_dir, **kwargs) as h:
+                yield h, Outage(proxy.cut, proxy.restore)
+        return
+    path = make_url(database_url).database
+    assert path
+    release = threading.Event()
+    holder: list[threading.Thread] = []
+
+    def hold_the_write_lock(locked: threading.Event) -> None:
+        db = sqlite3.connect(path, timeout=30, isolation_level=None)
+        db.execute("BEGIN EXCLUSIVE")
+        locked.set()
+        release.wait()
+        db.execute("ROLLBACK")
+        db.close()
+
+    def begin() -> None:
+        locked = threading.Event()
+        holder.append(threading.Thread(target=hold_the_write_lock, args=(locked,), daemon=True))
+        holder[-1].start()
+        assert locked.wait(10), "took the write lock"
+
+    def end() -> None:
+        release.set()
+        holder[-1].join(10)
+        release.clear()
+
+    try:
+        async with serve_bot(slack, model, database_url, journal_dir=journal_dir, **kwargs) as h:
+            yield h, Outage(begin, end)
+    finally:
+        release.set()
+
+
+def bot_replies(h: Harness, channel: str, thread_ts: str) -> list[dict[str, Any]]:
+    return [m for m in h.slack.thread(channel, thread_ts) if m.get("user") == h.slack.bot_user_id]
+
+
+async def health(h: Harness) -> tuple[int, dict[str, Any]]:
+    async with aiohttp.ClientSession() as session, session.get(f"{h.url}/healthz") as resp:
+        return resp.status, await resp.json()
+
+
+async def asked(h: Harness, text: str, answer: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A mention and the bot's (last) reply message in its thread."""
+    h.model.reply(answer)
+    event = await h.mention(text, channel="C1")
+    await wait_until(lambda: [m for m in bot_replies(h, "C1", event["ts"]) if not m.get("streaming")])
+    return event, bot_replies(h, "C1", event["ts"])[-1]
+
+
+async def opened_fix_modal(h: Harness, message: dict[str, Any], user: str) -> dict[str, Any]:
+    before = len(h.slack.views)
+    assert (await h.sender.action(click(message, "C1", "fix", "fix", user=user)))[0] == 200
+    await wait_until(lambda: len(h.slack.views) > before)
+    return list(h.slack.views.values())[-1]
+
+
+async def react(h: Harness, kind: str, name: str, user: str, message: dict[str, Any]) -> None:
+    status, _ = await h.sender.event(reaction(kind, name, user=user, channel="C1", ts=message["ts"]))
+    assert status == 200, "acknowledged at once, database or not"
+
+
+async def vote(h: Harness, message: dict[str, Any], value: str, user: str) -> None:
+    status, _ = await h.sender.action(click(message, "C1", "vote", value, user=user, kind="feedback_buttons"))
+    assert status == 200
+
+
+async def rows_by_request(h: Harness) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for call in await h.store.list_calls():
+        counts[call.request_ts] = counts.get(call.request_ts, 0) + 1
+    return counts
+
+
+# -- a long outage while people vote, correct and ask ---------------------------------------------
+
+
+async def test_a_database_outage_loses_no_vote_correction_or_call_row(database_url: str):
+    async with FakeSlack() as slack, FakeOpenAI() as model, \
+            bot_with_outage(database_url, slack=slack, model=model) as (h, outage):
+        first, a = await asked(h, "first question", "Answer A.")
+        second, b = await asked(h, "second question", "Answer B.")
+        await h.written()
+        view = await opened_fix_modal(h, a, user="U7")
+        # An answer that is still streaming when the database goes away.
+        model.reply(chunks=[f"part {i} " for i in range(20)], chunk_delay=0.15)
+        streaming = await h.mention("a long one", channel="C1")
+        await wait_until(lambda: slack.calls("chat.startStream")[2:])
+
+        outage.begin()
+        started = time.monotonic()
+        await react(h, "reaction_added", "+1", "U2", a)
+        await react(h, "reaction_added", "-1", "U3", b)
+        await react(h, "reaction_removed", "+1", "U2", a)
+        await react(h, "reaction_added", "+1", "U2", a)  # in order: U2's vote ends up 👍
+        await react(h, "reaction_added", "no_entry_sign", "U5", b)
+        for value in ("up", "up", "down"):  # 👍, 👍 again (withdrawn), then 👎
+            await vote(h, a, value, "U4")
+        status, body = await h.sender.action(submission(view, ["Answer A, corrected."], user="U7"))
+        assert status == 200 and body in ("", "{}"), "the modal closes: the correction is kept"
+        during, d = await asked(h, "asked during the outage", "Answer D.")
+        await vote(h, d, "up", "U6")  # on an answer whose row is not in the database yet
+        await wait_until(lambda: [m for m in bot_replies(h, "C1", streaming["ts"]) if not m.get("streaming")],
+                         timeout=10)
+        status, report = await health(h)
+        assert status == 503 or report["backlog"]["pending"] > 0
+        assert report["backlog"]["pending"] >= 10
+
+        await asyncio.sleep(max(0.0, OUTAGE_SECONDS - (time.monotonic() - started)))
+        outage.end()
+        await h.written(timeout=30)
+
+        assert await rows_by_request(h) == {first["ts"]: 1, second["ts"]: 1, streaming["ts"]: 1, during["ts"]: 1}
+        calls = {c.request_ts: c for c in await h.store.list_calls()}
+        assert calls[streaming["ts"]].status == "ok"
+        assert calls[streaming["ts"]].answer == "".join(f"part {i} " for i in range(20))
+        assert calls[during["ts"]].answer == "Answer D."
+        assert await h.store.votes(calls[first["ts"]].id) == {"U2": 1, "U4": -1}
+        assert await h.store.votes(calls[second["ts"]].id) == {"U3": -1}
+        assert (await h.store.get_call(calls[second["ts"]].id)).excluded is True
+        assert await h.store.votes(calls[during["ts"]].id) == {"U6": 1}
+        assert [c.text for c in await h.store.corrections(calls[first["ts"]].id)] == ["Answer A, corrected."]
+        await wait_until(lambda: [m for m in bot_replies(h, "C1", first["ts"])
+                                  if "corrected this answer" in slack.text_of(m)], timeout=10)
+        status, report = await health(h)
+        assert status == 200 and report["backlog"] == {"pending": 0, "oldest_seconds": 0.0, "refused": 0}
+
+
+# -- votes that arrive before their answer's row ----------------------------------------------------
+
+
+async def test_a_vote_on_an_answer_still_being_written_counts_once_its_row_is(bot: Harness):
+    bot.model.reply(chunks=[f"part {i} " for i in range(15)], chunk_delay=0.1)
+    event = await bot.mention("a long one", channel="C1")
+    [streaming] = await wait_until(lambda: bot_replies(bot, "C1", event["ts"]))
+    assert streaming.get("streaming"), "still being written"
+    await react(bot, "reaction_added", "+1", "U2", streaming)
+    await react(bot, "reaction_added", "-1", "U3", streaming)
+    await react(bot, "reaction_removed", "-1", "U3", streaming)
+    [call] = await bot.calls(1)
+    await bot.written()
+    assert await bot.store.votes(call.id) == {"U2": 1}
+
+
+async def test_a_reaction_on_a_message_that_is_no_answer_is_not_kept_waiting(bot: Harness):
+    root = bot.slack.add_message("C1", "just people talking", user="U1")
+    await react(bot, "reaction_added", "+1", "U2", {"ts": root})
+    await bot.written(timeout=2)
+    assert await bot.store.list_calls() == []
+
+
+# -- a restart in the middle of an outage ----------------------------------------------------------
+
+
+async def test_a_restart_during_an_outage_keeps_the_backlog_and_writes_it_once(database_url: str, tmp_path: Path):
+    journal_dir = tmp_path / "journal"
+    async with FakeSlack() as slack, FakeOpenAI() as model:
+        async with bot_with_outage(database_url, slack=slack, model=model, journal_dir=journal_dir,
+                                   FLYWHEEL_SHUTDOWN_GRACE="1") as (h, outage):
+            first, a = await asked(h, "first question", "Answer A.")
+            await h.written()
+            view = await opened_fix_modal(h, a, user="U7")
+            outage.begin()
+            await react(h, "reaction_added", "+1", "U2", a)
+            await vote(h, a, "down", "U3")
+            assert (await h.sender.action(submission(view, ["Fixed A."], user="U7")))[0] == 200
+            during, _ = await asked(h, "asked during the outage", "Answer D.")
+            await wait_until(lambda: h.fw.journal.backlog >= 4)  # vote, click, correction, the new row
+        # The process is gone; its journal is on disk. The database comes back; a new process starts.
+        outage.end()
+        assert [p.suffix for p in journal_dir.iterdir()].count(".jsonl") == 1
+        async with serve_bot(slack, model, database_url, journal_dir=journal_dir) as again:
+            await wait_until(lambda: again.fw.journal.backlog == 0, timeout=15)
+            assert await rows_by_request(again) == {first["ts"]: 1, during["ts"]: 1}
+            call = (await again.store.list_calls())[0]
+            assert await again.store.votes(call.id) == {"U2": 1, "U3": -1}
+            assert [c.text for c in await again.store.corrections(call.id)] == ["Fixed A."]
+        assert not [p for p in journal_dir.glob("*.jsonl")], "an adopted journal is removed once written"
+
+
+# -- a correction that can be neither stored nor kept ----------------------------------------------
+
+
+async def test_a_correction_that_cannot_be_kept_leaves_the_modal_open_with_the_reason(database_url: str,
+                                                                                   tmp_path: Path):
+    async with FakeSlack() as slack, FakeOpenAI() as model, \
+            bot_with_outage(database_url, slack=slack, model=model) as (h, outage):
+        _, a = await asked(h, "a question", "An answer.")
+        await h.written()
+        view = await opened_fix_modal(h, a, user="U7")
+        h.fw.journal.max_bytes = 0  # the local disk is full
+
+        status, body = await h.sender.action(submission(view, ["Stored directly."], user="U7"))
+        assert status == 200 and body in ("", "{}"), "the database is up: stored directly"
+        [call] = await h.store.list_calls()
+        assert [c.text for c in await h.store.corrections(call.id)] == ["Stored directly."]
+
+        outage.begin()
+        status, body = await h.sender.action(submission(view, ["Lost?"], user="U7"))
+        assert status == 200
+        assert '"response_action":"errors"' in body.replace(" ", "")
+        assert "could not save" in body
+        outage.end()
+        assert [c.text for c in await h.store.corrections(call.id)] == ["Stored directly."]
+
+
+# -- the journal on its own --------------------------------------------------------------------------
+
+
+async def test_a_journal_left_behind_is_adopted_and_applied_once_even_if_replayed(store, tmp_path: Path):
+    from bot.journal import new_op
+    from bot.store import CallLog
+
+    directory = tmp_path / "journal"
+    directory.mkdir()
+    log_ = CallLog(trigger="mention", prompt_name="ask", prompt_version="v1", model="m", channel_id="C1",
+                   request_ts="1.0", messages=[{"role": "user", "content": "hi"}], answer="hello",
+                   message_ts=["2.0"])
+    import dataclasses
+    import json
+
+    call = new_op("call", log=dataclasses.asdict(log_), prompt=None)
+    up = new_op("reaction", channel="C1", ts="2.0", user="U2", name="+1", value=1, added=True, event_ts="3.0")
+    # A crash: both ops were applied, but the "done" line never made it; then a torn last line.
+    text = json.dumps(call) + "\n" + json.dumps(up) + "\n" + '{"id": "cut off in the mid'
+    (directory / "dead-process.jsonl").write_text(text)
+    await store.apply([call, up])
+
+    journal = Journal(directory, store)
+    journal.open()
+    assert journal.backlog == 2
+    journal.start()
+    await wait_until(lambda: journal.backlog == 0)
+    [row] = await store.list_calls()
+    assert row.op_id == call["id"] and await store.votes(row.id) == {"U2": 1}
+    assert not (directory / "dead-process.jsonl").exists()
+    await journal.close()
+    assert not directory.exists(), "nothing left: the folder goes too"
+
+
+async def test_an_op_the_database_refuses_for_good_is_set_aside_and_the_rest_go_on(store, tmp_path: Path):
+    from bot.journal import new_op
+
+    journal = Journal(tmp_path / "journal", store)
+    journal.open()
+    journal.start()
+    bad = await journal.keep(new_op("mystery", channel="C1", ts="1.0"))
+    good = await journal.keep(new_op("correction", call_id=None, channel="C9", ts="9.9", user="U1", text="x"))
+    await wait_until(lambda: journal.backlog == 0)
+    assert bad.result() is None and good.result() is None  # not an answer: nothing to attach it to
+    assert journal.dead == 1
+    assert "mystery" in (tmp_path / "journal" / "dead.jsonl").read_text()
+    await journal.close()
+
+
+# -- SIGTERM during a burst: accepted work is answered or apologised for --------------------------
+
+
+async def test_sigterm_during_a_burst_answers_or_apologises_for_every_acked_mention(database_url: str,
+                                                                                   tmp_path: Path):
+    """The real `flywheel run` process, HTTP mode. Mentions arrive all at once; SIGTERM comes when
+    half of them are acknowledged. Each acknowledged mention ends in an answer or an apology in
+    its thread and exactly one row; each refused one (503, or no connection) in neither."""
+    n, grace = 40, 2.0
+    async with FakeSlack() as slack, FakeOpenAI() as model:
+        for k in range(n):  # every fourth answer would never finish: the grace runs out on it
+            if k % 4 == 3:
+                model.reply(chunks=[f"Never finished {k}. "], stall_after=1)
+            else:
+                model.reply(chunks=[f"Answer {k} ", "is ", "complete."], chunk_delay=0.3)
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        env = clean_env(SLACK_BOT_TOKEN=slack.bot_token, SLACK_SIGNING_SECRET=SIGNING_SECRET,
+                        SLACK_API_URL=slack.url, OPENAI_API_KEY=model.api_key, OPENAI_BASE_URL=model.url,
+                        PROMPTS_DIR=str(REPO / "prompts"), DATABASE_URL=database_url,
+                        FLYWHEEL_SHUTDOWN_GRACE=str(grace), FLYWHEEL_JOURNAL_DIR=str(tmp_path / "journal"))
+        async with flywheel_process("run", "--http", "--port", str(port), cwd=tmp_path, env=env) as proc:
+            await wait_healthy(url, proc)
+            events = [mention(f"question {k}", channel=f"C{k % 5}") for k in range(n)]
+            for event in events:
+                slack.add_message(event["channel"], event["text"], user=event["user"], ts=event["ts"])
+            acked: list[dict[str, Any]] = []
+
+            async def deliver(event: dict[str, Any]) -> None:
+                try:
+                    status, _ = await sender.event(event)
+                except aiohttp.ClientError:
+                    return  # the port is closed: not acknowledged, Slack would deliver it again
+                if status == 200:
+                    acked.append(event)
+                else:
+                    assert status == 503, status
+
+            async def terminate() -> None:
+                await wait_until(lambda: len(acked) >= n // 2, timeout=10)
+                proc.send_signal(signal.SIGTERM)
+
+            async with SlackSender(f"{url}/slack/events", SIGNING_SECRET) as sender:
+                stopping = asyncio.create_task(terminate())
+                await asyncio.gather(*(deliver(e) for e in events[: n // 2]))
+                await stopping
+                await asyncio.gather(*(deliver(e) for e in events[n // 2:]))
+            _, err = await asyncio.wait_for(proc.communicate(), 30)
+        assert proc.returncode == 0, err.decode()[-3000:]
+
+    store = Store(database_url)
+    try:
+        rows = await store.list_calls()
+    finally:
+        await store.close()
+    by_request: dict[str, list[Any]] = {}
+    for row in rows:
+        by_request.setdefault(row.request_ts, []).append(row)
+    assert len(acked) >= n // 2
+    assert sorted(by_request) == sorted(e["ts"] for e in acked), "a row for every acknowledged mention, no other"
+    interrupted = 0
+    for event in acked:
+        [row] = by_request[event["ts"]]
+        [reply] = [m for m in slack.thread(event["channel"], event["ts"]) if m.get("user") == slack.bot_user_id]
+        assert not reply.get("streaming")
+        text = slack.text_of(reply)
+        if row.status == "ok":
+            assert text == row.answer and text.endswith("is complete.")
+        else:
+            interrupted += 1
+            assert row.error_type == "Interrupted" and "restarted" in text
+    for event in events:
+        if event not in acked:
+            assert slack.thread(event["channel"], event["ts"])[1:] == []
+    assert 0 < interrupted < len(acked), "both ways were taken: finished within the grace, and interrupted"
