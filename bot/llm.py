@@ -7,12 +7,17 @@ with a `kind`, never as an openai exception.
 
 The SDK is imported on the first model call, in a worker thread: it is the largest
 import we have (~0.4 s, ~45 MB), and neither start-up nor acknowledging Slack needs it.
+The SDK makes the request (auth, retries, errors); the stream's Server-Sent Events are read
+here as plain JSON: building the SDK's typed chunk objects cost more CPU than everything
+else an answer does (see benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
+import json
 import logging
 import sys
 import time
@@ -72,15 +77,22 @@ class LLM:
         if self._client is None:
             async with self._making:  # concurrent first calls: one import, one client
                 if self._client is None:
-                    sdk = await asyncio.to_thread(importlib.import_module, "openai")
-                    self._client = sdk.AsyncOpenAI(
-                        # A local server (Ollama, vLLM) needs no key, but the SDK insists on one.
-                        api_key=self._api_key or "not-needed",
-                        base_url=self.base_url,
-                        timeout=sdk.Timeout(self.idle_timeout, connect=10.0),
-                        max_retries=self._max_retries,
-                    )
+                    self._client = await asyncio.to_thread(self._make_client)
         return self._client
+
+    def _make_client(self) -> openai.AsyncOpenAI:
+        """In a worker thread: the import, the client's TLS context (loading CA certificates) and
+        the async backend its HTTP library would otherwise import on the first request."""
+        sdk = importlib.import_module("openai")
+        with contextlib.suppress(ImportError):  # only a warm-up: anyio imports it on first use anyway
+            importlib.import_module("anyio._backends._asyncio")
+        return sdk.AsyncOpenAI(
+            # A local server (Ollama, vLLM) needs no key, but the SDK insists on one.
+            api_key=self._api_key or "not-needed",
+            base_url=self.base_url,
+            timeout=sdk.Timeout(self.idle_timeout, connect=10.0),
+            max_retries=self._max_retries,
+        )
 
     @property
     def is_openai(self) -> bool:
@@ -122,8 +134,9 @@ class ModelStream:
         finally:
             self.completion.latency_ms = int((time.monotonic() - started) * 1000)
 
-    async def _open(self) -> Any:
-        """Start the request; drop an option the server rejects (once per model) and retry."""
+    async def _open(self, exits: contextlib.AsyncExitStack) -> Any:
+        """Start the request (the body not read yet); drop an option the server rejects (once
+        per model) and retry."""
         llm = self._llm
         client = await llm.client()
         openai = sys.modules["openai"]
@@ -131,13 +144,13 @@ class ModelStream:
             sent = llm.request_options(self.model, self.options)
             self.completion.options = sent
             try:
-                return await client.chat.completions.create(
+                return await exits.enter_async_context(client.chat.completions.with_streaming_response.create(  # type: ignore[call-overload]  # noqa: E501 - options pass through as sent
                     model=self.model,
-                    messages=self.messages,  # type: ignore[arg-type]
+                    messages=self.messages,
                     stream=True,
                     stream_options={"include_usage": True},
                     **sent,
-                )
+                ))
             except openai.BadRequestError as exc:
                 param = _rejected_param(exc)
                 if param not in sent:
@@ -155,31 +168,38 @@ class ModelStream:
             # The first token must come within `idle` seconds of the request, retries included;
             # after that, each chunk within `idle` of the last: long answers are never cut short.
             deadline = time.monotonic() + idle
-            async with asyncio.timeout(idle):
-                stream = await self._open()
-            try:
-                chunks = aiter(stream)
+            async with contextlib.AsyncExitStack() as exits:
+                async with asyncio.timeout(idle):
+                    response = await self._open(exits)
+                events = aiter(_server_sent_data(response.iter_lines()))
                 while True:
                     wait = max(deadline - time.monotonic(), 0.001) if c.ttft_ms is None else idle
                     try:
-                        chunk = await asyncio.wait_for(anext(chunks), wait)
+                        data = await asyncio.wait_for(anext(events), wait)
                     except StopAsyncIteration:
                         break
-                    c.response_id = c.response_id or getattr(chunk, "id", None)
-                    c.model = getattr(chunk, "model", None) or c.model
-                    if getattr(chunk, "usage", None):
-                        _take_usage(c, chunk.usage)
-                    for choice in chunk.choices or ():
-                        delta = choice.delta.content if choice.delta else None
+                    if data.startswith("[DONE]"):
+                        break
+                    chunk = json.loads(data)
+                    if not isinstance(chunk, dict):
+                        raise ValueError("a chunk that is not an object")
+                    if error := chunk.get("error"):  # an error event inside the stream
+                        message = error.get("message") if isinstance(error, dict) else None
+                        raise ModelError("server", "the model reported an error mid-answer: "
+                                         f"{str(message or 'no message')[:300]}")
+                    c.response_id = c.response_id or chunk.get("id")
+                    c.model = chunk.get("model") or c.model
+                    if chunk.get("usage"):
+                        _take_usage(c, chunk["usage"])
+                    for choice in chunk.get("choices") or ():
+                        delta = (choice.get("delta") or {}).get("content")
                         if delta:
                             if c.ttft_ms is None:
                                 c.ttft_ms = int((time.monotonic() - started) * 1000)
                             c.text += delta
                             yield delta
-                        if choice.finish_reason:
-                            c.finish_reason = choice.finish_reason
-            finally:
-                await stream.close()
+                        if choice.get("finish_reason"):
+                            c.finish_reason = choice["finish_reason"]
         except ModelError:
             raise
         except (TimeoutError, openai.APITimeoutError) as exc:
@@ -195,26 +215,49 @@ class ModelStream:
             if kind == "bad_request" and _context_too_long(exc):
                 kind = "context_too_long"
             raise ModelError(kind, _describe(exc), status=exc.status_code) from exc
-        except openai.APIConnectionError as exc:
+        except (openai.APIConnectionError, httpx_errors()) as exc:
             kind = "interrupted" if c.text else "connection"
             raise ModelError(kind, f"connection to the model failed: {type(exc).__name__}") from exc
-        except openai.APIError as exc:  # an error event inside the stream
-            raise ModelError("server", f"the model reported an error mid-answer: {exc.message[:300]}") from exc
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ModelError("malformed", f"unreadable response from the model: {type(exc).__name__}") from exc
         if c.finish_reason is None:
             raise ModelError("interrupted", "the model's stream ended before it finished")
 
 
+async def _server_sent_data(lines: AsyncIterator[str]) -> AsyncIterator[str]:
+    """The ``data`` of each Server-Sent Event (https://html.spec.whatwg.org/#server-sent-events):
+    ``data:`` lines, joined by newlines, up to a blank line; other fields and comments skipped."""
+    data: list[str] = []
+    async for line in lines:
+        if not line:
+            if data:
+                yield "\n".join(data)
+                data = []
+        elif line.startswith("data:"):
+            data.append(line[6:] if line.startswith("data: ") else line[5:])
+    if data:
+        yield "\n".join(data)
+
+
+def httpx_errors() -> type[Exception]:
+    """The SDK's HTTP library's transport error: a stream cut midway raises one while it is read."""
+    return importlib.import_module("httpx2").TransportError
+
+
 def _take_usage(c: Completion, usage: Any) -> None:
-    c.prompt_tokens = getattr(usage, "prompt_tokens", None)
-    c.completion_tokens = getattr(usage, "completion_tokens", None)
-    details = getattr(usage, "prompt_tokens_details", None)
-    c.cached_tokens = getattr(details, "cached_tokens", None) if details else None
-    try:
-        c.usage = usage.model_dump(exclude_none=True)
-    except AttributeError:
-        c.usage = None
+    if not isinstance(usage, dict):
+        raise ValueError("usage that is not an object")
+    c.prompt_tokens = usage.get("prompt_tokens")
+    c.completion_tokens = usage.get("completion_tokens")
+    details = usage.get("prompt_tokens_details")
+    c.cached_tokens = details.get("cached_tokens") if isinstance(details, dict) else None
+    c.usage = _without_none(usage)
+
+
+def _without_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_none(v) for k, v in value.items() if v is not None}
+    return value
 
 
 def _error(exc: openai.APIStatusError) -> dict[str, Any]:

@@ -23,7 +23,6 @@ is not, is posted before the process exits (Slack allows short bursts, and the
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections import deque
 from collections.abc import Callable
@@ -51,25 +50,34 @@ class RateBudget:
         # Per key, the slots taken: [time]. A slot's time is when its call *finished* (Slack may
         # count it any time until then); a call in flight holds its slot with time +inf.
         self._used: dict[tuple[str, ...], deque[list[float]]] = {}
-        self._rushing = asyncio.Event()
+        # Per key, the calls waiting for a slot, first come first served. Only the first one
+        # waits on a timer (or for a call in flight to finish); the others wait for their turn,
+        # so a hundred answers queued on one channel cost no more than one.
+        self._queues: dict[tuple[str, ...], deque[asyncio.Event]] = {}
+        self._rushing = False
 
     def rush(self) -> None:
         """From now on required calls no longer wait for a slot (the process is about to exit)."""
-        self._rushing.set()
+        self._rushing = True
+        for queue in self._queues.values():
+            for waiter in queue:
+                waiter.set()
 
-    def _slots(self, method: str, team: str | None, channel: str | None) -> tuple[deque[list[float]], int, float] | None:
-        if method not in self.limits:
+    def _key(self, method: str, team: str | None, channel: str | None) -> tuple[str, ...]:
+        return (method, team or "", channel or "" if method in PER_CHANNEL else "")
+
+    def _slots(self, key: tuple[str, ...]) -> tuple[deque[list[float]], int, float] | None:
+        if key[0] not in self.limits:
             return None
-        calls, per = self.limits[method]
-        key = (method, team or "", channel or "" if method in PER_CHANNEL else "")
+        calls, per = self.limits[key[0]]
         used = self._used.setdefault(key, deque())
         now = self.clock()
         while used and used[0][0] <= now - per:
             used.popleft()
         return used, calls, per
 
-    def _try(self, method: str, team: str | None, channel: str | None) -> list[float] | None:
-        slots = self._slots(method, team, channel)
+    def _try(self, key: tuple[str, ...]) -> list[float] | None:
+        slots = self._slots(key)
         if slots is None:
             return [0.0]  # an unlimited method: a slot nobody counts
         used, calls, _ = slots
@@ -79,38 +87,70 @@ class RateBudget:
         used.append(slot)
         return slot
 
-    async def _wait(self, method: str, team: str | None, channel: str | None) -> list[float]:
-        while (slot := self._try(method, team, channel)) is None:
-            if self._rushing.is_set():
-                return [0.0]  # a slot nobody counts
-            used, _, per = self._slots(method, team, channel)  # type: ignore[misc]
-            oldest = min(s[0] for s in used)
-            delay = min(max(oldest + per - self.clock(), 0.005), per) if oldest != float("inf") else 0.01
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._rushing.wait(), delay)
-        return slot
+    def _until_free(self, key: tuple[str, ...]) -> float | None:
+        """Seconds until the oldest finished slot leaves the window; None while every slot is
+        held by a call in flight (its end wakes the queue)."""
+        slots = self._slots(key)
+        assert slots is not None
+        used, _, per = slots
+        finished = [s[0] for s in used if s[0] != float("inf")]
+        return max(min(finished) + per - self.clock(), 0.001) if finished else None
+
+    async def _wait(self, key: tuple[str, ...]) -> list[float]:
+        queue = self._queues.setdefault(key, deque())
+        if not queue and (slot := self._try(key)) is not None:
+            return slot
+        me = asyncio.Event()
+        queue.append(me)
+        try:
+            while True:
+                timer = None
+                if queue[0] is me:
+                    if self._rushing:
+                        return [0.0]  # a slot nobody counts
+                    if (slot := self._try(key)) is not None:
+                        return slot
+                    if (delay := self._until_free(key)) is not None:
+                        timer = asyncio.get_running_loop().call_later(delay, me.set)
+                await me.wait()
+                me.clear()
+                if timer is not None:
+                    timer.cancel()
+        finally:
+            queue.remove(me)
+            if queue:
+                queue[0].set()  # the next in line takes its turn
+
+    def _finished(self, key: tuple[str, ...], slot: list[float]) -> None:
+        slot[0] = self.clock()
+        if queue := self._queues.get(key):
+            queue[0].set()  # the first waiter can now tell when this slot frees
 
     def try_take(self, method: str, *, team: str | None, channel: str | None = None) -> bool:
         """Take a slot if one is free now (counted from now); False means skip this optional call."""
-        slot = self._try(method, team, channel)
+        key = self._key(method, team, channel)
+        slot = None if self._queues.get(key) else self._try(key)  # never ahead of a waiting call
         if slot is not None:
             slot[0] = self.clock()
         return slot is not None
 
     async def take(self, method: str, *, team: str | None, channel: str | None = None) -> None:
         """Take a slot (counted from now), waiting for one if the budget is spent."""
-        slot = await self._wait(method, team, channel)
-        slot[0] = self.clock()
+        key = self._key(method, team, channel)
+        self._finished(key, await self._wait(key))
 
     async def call(self, client: Any, method: str, *, team: str | None, optional: bool = False,
                    **params: Any) -> Any:
         """Call a Web API method within the budget; the slot counts until the call has finished.
         With ``optional``, returns None instead of waiting when the budget is short."""
-        channel = params.get("channel")
-        slot = self._try(method, team, channel) if optional else await self._wait(method, team, channel)
-        if slot is None:
-            return None
+        key = self._key(method, team, params.get("channel"))
+        if optional:
+            slot = None if self._queues.get(key) else self._try(key)  # never ahead of a waiting call
+            if slot is None:
+                return None
+        else:
+            slot = await self._wait(key)
         try:
             return await getattr(client, method.replace(".", "_"))(**params)
         finally:
-            slot[0] = self.clock()
+            self._finished(key, slot)

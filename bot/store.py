@@ -6,6 +6,8 @@ SQLite, psycopg 3 for PostgreSQL), so nothing blocks the event loop.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -20,6 +22,7 @@ from typing import Any
 
 from sqlalchemy import String, delete, event, func, select, text, update
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
@@ -30,6 +33,10 @@ from bot.models import Call, CallMessage, Correction, Feedback, Meta, PromptVers
 log = logging.getLogger(__name__)
 CLAIM_TTL = timedelta(days=1)
 CLAIM_PRUNE_EVERY = 3600.0  # seconds
+CLAIM_BATCH = 500  # claims in one INSERT
+# How long a SQLite write waits for another writer's lock before it fails. Short: a failed write
+# is kept in the journal and retried, and a waiting one holds a pooled connection meanwhile.
+SQLITE_BUSY_SECONDS = 5
 MIGRATIONS = Path(__file__).with_name("migrations")
 # libpq: give up connecting after 5 s, and notice a peer that went away within ~30 s instead of
 # the kernel's two hours, so that a database outage is an error the journal retries, not a hang.
@@ -128,7 +135,7 @@ class Store:
         sqlite = url.startswith("sqlite")
         kwargs: dict[str, Any] = {"echo": echo}
         if sqlite:
-            kwargs["connect_args"] = {"timeout": 30}
+            kwargs["connect_args"] = {"timeout": SQLITE_BUSY_SECONDS}
             if ":memory:" in url or url.rstrip("/").endswith("sqlite:"):
                 kwargs["poolclass"] = StaticPool
         else:
@@ -140,6 +147,8 @@ class Store:
         self.session = async_sessionmaker(self.engine, expire_on_commit=False)
         self._known_versions: set[tuple[str, str]] = set()
         self._pruned = time.monotonic()
+        self._claims: list[tuple[str, asyncio.Future[bool]]] = []  # waiting for the next claim batch
+        self._claiming: asyncio.Task[None] | None = None
 
     async def close(self) -> None:
         await self.engine.dispose()
@@ -191,17 +200,43 @@ class Store:
 
     async def claim(self, key: str) -> bool:
         """Claim a Slack delivery. True the first time for a key, False ever after
-        (across processes: the key is the table's primary key)."""
-        try:
-            if len(key) > 200:  # keep long keys distinct
-                key = key[:130] + ":" + hashlib.sha256(key.encode()).hexdigest()
-            async with self.session.begin() as s:
-                s.add(SlackEvent(key=key))
-        except IntegrityError:
-            return False
+        (across processes: the key is the table's primary key). Claims made at the same
+        moment share one transaction (a burst of mentions costs one commit, not one each)."""
+        if len(key) > 200:  # keep long keys distinct
+            key = key[:130] + ":" + hashlib.sha256(key.encode()).hexdigest()
+        claimed = asyncio.get_running_loop().create_future()
+        self._claims.append((key, claimed))
+        if self._claiming is None or self._claiming.done():
+            self._claiming = asyncio.create_task(self._claim_waiting())
+        return await claimed
+
+    async def _claim_waiting(self) -> None:
+        while self._claims:
+            batch, self._claims = self._claims[:CLAIM_BATCH], self._claims[CLAIM_BATCH:]
+            keys = list(dict.fromkeys(key for key, _ in batch))
+            try:
+                won = await self._insert_claims(keys)
+            except Exception as exc:  # noqa: BLE001 - each waiting claim gets the error
+                for _, claimed in batch:
+                    if not claimed.done():
+                        claimed.set_exception(exc)
+                continue
+            for key, claimed in batch:
+                if not claimed.done():
+                    claimed.set_result(key in won)
+                won.discard(key)  # the same key twice in one batch: the first wins
         if time.monotonic() - self._pruned > CLAIM_PRUNE_EVERY:
-            await self.prune_claims()
-        return True
+            with contextlib.suppress(Exception):
+                await self.prune_claims()
+
+    async def _insert_claims(self, keys: list[str]) -> set[str]:
+        """INSERT … ON CONFLICT DO NOTHING RETURNING key: the keys nobody held."""
+        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
+        now = utcnow()
+        statement = (dialect.insert(SlackEvent).values([{"key": key, "received_at": now} for key in keys])
+                     .on_conflict_do_nothing(index_elements=["key"]).returning(SlackEvent.key))
+        async with self.engine.begin() as conn:
+            return set((await conn.execute(statement)).scalars())
 
     async def prune_claims(self, older_than: timedelta = CLAIM_TTL) -> int:
         """Forget claims older than any Slack retry (its last retry comes ~5 minutes in)."""
@@ -531,5 +566,5 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_SECONDS * 1000}")
     cursor.close()

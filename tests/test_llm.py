@@ -332,6 +332,15 @@ async def test_cut_connection_is_interrupted_and_keeps_the_partial_text(fake: Fa
     assert stream.completion.finish_reason is None
 
 
+async def test_an_error_event_mid_stream_is_a_server_error_and_keeps_what_arrived(fake: FakeOpenAI,
+                                                                                 llm: LLM) -> None:
+    fake.reply(chunks=["The first ", "half"], error_after=2)
+    stream = llm.stream(model="m", messages=ASK)
+    got, err = await collect_error(stream)
+    assert got == ["The first ", "half"] and stream.completion.text == "The first half"
+    assert err.kind == "server" and "had an error" in str(err)
+
+
 async def test_malformed_sse_is_malformed(fake: FakeOpenAI, llm: LLM) -> None:
     fake.reply("never shown", malformed=True)
     stream = llm.stream(model="m", messages=ASK)

@@ -8,10 +8,11 @@ Usage::
         stream = await client.chat.completions.create(model="m", messages=[...], stream=True)
 
 Responses are scripted FIFO with :meth:`FakeOpenAI.reply`; with nothing scripted the server
-answers ``"echo: " + <last user message>``. Streams use the same Server-Sent Events framing as
-api.openai.com: one ``data: {chat.completion.chunk}`` per delta (the first carries
-``role``), a chunk with ``finish_reason``, an optional ``usage`` chunk with ``choices: []``
-(when ``stream_options.include_usage``), then ``data: [DONE]``.
+answers ``"echo: " + <last user message>``, or as :meth:`FakeOpenAI.default_reply` set (an
+answer made from the message, with a time to first token and a token rate). Streams use the
+same Server-Sent Events framing as api.openai.com: one ``data: {chat.completion.chunk}`` per
+delta (the first carries ``role``), a chunk with ``finish_reason``, an optional ``usage`` chunk
+with ``choices: []`` (when ``stream_options.include_usage``), then ``data: [DONE]``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import itertools
 import json
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,6 +59,7 @@ class ScriptedReply:
     first_token_delay: float = 0.0
     stall_after: int | None = None
     cut_after: int | None = None
+    error_after: int | None = None
     malformed: bool = False
 
     def deltas(self) -> list[str | dict[str, Any]]:
@@ -122,6 +125,10 @@ class FakeOpenAI(LoopbackServer):
         self.handled = 0
         self._script: list[ScriptedReply] = []
         self._ids = itertools.count(1)
+        # Unscripted requests (default_reply): answer text from the last user message, and timing.
+        self._default_text: Callable[[str], str] | None = None
+        self._default_first_token_delay = 0.0
+        self._default_chunk_delay = 0.0
 
     @property
     def url(self) -> str:
@@ -148,6 +155,7 @@ class FakeOpenAI(LoopbackServer):
         first_token_delay: float = 0.0,
         stall_after: int | None = None,
         cut_after: int | None = None,
+        error_after: int | None = None,
         malformed: bool = False,
     ) -> ScriptedReply:
         """Queue the answer to the next request.
@@ -158,6 +166,8 @@ class FakeOpenAI(LoopbackServer):
         - ``chunk_delay``/``first_token_delay``: seconds between deltas / before the first one.
         - ``stall_after=n``: send n deltas then hang until the client leaves or the server stops.
         - ``cut_after=n``: send n deltas then drop the connection (no finish, no ``[DONE]``).
+        - ``error_after=n``: send n deltas then an error event (``data: {"error": {…}}``), as
+          OpenAI does when generation fails midway, and end the stream.
         - ``malformed``: stream a non-JSON ``data:`` line (non-streaming: a non-JSON body).
         """
         if error is not None and status == 200:
@@ -175,10 +185,34 @@ class FakeOpenAI(LoopbackServer):
             first_token_delay=first_token_delay,
             stall_after=stall_after,
             cut_after=cut_after,
+            error_after=error_after,
             malformed=malformed,
         )
         self._script.append(scripted)
         return scripted
+
+    def default_reply(
+        self,
+        text: Callable[[str], str] | None = None,
+        *,
+        first_token_delay: float = 0.0,
+        tokens_per_second: float | None = None,
+    ) -> None:
+        """How to answer every later request that finds nothing scripted (the queue of
+        :meth:`reply` is always served first).
+
+        - ``text``: makes the answer from the last user message's text (default: the echo,
+          ``"echo: " + message``); it is split into word-ish deltas like a scripted ``text``.
+        - ``first_token_delay``: seconds before the first delta (time to first token).
+        - ``tokens_per_second``: pace of the deltas after the first (default: all at once).
+
+        ``default_reply()`` with no arguments restores the instant echo.
+        """
+        if tokens_per_second is not None and tokens_per_second <= 0:
+            raise ValueError("tokens_per_second must be positive")
+        self._default_text = text
+        self._default_first_token_delay = first_token_delay
+        self._default_chunk_delay = 1.0 / tokens_per_second if tokens_per_second else 0.0
 
     def _routes(self) -> list[web.RouteDef]:
         return [
@@ -222,7 +256,7 @@ class FakeOpenAI(LoopbackServer):
         problem = _invalid_body(body)
         if problem:
             return web.json_response(_error_body(400, None, problem), status=400)
-        scripted = self._script.pop(0) if self._script else self._echo(body)
+        scripted = self._script.pop(0) if self._script else self._unscripted(body)
         headers = {"x-request-id": f"req_{next(self._ids):06d}", **(scripted.headers or {})}
         if scripted.status != 200:
             return web.json_response(
@@ -231,6 +265,17 @@ class FakeOpenAI(LoopbackServer):
         if body.get("stream"):
             return await self._stream(request, body, scripted, headers)
         return await self._complete_at_once(request, body, scripted, headers)
+
+    def _unscripted(self, body: dict[str, Any]) -> ScriptedReply:
+        """The answer when nothing is scripted: the echo, or what :meth:`default_reply` set."""
+        if self._default_text is None:
+            scripted = self._echo(body)
+        else:
+            users = [m for m in body["messages"] if isinstance(m, dict) and m.get("role") == "user"]
+            scripted = ScriptedReply(text=self._default_text(_message_text(users[-1]) if users else ""))
+        scripted.first_token_delay = self._default_first_token_delay
+        scripted.chunk_delay = self._default_chunk_delay
+        return scripted
 
     @staticmethod
     def _echo(body: dict[str, Any]) -> ScriptedReply:
@@ -325,11 +370,17 @@ class FakeOpenAI(LoopbackServer):
             await response.write(b"data: {this is not json\n\n")
         deltas = scripted.deltas()
         stall_at, cut_at = _cap(scripted.stall_after, len(deltas)), _cap(scripted.cut_after, len(deltas))
+        error_at = _cap(scripted.error_after, len(deltas))
         for sent in range(len(deltas) + 1):
             if sent == stall_at:
                 await self._hang()
             if sent == cut_at:
                 return await self._abort(request)
+            if sent == error_at:
+                error = {"message": "The server had an error while processing your request.", "type": "server_error"}
+                await response.write(f"data: {json.dumps({'error': error})}\n\n".encode())
+                await response.write_eof()
+                return response
             if sent == len(deltas):
                 break
             if sent and scripted.chunk_delay:
