@@ -145,6 +145,7 @@ def create_app(settings: Settings, *, llm: LLM | None = None, store: Store | Non
         return await identity.authorize()
 
     app = AsyncApp(
+        name="flywheel",  # without a name, Bolt reads the source of every caller (inspect.stack())
         # The token travels in the authorization result; a token on this client would make
         # Bolt call auth.test on the first request instead.
         client=AsyncWebClient(base_url=client.base_url, retry_handlers=client.retry_handlers,

@@ -123,6 +123,7 @@ class ModelStream:
         self.messages = messages
         self.options = options
         self.completion = Completion()
+        self._started = time.monotonic()
 
     async def __aiter__(self) -> AsyncIterator[str]:
         """Text deltas. Use inside ``contextlib.aclosing`` when you may stop early, so the
@@ -159,8 +160,36 @@ class ModelStream:
                 llm._unsupported.setdefault(self.model, set()).add(param)
         raise ModelError("bad_request", "the server rejected every option")  # pragma: no cover
 
+    def _take(self, data: str) -> list[str] | None:
+        """One event's data: its text deltas (None: the end of the stream); usage, model and
+        finish reason go into ``completion``."""
+        c = self.completion
+        if data.startswith("[DONE]"):
+            return None
+        chunk = json.loads(data)
+        if not isinstance(chunk, dict):
+            raise ValueError("a chunk that is not an object")
+        if error := chunk.get("error"):  # an error event inside the stream
+            message = error.get("message") if isinstance(error, dict) else None
+            raise ModelError("server", f"the model reported an error mid-answer: {str(message or 'no message')[:300]}")
+        c.response_id = c.response_id or chunk.get("id")
+        c.model = chunk.get("model") or c.model
+        if chunk.get("usage"):
+            _take_usage(c, chunk["usage"])
+        deltas = []
+        for choice in chunk.get("choices") or ():
+            if delta := (choice.get("delta") or {}).get("content"):
+                if c.ttft_ms is None:
+                    c.ttft_ms = int((time.monotonic() - self._started) * 1000)
+                c.text += delta
+                deltas.append(delta)
+            if choice.get("finish_reason"):
+                c.finish_reason = choice["finish_reason"]
+        return deltas
+
     async def _deltas(self, started: float) -> AsyncIterator[str]:
         c = self.completion
+        self._started = started
         await self._llm.client()  # the SDK is imported from here on
         openai = sys.modules["openai"]
         try:
@@ -172,34 +201,22 @@ class ModelStream:
                 async with asyncio.timeout(idle):
                     response = await self._open(exits)
                 events = aiter(_server_sent_data(response.iter_lines()))
-                while True:
-                    wait = max(deadline - time.monotonic(), 0.001) if c.ttft_ms is None else idle
-                    try:
-                        data = await asyncio.wait_for(anext(events), wait)
-                    except StopAsyncIteration:
-                        break
-                    if data.startswith("[DONE]"):
-                        break
-                    chunk = json.loads(data)
-                    if not isinstance(chunk, dict):
-                        raise ValueError("a chunk that is not an object")
-                    if error := chunk.get("error"):  # an error event inside the stream
-                        message = error.get("message") if isinstance(error, dict) else None
-                        raise ModelError("server", "the model reported an error mid-answer: "
-                                         f"{str(message or 'no message')[:300]}")
-                    c.response_id = c.response_id or chunk.get("id")
-                    c.model = chunk.get("model") or c.model
-                    if chunk.get("usage"):
-                        _take_usage(c, chunk["usage"])
-                    for choice in chunk.get("choices") or ():
-                        delta = (choice.get("delta") or {}).get("content")
-                        if delta:
-                            if c.ttft_ms is None:
-                                c.ttft_ms = int((time.monotonic() - started) * 1000)
-                            c.text += delta
+                loop = asyncio.get_running_loop()
+                # One timer, moved for each chunk (asyncio.wait_for would make a task per chunk),
+                # and off while the delta is with the caller.
+                async with asyncio.timeout(None) as timer:
+                    while True:
+                        wait = max(deadline - time.monotonic(), 0.001) if c.ttft_ms is None else idle
+                        timer.reschedule(loop.time() + wait)
+                        try:
+                            data = await anext(events)
+                        except StopAsyncIteration:
+                            break
+                        timer.reschedule(None)
+                        if (deltas := self._take(data)) is None:
+                            break
+                        for delta in deltas:
                             yield delta
-                        if choice.get("finish_reason"):
-                            c.finish_reason = choice["finish_reason"]
         except ModelError:
             raise
         except (TimeoutError, openai.APITimeoutError) as exc:

@@ -14,8 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from dotenv import dotenv_values
-
 from bot.errors import ConfigError
 
 DEFAULT_MODEL = "gpt-5.4-mini"
@@ -80,6 +78,8 @@ class Settings:
         """Read settings from `.env` (if present) overlaid by the process environment."""
         values: dict[str, str] = {}
         if dotenv is not None and Path(dotenv).is_file():
+            from dotenv import dotenv_values  # only when there is a .env to read
+
             values.update({k: v for k, v in dotenv_values(dotenv).items() if v is not None})
         values.update(os.environ if environ is None else environ)
         return cls.parse(values)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import importlib
 import json
 import logging
 import re
@@ -22,7 +23,6 @@ from typing import Any
 
 from sqlalchemy import String, delete, event, func, select, text, update
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
@@ -231,7 +231,8 @@ class Store:
 
     async def _insert_claims(self, keys: list[str]) -> set[str]:
         """INSERT … ON CONFLICT DO NOTHING RETURNING key: the keys nobody held."""
-        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
+        # The engine's own dialect module (the other one is not worth importing).
+        dialect = importlib.import_module(f"sqlalchemy.dialects.{self.engine.dialect.name}")
         now = utcnow()
         statement = (dialect.insert(SlackEvent).values([{"key": key, "received_at": now} for key in keys])
                      .on_conflict_do_nothing(index_elements=["key"]).returning(SlackEvent.key))

@@ -5,11 +5,12 @@ from datetime import UTC, datetime, timedelta
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.conversation import Conversation
-from bot.home import publish_home
 
 HOME_PERIOD = timedelta(days=30)  # what the tab sums up; keeps each open cheap on a large log
 
 
 async def on_home_opened(event: dict, client: AsyncWebClient, conversation: Conversation) -> None:
     if event.get("tab", "home") == "home" and event.get("user"):
+        from bot.home import publish_home  # the figures' code loads when someone first looks
+
         await publish_home(client, conversation.store, event["user"], since=datetime.now(UTC) - HOME_PERIOD)
