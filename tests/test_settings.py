@@ -14,6 +14,7 @@ def test_defaults_match_the_spec():
     assert s.database_url == "sqlite:///flywheel.db"
     assert s.prompts_dir == Path("prompts") and s.port == 3000 and s.log_level == "INFO"
     assert s.model == "gpt-5.4-mini" and not s.socket_mode
+    assert s.journal_dir == Path("flywheel-journal") and s.shutdown_grace == 25.0
 
 
 def test_heroku_postgres_url_is_rewritten():
@@ -42,6 +43,7 @@ def test_a_local_model_server_needs_no_key():
     ("LOG_LEVEL", "chatty", "must be one of DEBUG"),
     ("DATABASE_URL", "mysql://x", "must be a sqlite:/// or postgresql://"),
     ("FLYWHEEL_MODEL_TIMEOUT", "soon", "must be a number of seconds"),
+    ("FLYWHEEL_SHUTDOWN_GRACE", "-1", "must be a number of seconds between 0 and 3600"),
 ])
 def test_malformed_settings_name_the_setting_and_the_fix(name: str, value: str, says: str):
     s = Settings.parse({name: value})

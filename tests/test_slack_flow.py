@@ -266,6 +266,14 @@ async def test_unsigned_request_is_rejected_and_nothing_happens(bot: Harness):
 # -- more than one process, prompts that change, long answers ------------------------------------
 
 
+async def test_the_bot_learns_who_it_is_once_not_on_every_request(bot: Harness):
+    """Bolt would call auth.test for each request until one answered; a burst paid it 50 times."""
+    events = await asyncio.gather(*(bot.mention(f"question {k}", channel="C1") for k in range(10)))
+    await bot.calls(10)
+    assert len(bot.slack.calls("auth.test")) == 1
+    assert all(bot_replies(bot, "C1", e["ts"]) for e in events)
+
+
 async def test_two_processes_on_one_database_answer_an_event_once(bot: Harness, database_url: str):
     async with serve_bot(bot.slack, bot.model, database_url) as second:
         event = mention("<@UBOT> hello", channel="C1")
