@@ -26,20 +26,9 @@ from bot.ratelimits import DEFAULT_LIMITS, RateBudget
 
 from conftest import Harness, serve_bot
 from fakes import FakeOpenAI, FakeSlack
-from fakes.slack_api import RecordedRequest
+from fakes.slack_api import SLACK_TIERS, RecordedRequest
 
 SCALE = 1 / 20  # 60 s of Slack's windows pass in 3 s
-# Slack's published limits per workspace per method (chat.postMessage: per channel).
-SLACK_TIERS: dict[str, tuple[int, float]] = {
-    "chat.startStream": (20, 60.0),  # Tier 2
-    "chat.stopStream": (20, 60.0),  # Tier 2
-    "chat.update": (50, 60.0),  # Tier 3
-    "chat.delete": (50, 60.0),  # Tier 3
-    "conversations.replies": (50, 60.0),  # Tier 3
-    "conversations.history": (50, 60.0),  # Tier 3
-    "chat.appendStream": (100, 60.0),  # Tier 4
-    "chat.postMessage": (1, 1.0),  # about one per second per channel
-}
 DELIVERY = ("chat.startStream", "chat.appendStream", "chat.stopStream", "chat.postMessage", "chat.update")
 
 
@@ -212,6 +201,27 @@ async def test_answers_stream_when_the_budget_has_room_and_appends_keep_the_inte
             sent = [r.at for r in calls if r.method in ("chat.startStream", "chat.appendStream")]
             gaps = [b - a for a, b in zip(sent, sent[1:], strict=False)]
             assert min(gaps) >= STREAM_INTERVAL * 0.75, gaps  # timed on arrival: allow for jitter
+
+
+# -- the budget's queue --------------------------------------------------------------------------------
+
+
+async def test_calls_waiting_for_the_budget_go_in_turn_and_all_at_once_when_rushed():
+    budget = RateBudget({"chat.postMessage": (1, 0.2)})
+    await budget.take("chat.postMessage", team="T1", channel="C1")
+    done: list[int] = []
+
+    async def post(n: int) -> None:
+        await budget.take("chat.postMessage", team="T1", channel="C1")
+        done.append(n)
+
+    waiting = [asyncio.create_task(post(n)) for n in range(6)]
+    await asyncio.wait_for(asyncio.shield(waiting[1]), 5)
+    assert done == [0, 1], "first come, first served, one slot at a time"
+    await asyncio.wait_for(budget.take("chat.postMessage", team="T1", channel="C2"), 0.1)  # not behind C1
+    budget.rush()  # shutting down: the rest go now
+    await asyncio.wait_for(asyncio.gather(*waiting), 0.1)
+    assert done == [0, 1, 2, 3, 4, 5]
 
 
 # -- FakeSlack's rate limiting, through the real slack_sdk client ----------------------------------

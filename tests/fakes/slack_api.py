@@ -65,6 +65,20 @@ SOCKET_TYPES = ("events_api", "slash_commands", "interactive")
 FAKE_ONLY_KEYS = ("streaming", "chunks", "markdown_text")
 
 
+# Slack's published limits per workspace per method (chat.postMessage: per channel), for
+# FakeSlack.enforce_limits (https://docs.slack.dev/apis/web-api/rate-limits).
+SLACK_TIERS: dict[str, tuple[int, float]] = {
+    "chat.startStream": (20, 60.0),  # Tier 2
+    "chat.stopStream": (20, 60.0),  # Tier 2
+    "chat.update": (50, 60.0),  # Tier 3
+    "chat.delete": (50, 60.0),  # Tier 3
+    "conversations.replies": (50, 60.0),  # Tier 3
+    "conversations.history": (50, 60.0),  # Tier 3
+    "chat.appendStream": (100, 60.0),  # Tier 4
+    "chat.postMessage": (1, 1.0),  # about one per second per channel
+}
+
+
 class LoopbackServer:
     """An aiohttp server on 127.0.0.1 with an OS-chosen port.
 
