@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -110,7 +109,7 @@ class Journal:
         self.directory.mkdir(parents=True, exist_ok=True)
         name = uuid.uuid4().hex
         self._lock_fd = os.open(self.directory / f"{name}.lock", os.O_CREAT | os.O_RDWR, 0o600)
-        fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        _lock(self._lock_fd)
         self.path = self.directory / f"{name}.jsonl"
         self._fd = os.open(self.path, os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o600)
         self._adopt()
@@ -426,11 +425,24 @@ def _try_lock(path: Path) -> int | None:
     except OSError:
         return None
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        _lock(fd)
     except OSError:
         os.close(fd)
         return None
     return fd
+
+
+def _lock(fd: int) -> None:
+    """An exclusive lock on an open file, held until it is closed (or the process ends);
+    OSError if another process (or another open file here) holds it."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        import msvcrt
+
+        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)  # type: ignore[attr-defined]
+        return
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
 def _remove(path: Path, lock_fd: int) -> None:
