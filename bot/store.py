@@ -388,18 +388,7 @@ class Store:
             )).all()
         return {user: value for user, value in rows}  # later rows win
 
-    async def signal_value(self, *, call_id: int, user_id: str, source: str, name: str) -> int | None:
-        """The value of one active signal, or None."""
-        async with self.session() as s:
-            return await s.scalar(select(Feedback.value).where(
-                Feedback.call_id == call_id, Feedback.user_id == user_id, Feedback.source == source,
-                Feedback.name == name, Feedback.removed_at.is_(None)))
-
-    async def has_active_signal(self, call_id: int, name: str) -> bool:
-        async with self.session() as s:
-            return await _has_active_signal(s, call_id, name)
-
-    # -- corrections, exclusion ---------------------------------------------------------
+    # -- corrections ----------------------------------------------------------------
 
     async def add_correction(self, *, call_id: int, user_id: str, text: str) -> int:
         """Store a fix of an answer; earlier ones stay as history, the newest is current."""
@@ -414,10 +403,6 @@ class Store:
         async with self.session() as s:
             return list((await s.scalars(
                 select(Correction).where(Correction.call_id == call_id).order_by(Correction.id))).all())
-
-    async def set_excluded(self, call_id: int, excluded: bool) -> None:
-        async with self.session.begin() as s:
-            await s.execute(update(Call).where(Call.id == call_id).values(excluded=excluded))
 
     # -- the journal's ops (bot/journal.py) ------------------------------------------------
 
