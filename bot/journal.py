@@ -116,12 +116,15 @@ class Journal:
 
     def _adopt(self) -> None:
         self._adopt_at = time.monotonic()
-        for path in sorted(self.directory.glob("*.jsonl"), key=lambda p: p.stat().st_mtime):
+        for path in sorted(self.directory.glob("*.jsonl"), key=_age):
             if path == self.path or path.name == "dead.jsonl" or path in self._adopted:
                 continue
             lock = _try_lock(path.with_suffix(".lock"))
             if lock is None:
                 continue  # a running process holds it
+            if not path.exists():  # its owner removed it meanwhile
+                _remove(path, lock)
+                continue
             ops = read_pending(path)
             if not ops:
                 _remove(path, lock)
@@ -201,7 +204,10 @@ class Journal:
             raise OSError("the journal is not open")
         if self._size + len(line) > self.max_bytes:
             raise OSError(f"the journal is full ({self.max_bytes:,} bytes)")
-        os.write(self._fd, line)
+        written = os.write(self._fd, line)
+        if written != len(line):  # the disk filled up midway: take the torn line back
+            os.ftruncate(self._fd, self._size)
+            raise OSError(f"only {written} of {len(line)} bytes written")
         self._size += len(line)
         self._synced = False
 
@@ -417,6 +423,14 @@ def _future() -> asyncio.Future[Any]:
 def _consume(task: asyncio.Future[Any]) -> None:
     if not task.cancelled():
         task.exception()  # retrieved: no "exception was never retrieved" at exit
+
+
+def _age(path: Path) -> float:
+    """Oldest first (a file removed meanwhile by its owner sorts last, and is then skipped)."""
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return float("inf")
 
 
 def _try_lock(path: Path) -> int | None:
