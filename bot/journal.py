@@ -346,7 +346,8 @@ class Journal:
         log.error("journal: the database refused op %s (%s) for good: %s; kept in %s", entry.op["id"],
                   entry.op["kind"], type(exc).__name__, self.directory / "dead.jsonl", exc_info=exc)
         self.dead += 1
-        with open(self.directory / "dead.jsonl", "a", encoding="utf-8") as dead:
+        fd = os.open(self.directory / "dead.jsonl", os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o600)
+        with open(fd, "a", encoding="utf-8") as dead:  # it holds what people wrote: owner only
             dead.write(json.dumps({"error": f"{type(exc).__name__}: {exc}"[:2000], "op": entry.op},
                                   ensure_ascii=False) + "\n")
         popped = self._pending.popleft()
