@@ -306,7 +306,9 @@ async def test_an_op_the_database_refuses_for_good_is_set_aside_and_the_rest_go_
     await wait_until(lambda: journal.backlog == 0)
     assert bad.result() is None and good.result() is None  # not an answer: nothing to attach it to
     assert journal.dead == 1
-    assert "mystery" in (tmp_path / "journal" / "dead.jsonl").read_text()
+    dead = tmp_path / "journal" / "dead.jsonl"
+    assert "mystery" in dead.read_text()
+    assert {path.stat().st_mode & 0o777 for path in (dead, journal.path)} == {0o600}, "what people wrote"
     await journal.close()
 
 
