@@ -81,18 +81,21 @@ class LLM:
         return self._client
 
     def _make_client(self) -> openai.AsyncOpenAI:
-        """In a worker thread: the import, the client's TLS context (loading CA certificates) and
-        the async backend its HTTP library would otherwise import on the first request."""
+        """In a worker thread: the import, the client's TLS context (loading CA certificates),
+        and what the SDK and its HTTP library would otherwise import on the event loop during
+        the first requests (the chat resources, the async backend)."""
         sdk = importlib.import_module("openai")
         with contextlib.suppress(ImportError):  # only a warm-up: anyio imports it on first use anyway
             importlib.import_module("anyio._backends._asyncio")
-        return sdk.AsyncOpenAI(
+        client = sdk.AsyncOpenAI(
             # A local server (Ollama, vLLM) needs no key, but the SDK insists on one.
             api_key=self._api_key or "not-needed",
             base_url=self.base_url,
             timeout=sdk.Timeout(self.idle_timeout, connect=10.0),
             max_retries=self._max_retries,
         )
+        assert client.chat.completions.with_streaming_response  # imported lazily on first use
+        return client
 
     @property
     def is_openai(self) -> bool:
