@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,6 +71,7 @@ class Flywheel:
     llm: LLM
     client: AsyncWebClient
     identity: Identity
+    traffic: Traffic
     stopping: bool = False  # shutting down: take no new requests
 
     async def start(self) -> None:
@@ -82,6 +84,24 @@ class Flywheel:
         await self.store.close()
         if self.client.session is not None:
             await self.client.session.close()
+
+
+class Traffic:
+    """When the last Slack delivery arrived. One-off heavy work (the model SDK's import, about
+    0.4 s of CPU on the first answer) waits for a lull, so that it does not share the CPU with
+    the acknowledgements of the burst that brought it."""
+
+    def __init__(self) -> None:
+        self.last = 0.0
+
+    def arrived(self) -> None:
+        self.last = time.monotonic()
+
+    async def lull(self, quiet: float = 0.02, most: float = 1.0) -> None:
+        """Wait until no delivery has arrived for ``quiet`` seconds, or ``most`` seconds at most."""
+        deadline = time.monotonic() + most
+        while (now := time.monotonic()) < deadline and now - self.last < quiet:
+            await asyncio.sleep(quiet - (now - self.last))
 
 
 class Identity:
@@ -128,8 +148,9 @@ def create_app(settings: Settings, *, llm: LLM | None = None, store: Store | Non
                client: AsyncWebClient | None = None, prompts: Prompts | None = None,
                budget: RateBudget | None = None, journal: Journal | None = None) -> Flywheel:
     """Build the bot. Call ``await fw.start()`` once the database schema is migrated."""
+    traffic = Traffic()
     llm = llm or LLM(api_key=settings.openai_api_key, base_url=settings.openai_base_url,
-                     idle_timeout=settings.model_timeout)
+                     idle_timeout=settings.model_timeout, lull=traffic.lull)
     store = store or Store(settings.database_url)
     client = client or slack_client(settings)
     if journal is None:
@@ -175,4 +196,4 @@ def create_app(settings: Settings, *, llm: LLM | None = None, store: Store | Non
 
     handlers.register(app, conversation.tracked)
     return Flywheel(app=app, settings=settings, conversation=conversation, votes=votes, store=store,
-                    journal=journal, llm=llm, client=client, identity=identity)
+                    journal=journal, llm=llm, client=client, identity=identity, traffic=traffic)

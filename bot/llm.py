@@ -21,11 +21,12 @@ import json
 import logging
 import sys
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from bot.errors import ModelError
+from bot.ratelimits import Turns
 
 if TYPE_CHECKING:
     import openai
@@ -62,6 +63,7 @@ class LLM:
         base_url: str | None = None,
         idle_timeout: float = 60.0,
         max_retries: int = 2,
+        lull: Callable[[], Awaitable[None]] | None = None,
     ):
         self.base_url = base_url
         self.idle_timeout = idle_timeout
@@ -69,6 +71,8 @@ class LLM:
         self._max_retries = max_retries
         self._client: openai.AsyncOpenAI | None = None
         self._making = asyncio.Lock()
+        self._lull = lull
+        self._starts = Turns()  # one request started per turn of the event loop
         # Per model, options the server rejected once (e.g. temperature on reasoning models).
         self._unsupported: dict[str, set[str]] = {}
 
@@ -77,6 +81,8 @@ class LLM:
         if self._client is None:
             async with self._making:  # concurrent first calls: one import, one client
                 if self._client is None:
+                    if self._lull is not None:
+                        await self._lull()
                     self._client = await asyncio.to_thread(self._make_client)
         return self._client
 
@@ -147,6 +153,7 @@ class ModelStream:
         for _ in range(len(PASSTHROUGH) + 1):
             sent = llm.request_options(self.model, self.options)
             self.completion.options = sent
+            await llm._starts.turn()
             try:
                 return await exits.enter_async_context(client.chat.completions.with_streaming_response.create(  # type: ignore[call-overload]  # noqa: E501 - options pass through as sent
                     model=self.model,

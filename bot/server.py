@@ -42,6 +42,7 @@ def web_app(fw: Flywheel) -> web.Application:
     async def slack_events(request: web.Request) -> web.Response:
         if fw.stopping:  # not acknowledged: Slack delivers it again
             return _reject(503, "shutting down")
+        fw.traffic.arrived()
         raw = await request.read()
         parsed = parse_slack_body(raw, request.content_type)
         if isinstance(parsed, str):

@@ -21,8 +21,9 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.app import Traffic
 from bot.delivery import STREAM_INTERVAL
-from bot.ratelimits import DEFAULT_LIMITS, RateBudget
+from bot.ratelimits import DEFAULT_LIMITS, RateBudget, Turns
 
 from conftest import Harness, serve_bot
 from fakes import FakeOpenAI, FakeSlack
@@ -222,6 +223,58 @@ async def test_calls_waiting_for_the_budget_go_in_turn_and_all_at_once_when_rush
     budget.rush()  # shutting down: the rest go now
     await asyncio.wait_for(asyncio.gather(*waiting), 0.1)
     assert done == [0, 1, 2, 3, 4, 5]
+
+
+# -- model requests start one per turn of the event loop --------------------------------------------
+
+
+async def test_model_requests_start_one_per_loop_turn_in_order_and_a_cancelled_one_holds_nobody():
+    turns = Turns()
+    loop_turn = 0
+    started: list[tuple[int, int]] = []  # (request, loop turn it started in)
+
+    async def count_turns() -> None:
+        nonlocal loop_turn
+        while True:
+            loop_turn += 1
+            await asyncio.sleep(0)
+
+    async def start(n: int) -> None:
+        await turns.turn()
+        started.append((n, loop_turn))
+
+    ticker = asyncio.create_task(count_turns())
+    try:
+        requests = [asyncio.create_task(start(n)) for n in range(6)]
+        await asyncio.sleep(0)
+        requests[2].cancel()  # e.g. the answer was interrupted before its request went out
+        await asyncio.wait_for(asyncio.gather(*requests, return_exceptions=True), 1)
+    finally:
+        ticker.cancel()
+    assert [n for n, _ in started] == [0, 1, 3, 4, 5]
+    assert len({turn for _, turn in started}) == 5, f"two requests started in one turn: {started}"
+    await asyncio.wait_for(turns.turn(), 0.1)  # idle again: the next one goes at once
+
+
+async def test_the_first_model_call_waits_for_a_lull_in_deliveries_but_not_forever():
+    traffic = Traffic()
+    traffic.arrived()
+    started = time.monotonic()
+    await traffic.lull(quiet=0.05, most=1.0)
+    assert 0.04 <= time.monotonic() - started < 0.5  # no delivery since: 50 ms of quiet is enough
+
+    async def deliveries() -> None:
+        while True:
+            traffic.arrived()
+            await asyncio.sleep(0.01)
+
+    busy = asyncio.create_task(deliveries())
+    try:
+        started = time.monotonic()
+        await asyncio.wait_for(traffic.lull(quiet=0.05, most=0.2), 2)
+        assert time.monotonic() - started >= 0.19  # never quiet: waits ``most``, then goes
+    finally:
+        busy.cancel()
 
 
 # -- FakeSlack's rate limiting, through the real slack_sdk client ----------------------------------
