@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bot.errors import FlywheelError
+from bot.filelock import open_locked
 
 if TYPE_CHECKING:
     from bot.store import Store
@@ -108,8 +109,7 @@ class Journal:
         """Create this process's journal file and adopt the files no running process holds."""
         self.directory.mkdir(parents=True, exist_ok=True)
         name = uuid.uuid4().hex
-        self._lock_fd = os.open(self.directory / f"{name}.lock", os.O_CREAT | os.O_RDWR, 0o600)
-        _lock(self._lock_fd)
+        self._lock_fd = open_locked(self.directory / f"{name}.lock")
         self.path = self.directory / f"{name}.jsonl"
         self._fd = os.open(self.path, os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o600)
         self._adopt()
@@ -436,28 +436,9 @@ def _age(path: Path) -> float:
 
 def _try_lock(path: Path) -> int | None:
     try:
-        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+        return open_locked(path)
     except OSError:
         return None
-    try:
-        _lock(fd)
-    except OSError:
-        os.close(fd)
-        return None
-    return fd
-
-
-def _lock(fd: int) -> None:
-    """An exclusive lock on an open file, held until it is closed (or the process ends);
-    OSError if another process (or another open file here) holds it."""
-    try:
-        import fcntl
-    except ImportError:  # Windows
-        import msvcrt
-
-        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)  # type: ignore[attr-defined]
-        return
-    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
 def _remove(path: Path, lock_fd: int) -> None:

@@ -12,10 +12,11 @@ import hashlib
 import importlib
 import json
 import logging
+import os
 import re
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -28,6 +29,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import StaticPool
 
+from bot.filelock import open_locked
 from bot.models import Call, CallMessage, Correction, Feedback, Meta, PromptVersion, SlackEvent, utcnow
 
 log = logging.getLogger(__name__)
@@ -161,6 +163,29 @@ class Store:
         head = head_revision()
         if await self._stored_revision() == head:
             return head
+        async with self._migrating():
+            if await self._stored_revision() == head:  # another process did it meanwhile
+                return head
+            await self._migrate()
+        return head
+
+    @contextlib.asynccontextmanager
+    async def _migrating(self) -> AsyncIterator[None]:
+        """Processes starting together migrate one at a time. PostgreSQL serialises them with
+        an advisory lock inside the migration's transaction; a SQLite file has a lock file
+        beside it (Alembic's first CREATE TABLE would otherwise race: "table alembic_version
+        already exists")."""
+        path = make_url(self.url).database if self.url.startswith("sqlite") else None
+        if not path or path == ":memory:" or path.startswith("file:"):
+            yield
+            return
+        fd = await asyncio.to_thread(open_locked, f"{path}.lock", wait=True)
+        try:
+            yield
+        finally:
+            os.close(fd)
+
+    async def _migrate(self) -> None:
         from alembic import command
         from alembic.config import Config
 
@@ -175,7 +200,6 @@ class Store:
             if conn.dialect.name == "postgresql":  # processes starting together migrate one at a time
                 await conn.execute(text("SELECT pg_advisory_xact_lock(7262736)"))
             await conn.run_sync(run)
-        return head
 
     async def revision(self) -> str | None:
         return await self._stored_revision()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,6 +17,8 @@ from sqlalchemy import inspect
 
 from bot.models import Base, CallMessage, Feedback, PromptVersion, SlackEvent
 from bot.store import MIGRATIONS, CallLog, PastCall, Store, async_url, input_hash
+
+from conftest import FLYWHEEL, clean_env
 
 pytestmark = pytest.mark.db
 
@@ -74,6 +77,20 @@ async def test_upgrade_twice_is_a_no_op(store: Store) -> None:
     assert await store.revision() == head
     assert not await store.claim("kept")  # data survives
     assert await store.call_for_message("C1", "1.1") == call_id
+
+
+async def test_first_upgrades_started_together_on_one_sqlite_file_all_succeed(tmp_path: Path) -> None:
+    """Two `flywheel db upgrade` (or two bots) on a new SQLite file: both must exit 0, not one
+    with "table alembic_version already exists" (7 of 10 rounds failed before the lock)."""
+    for round_ in range(4):
+        env = clean_env(DATABASE_URL=f"sqlite:///{tmp_path / f'round{round_}.db'}")
+        procs = [await asyncio.create_subprocess_exec(str(FLYWHEEL), "db", "upgrade", cwd=tmp_path, env=env,
+                                                      stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+                 for _ in range(2)]
+        results = [await asyncio.wait_for(p.communicate(), 60) for p in procs]
+        for proc, (out, err) in zip(procs, results, strict=True):
+            assert proc.returncode == 0, f"round {round_}: {err.decode()}"
+            assert out.decode().startswith("database is at revision ")
 
 
 async def test_ping(store: Store) -> None:
