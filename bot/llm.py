@@ -61,7 +61,7 @@ class LLM:
         *,
         api_key: str | None,
         base_url: str | None = None,
-        idle_timeout: float = 60.0,
+        idle_timeout: float = 30.0,
         max_retries: int = 2,
         lull: Callable[[], Awaitable[None]] | None = None,
     ):

@@ -30,7 +30,7 @@ SETTINGS: dict[str, tuple[str, str | None]] = {
     "OPENAI_API_KEY": ("the model provider's API key", None),
     "OPENAI_BASE_URL": ("an OpenAI-compatible server's base URL", None),
     "FLYWHEEL_MODEL": ("the model used when a prompt names none", DEFAULT_MODEL),
-    "FLYWHEEL_MODEL_TIMEOUT": ("seconds without a token from the model before giving up", "60"),
+    "FLYWHEEL_MODEL_TIMEOUT": ("seconds without a token from the model before giving up", "30"),
     "FLYWHEEL_PRICES": ("a JSON file of model prices that overrides or extends the built-in table", None),
     "FLYWHEEL_UP_REACTIONS": ("comma-separated reactions that count as 👍", "+1,thumbsup"),
     "FLYWHEEL_DOWN_REACTIONS": ("comma-separated reactions that count as 👎", "-1,thumbsdown"),
@@ -56,7 +56,7 @@ class Settings:
     openai_api_key: str | None = None
     openai_base_url: str | None = None
     model: str = DEFAULT_MODEL
-    model_timeout: float = 60.0
+    model_timeout: float = 30.0
     prices_file: Path | None = None
     up_reactions: frozenset[str] = frozenset({"+1", "thumbsup"})
     down_reactions: frozenset[str] = frozenset({"-1", "thumbsdown"})
@@ -113,10 +113,10 @@ class Settings:
         if base_url and not _is_http_url(base_url):
             bad("OPENAI_BASE_URL", "must be an http(s) URL such as http://localhost:11434/v1")
 
-        timeout = _number(get("FLYWHEEL_MODEL_TIMEOUT") or "60")
+        timeout = _number(get("FLYWHEEL_MODEL_TIMEOUT") or "30")
         if timeout is None or not 1 <= timeout <= 600:
             bad("FLYWHEEL_MODEL_TIMEOUT", "must be a number of seconds between 1 and 600")
-            timeout = 60.0
+            timeout = 30.0
 
         grace = _number(get("FLYWHEEL_SHUTDOWN_GRACE") or "25")
         if grace is None or not 0 <= grace <= 3600:

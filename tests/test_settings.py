@@ -15,6 +15,9 @@ def test_defaults_match_the_spec():
     assert s.prompts_dir == Path("prompts") and s.port == 3000 and s.log_level == "INFO"
     assert s.model == "gpt-5.4-mini" and not s.socket_mode
     assert s.journal_dir == Path("flywheel-journal") and s.shutdown_grace == 25.0
+    # A stalled model must end in an apology well within a minute of the mention, the time
+    # before the model call (claim, thread history, Slack's rate budget) included.
+    assert s.model_timeout == 30.0
 
 
 def test_heroku_postgres_url_is_rewritten():
