@@ -1,9 +1,10 @@
 """The routing table: every Slack event, command and action the bot answers, on one screen.
 
 Every event subscribed in the manifest (`flywheel manifest`) has a listener here,
-so Slack never gets a 404 and never retries for want of one. ``tracked`` marks the
-listeners whose work goes on after Slack's ack (answers, corrections): a shutdown
-waits for them.
+so Slack never gets a 404 and never retries for want of one. Every listener is
+``tracked``: its work, which goes on after Slack's ack (answers, corrections, the Home
+tab, modals), counts as accepted, so a shutdown waits for it and the bot can tell
+when it has nothing left to do.
 """
 
 import re
@@ -18,12 +19,12 @@ from handlers import actions, commands, home, mentions, messages, reactions
 def register(app: AsyncApp, tracked: Callable[[Callable], Callable] = lambda listener: listener) -> None:
     app.event("app_mention")(tracked(mentions.on_app_mention))
     app.event("message")(tracked(messages.on_message))  # channels, groups, DMs, thread follow-ups
-    app.event("reaction_added", middleware=[reactions.record_added])(reactions.recorded)
-    app.event("reaction_removed", middleware=[reactions.record_removed])(reactions.recorded)
-    app.event("app_home_opened")(home.on_home_opened)  # the Home tab: figures per prompt
+    app.event("reaction_added", middleware=[reactions.record_added])(tracked(reactions.recorded))
+    app.event("reaction_removed", middleware=[reactions.record_removed])(tracked(reactions.recorded))
+    app.event("app_home_opened")(tracked(home.on_home_opened))  # the Home tab: figures per prompt
     app.command(re.compile(r"^/.+"))(tracked(commands.on_command))  # one per prompt with metadata.slack.command
-    app.action(VOTE_ACTION)(actions.on_vote)  # 👍/👎 feedback buttons under an answer
-    app.action(FIX_ACTION)(actions.on_fix)  # "Fix it" button: opens the fix modal
+    app.action(VOTE_ACTION)(tracked(actions.on_vote))  # 👍/👎 feedback buttons under an answer
+    app.action(FIX_ACTION)(tracked(actions.on_fix))  # "Fix it" button: opens the fix modal
     app.action(REGENERATE_ACTION)(tracked(actions.on_regenerate))  # "Regenerate" button
-    app.shortcut(FIX_SHORTCUT)(actions.on_fix_shortcut)  # message shortcut "Fix this answer"
+    app.shortcut(FIX_SHORTCUT)(tracked(actions.on_fix_shortcut))  # message shortcut "Fix this answer"
     app.view(FIX_VIEW)(tracked(actions.on_fix_submit))  # the fix modal, saved

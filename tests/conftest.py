@@ -206,10 +206,12 @@ class Harness:
                 raise AssertionError(f"expected {n} logged call(s), found {len(rows)}")
             await asyncio.sleep(0.02)
 
-    async def settle(self, seconds: float = 0.3) -> None:
-        """Give the bot time to (wrongly) act, for tests asserting that nothing happens."""
-        await asyncio.sleep(seconds)
-        await wait_until(lambda: self.fw.conversation.inflight == 0)
+    async def settle(self) -> None:
+        """For tests asserting that nothing (more) happens: wait until the bot has finished
+        everything it accepted. Each delivery sent was acknowledged, and every listener's
+        work counts as accepted from its first step, so once the bot is idle nothing it was
+        sent can still act."""
+        assert await self.fw.conversation.drain(10), "the bot was still busy after 10 s"
 
 
 def settings_for(slack: FakeSlack, model: FakeOpenAI, database_url: str, **overrides: str) -> Settings:

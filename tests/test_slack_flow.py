@@ -259,7 +259,7 @@ async def test_healthz_reports_the_database(bot: Harness):
 async def test_unsigned_request_is_rejected_and_nothing_happens(bot: Harness):
     status, _ = await bot.sender.raw(b'{"type":"event_callback"}', content_type="application/json", sign=False)
     assert status == 401
-    await bot.settle(0.1)
+    await bot.settle()
     assert bot.model.requests == [] and await bot.store.list_calls() == []
 
 
