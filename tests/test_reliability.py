@@ -53,7 +53,7 @@ async def test_signed_but_malformed_requests_get_a_4xx_or_a_quiet_200(bot: Harne
     assert status == expected, text
     if b"url_verification" in body:
         assert json.loads(text) == {"challenge": "c-123"}
-    await bot.settle(0.1)
+    await bot.settle()
     assert bot.model.requests == [] and bot.slack.bot_messages() == []
 
 
@@ -79,7 +79,7 @@ async def test_unverified_requests_are_rejected_and_nothing_is_logged(bot: Harne
     status, _ = await bot.sender.raw(json.dumps({"type": "event_callback", "event": event, "event_id": "Ev1"}),
                                      content_type="application/json", **kwargs)
     assert status == 401
-    await bot.settle(0.1)
+    await bot.settle()
     assert bot.model.requests == [] and await bot.store.list_calls() == []
 
 
@@ -256,21 +256,6 @@ async def test_shutdown_lets_answers_finish_then_interrupts_the_rest_with_a_row_
     assert texts(bot, "C1", quick["ts"]) == ["Quick one."]
 
 
-# -- secrets ---------------------------------------------------------------------------------------
-
-
-async def test_secrets_never_reach_stored_errors_or_users(bot: Harness, caplog: pytest.LogCaptureFixture):
-    caplog.set_level("DEBUG")
-    bot.model.reply(status=401, error="invalid_api_key")
-    event = await bot.mention("hello", channel="C1")
-    [call] = await bot.calls(1)
-    secrets = (bot.slack.bot_token, bot.model.api_key, bot.fw.settings.slack_signing_secret)
-    shown = " ".join(texts(bot, "C1", event["ts"]))
-    for secret in secrets:
-        assert secret not in (call.error_message or "") and secret not in shown
-        assert secret[:12] not in (call.error_message or "")
-
-
 # -- context that does not fit ----------------------------------------------------------------
 
 
@@ -301,7 +286,7 @@ async def test_when_the_model_says_the_context_is_too_long_older_messages_are_le
     assert "left out to fit the context" in second[1]["content"]
     assert second[-2]["content"] == "reply 7"
     assert texts(bot, "C1", root)[-1] == "Fits now." and call.status == "ok"
-    assert call.messages == second and event
+    assert call.messages == second and call.request_ts == event["ts"]
 
 
 async def test_a_user_text_longer_than_the_context_is_cut_with_a_note(bot: Harness):

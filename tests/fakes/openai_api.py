@@ -54,6 +54,7 @@ class ScriptedReply:
     model: str | None = None
     status: int = 200
     error: str | None = None
+    message: str | None = None
     headers: dict[str, str] | None = None
     chunk_delay: float = 0.0
     first_token_delay: float = 0.0
@@ -150,6 +151,7 @@ class FakeOpenAI(LoopbackServer):
         model: str | None = None,
         status: int = 200,
         error: str | None = None,
+        message: str | None = None,
         headers: dict[str, str] | None = None,
         chunk_delay: float = 0.0,
         first_token_delay: float = 0.0,
@@ -162,7 +164,8 @@ class FakeOpenAI(LoopbackServer):
 
         - ``chunks``: exact content deltas (default: ``text`` split into word-ish deltas).
         - ``usage``: ``(prompt_tokens, completion_tokens)``; default approximates them.
-        - ``status``/``error``: answer an OpenAI error JSON instead (``error`` is its ``code``).
+        - ``status``/``error``: answer an OpenAI error JSON instead (``error`` is its ``code``;
+          ``message`` replaces the status's usual message).
         - ``chunk_delay``/``first_token_delay``: seconds between deltas / before the first one.
         - ``stall_after=n``: send n deltas then hang until the client leaves or the server stops.
         - ``cut_after=n``: send n deltas then drop the connection (no finish, no ``[DONE]``).
@@ -180,6 +183,7 @@ class FakeOpenAI(LoopbackServer):
             model=model,
             status=status,
             error=error,
+            message=message,
             headers=headers,
             chunk_delay=chunk_delay,
             first_token_delay=first_token_delay,
@@ -260,7 +264,7 @@ class FakeOpenAI(LoopbackServer):
         headers = {"x-request-id": f"req_{next(self._ids):06d}", **(scripted.headers or {})}
         if scripted.status != 200:
             return web.json_response(
-                _error_body(scripted.status, scripted.error), status=scripted.status, headers=headers
+                _error_body(scripted.status, scripted.error, scripted.message), status=scripted.status, headers=headers
             )
         if body.get("stream"):
             return await self._stream(request, body, scripted, headers)
