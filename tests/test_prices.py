@@ -1,16 +1,19 @@
-"""The built-in price table (bot/prices.json) covers what the installed openai SDK can call.
+"""The built-in price table (bot/prices.json) covers what the openai SDK can call.
 
 Every model id in the SDK's `ChatModel` list either has a price, directly or through its
 dated-snapshot base, or is listed under `unpriced` with the reason it has none. The table
-records the SDK release it was checked against (`checked_against`): on that release a gap
-fails; on a newer one (a fresh install may pull one) the new models are reported as a skip,
-so a user's first `pytest` does not fail for OpenAI's release calendar.
+records the SDK release it was checked against (`checked_against`), and
+`tests/data/openai_chat_models.txt` holds that release's model ids: a gap among those fails
+whatever SDK is installed. Models that a newer SDK adds (a fresh install may pull one) are
+reported as skips naming them, so a user's first `pytest` does not fail for OpenAI's release
+calendar, and nothing the table was checked for can slip through as a skip.
 """
 
 import json
 import math
 import typing
 from datetime import date
+from pathlib import Path
 
 import openai
 import pytest
@@ -36,20 +39,36 @@ def test_the_sdk_list_is_read():
     assert len(SDK_MODELS) > 10 and all(isinstance(m, str) for m in SDK_MODELS)
 
 
-CHECKED = DOC["checked_against"] == f"openai {openai.__version__}"
+CHECKED_MODELS = (Path(__file__).parent / "data" / "openai_chat_models.txt").read_text().split()
+INSTALLED_IS_CHECKED = DOC["checked_against"] == f"openai {openai.__version__}"
 
 
-@pytest.mark.parametrize("model", SDK_MODELS)
-def test_every_sdk_model_is_priced_or_says_why_not(model):
+def _check_priced(model: str) -> None:
     price = PriceTable.load().price(model)
     if model in UNPRICED:
         assert isinstance(UNPRICED[model], str) and UNPRICED[model].strip(), f"{model}: unpriced without a reason"
         assert price is None, f"{model} is listed as unpriced but the table prices it"
-    elif price is None and not CHECKED:
-        pytest.skip(f"{model} is new in openai {openai.__version__}; bot/prices.json was checked against "
-                    f"{DOC['checked_against']}: add its price (or list it under 'unpriced')")
     else:
         assert price is not None, f"{model} has no price and is not listed under 'unpriced' with a reason"
+
+
+@pytest.mark.parametrize("model", CHECKED_MODELS)
+def test_every_model_of_the_checked_sdk_release_is_priced_or_says_why_not(model):
+    _check_priced(model)
+
+
+def test_the_checked_model_list_is_that_release_s_list():
+    assert len(CHECKED_MODELS) > 10 and len(set(CHECKED_MODELS)) == len(CHECKED_MODELS)
+    if INSTALLED_IS_CHECKED:
+        assert set(CHECKED_MODELS) == set(SDK_MODELS), "tests/data/openai_chat_models.txt is not this SDK's list"
+
+
+@pytest.mark.parametrize("model", sorted(set(SDK_MODELS) - set(CHECKED_MODELS)))  # none: one skip
+def test_models_a_newer_sdk_adds_are_named(model):
+    if model not in UNPRICED and PriceTable.load().price(model) is None:
+        pytest.skip(f"{model} is new in openai {openai.__version__}; bot/prices.json was checked against "
+                    f"{DOC['checked_against']}: add its price (or list it under 'unpriced')")
+    _check_priced(model)
 
 
 def test_unpriced_entries_are_not_also_priced():
