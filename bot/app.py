@@ -146,8 +146,10 @@ def slack_client(settings: Settings) -> AsyncWebClient:
 
 def create_app(settings: Settings, *, llm: LLM | None = None, store: Store | None = None,
                client: AsyncWebClient | None = None, prompts: Prompts | None = None,
-               budget: RateBudget | None = None, journal: Journal | None = None) -> Flywheel:
-    """Build the bot. Call ``await fw.start()`` once the database schema is migrated."""
+               budget: RateBudget | None = None, journal: Journal | None = None,
+               source: str = "slack") -> Flywheel:
+    """Build the bot. Call ``await fw.start()`` once the database schema is migrated. ``source``
+    is recorded on every call: "slack" for real traffic, "playground" for `flywheel dev`."""
     traffic = Traffic()
     llm = llm or LLM(api_key=settings.openai_api_key, base_url=settings.openai_base_url,
                      idle_timeout=settings.model_timeout, lull=traffic.lull)
@@ -158,7 +160,7 @@ def create_app(settings: Settings, *, llm: LLM | None = None, store: Store | Non
         journal.open()
     conversation = Conversation(
         settings=settings, prompts=prompts or Prompts(settings.prompts_dir), llm=llm, store=store,
-        prices=PriceTable.load(settings.prices_file), budget=budget, journal=journal,
+        prices=PriceTable.load(settings.prices_file), budget=budget, journal=journal, source=source,
     )
     identity = Identity(client)
 

@@ -181,7 +181,7 @@ def cmd_try(args: argparse.Namespace, settings: Settings) -> int:
                   idle_timeout=settings.model_timeout)
         try:
             await _upgrade(store)
-            conversation = Conversation(settings=settings, prompts=prompts, llm=llm, store=store,
+            conversation = Conversation(settings=settings, prompts=prompts, llm=llm, store=store, source="try",
                                         prices=PriceTable.load(settings.prices_file))
             call_id = await conversation.answer(Ask(trigger="cli", prompt=prompt, text=args.text), TerminalReply())
             call = await store.get_call(call_id)

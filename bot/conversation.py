@@ -99,8 +99,10 @@ Outcome = Literal["done", "not_an_answer", "unavailable"]
 
 class Conversation:
     def __init__(self, *, settings: Settings, prompts: Callable[[], PromptSet], llm: LLM, store: Store,
-                 prices: PriceTable, budget: RateBudget | None = None, journal: Journal | None = None):
+                 prices: PriceTable, budget: RateBudget | None = None, journal: Journal | None = None,
+                 source: str = "slack"):
         self.settings = settings
+        self.source = source  # recorded on every call: "slack" is real traffic (models.SOURCES)
         self.budget = budget or RateBudget()
         self._prompts = prompts
         self.llm = llm
@@ -339,7 +341,7 @@ class Conversation:
         model = replay.model if replay else prompt.model or self.settings.model
         options = replay.options if replay else prompt.options
         record = CallLog(
-            trigger=ask.trigger, prompt_name=replay.prompt_name if replay else prompt.name,
+            trigger=ask.trigger, source=self.source, prompt_name=replay.prompt_name if replay else prompt.name,
             prompt_version=replay.prompt_version if replay else prompt.version, model=model,
             messages=[], options=dict(options), team_id=ask.team_id, channel_id=ask.channel_id,
             user_id=ask.user_id, request_ts=ask.ts, thread_ts=ask.thread_ts, request_text=ask.text,

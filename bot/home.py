@@ -31,15 +31,16 @@ SECTION_LIMIT = 3000
 CONTEXT_LIMIT = 2000
 
 
-async def home_view(store, *, since: datetime | None = None) -> dict[str, Any]:
-    """The Home tab view for the figures of calls since ``since`` (all time if None)."""
-    rows = await version_stats(store, since=since)
+async def home_view(store, *, since: datetime | None = None, source: str = "slack") -> dict[str, Any]:
+    """The Home tab view for the figures of calls since ``since`` (all time if None) from
+    ``source``: a workspace sees its Slack traffic, the playground its own calls."""
+    rows = await version_stats(store, since=since, sources=[source])
     return build_home(rows, since=since)
 
 
-async def publish_home(client, store, user_id: str, *, since: datetime | None = None) -> None:
+async def publish_home(client, store, user_id: str, *, since: datetime | None = None, source: str = "slack") -> None:
     """Show the current figures on ``user_id``'s Home tab (``views.publish``)."""
-    await client.views_publish(user_id=user_id, view=await home_view(store, since=since))
+    await client.views_publish(user_id=user_id, view=await home_view(store, since=since, source=source))
 
 
 def build_home(rows: list[VersionStats], *, since: datetime | None = None) -> dict[str, Any]:
@@ -102,7 +103,7 @@ def _prompt_text(name: str, versions: list[VersionStats]) -> str:
         else:
             rating = "not rated yet"
         lines.append(" · ".join([
-            f"`{v.version[:7]}`{' (newest)' if v.newest else ''} {rating}",
+            f"`{v.version[:7]}`{' (newest)' if v.newest else ''} {_code(v.model)} {rating}",
             f"{v.calls:,} call{_s(v.calls)}, {v.rated:,} rated",
             usd(v.cost_usd) if v.cost_usd is not None else "cost unknown",
             f"p50 {duration(v.latency_p50_ms)}",

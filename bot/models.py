@@ -35,6 +35,9 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+SOURCES = ("slack", "playground", "try", "replay")  # Call.source: real Slack traffic, then practice
+
+
 class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
 
@@ -59,13 +62,16 @@ class Call(Base):
         Index("ix_calls_thread", "channel_id", "thread_ts"),
         Index("ix_calls_created_at", "created_at"),
         Index("ix_calls_input_hash", "input_hash"),
+        Index("ix_calls_source_created_at", "source", "created_at"),
         UniqueConstraint("op_id", name="uq_calls_op_id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    # Where and who. trigger: mention | thread | dm | command | cli
+    # Where and who. trigger: mention | thread | dm | command | regenerate | cli
     trigger: Mapped[str] = mapped_column(String(16))
+    # Where the call came from (SOURCES): only "slack" is real traffic; the rest is practice.
+    source: Mapped[str] = mapped_column(String(16), default="slack", server_default="slack")
     team_id: Mapped[str | None] = mapped_column(String(32))
     channel_id: Mapped[str | None] = mapped_column(String(32))
     user_id: Mapped[str | None] = mapped_column(String(32))

@@ -42,9 +42,18 @@ def votes_per_call():
 
 
 
-def _call_filters(since: datetime | None, until: datetime | None, prompt: str | None) -> list[Any]:
-    """Calls created in [since, until) (aware UTC datetimes), of one prompt if named."""
+GROUP = (Call.prompt_name, Call.prompt_version, Call.model, Call.source)  # one stats row each
+
+
+def _call_filters(since: datetime | None, until: datetime | None, prompt: str | None,
+                  sources: Sequence[str] | None = ("slack",), models: Sequence[str] | None = None) -> list[Any]:
+    """Calls created in [since, until) (aware UTC datetimes), of one prompt if named, from
+    these sources (default: real Slack traffic only; None: every source) and models."""
     where: list[Any] = []
+    if sources is not None:
+        where.append(Call.source.in_(list(sources)))
+    if models:
+        where.append(Call.model.in_(list(models)))
     if since is not None:
         where.append(Call.created_at >= since)
     if until is not None:
@@ -60,9 +69,13 @@ def _aware(value: datetime | None) -> datetime | None:
 
 
 async def usage_by_version(store: Store, *, since: datetime | None = None, until: datetime | None = None,
-                           prompt: str | None = None, percentiles: Sequence[int] = (50, 95)
+                           prompt: str | None = None, sources: Sequence[str] | None = ("slack",),
+                           models: Sequence[str] | None = None, percentiles: Sequence[int] = (50, 95)
                            ) -> list[dict[str, Any]]:
-    """Raw figures per (prompt, version) with at least one call in the window, unordered.
+    """Raw figures per (prompt, version, model, source) with at least one call in the window
+    (from ``sources``, default real Slack traffic only, and ``models`` if given), unordered.
+    A version answered by two models gives two rows: an echo-model rehearsal or a model
+    switch is never averaged into another model's figures.
 
     Votes are :func:`votes_per_call` (each person once, latest active signal), counted
     for the calls in the window whenever they were given. ``latency_ms`` / ``ttft_ms``
@@ -73,12 +86,12 @@ async def usage_by_version(store: Store, *, since: datetime | None = None, until
     its prompt first seen last (ties: the greater hash), whether or not it has calls in
     the window.
     """
-    where = _call_filters(since, until, prompt)
+    where = _call_filters(since, until, prompt, sources, models)
     votes = votes_per_call()
     up, down = func.coalesce(votes.c.up, 0), func.coalesce(votes.c.down, 0)
     aggregate = (
         select(
-            Call.prompt_name, Call.prompt_version,
+            Call.prompt_name, Call.prompt_version, Call.model, Call.source,
             func.count().label("calls"),
             func.count(votes.c.call_id).label("rated"),
             func.sum(case((up > down, 1), else_=0)).label("up"),
@@ -95,7 +108,7 @@ async def usage_by_version(store: Store, *, since: datetime | None = None, until
         )
         .outerjoin(votes, votes.c.call_id == Call.id)
         .where(*where)
-        .group_by(Call.prompt_name, Call.prompt_version)
+        .group_by(*GROUP)
     )
     first_calls = select(Call.prompt_name, Call.prompt_version, func.min(Call.created_at)).group_by(
         Call.prompt_name, Call.prompt_version)
@@ -105,7 +118,7 @@ async def usage_by_version(store: Store, *, since: datetime | None = None, until
         saved = saved.where(PromptVersion.prompt_name == prompt)
 
     async with store.session() as s:
-        rows = {(r.prompt_name, r.prompt_version): dict(r._mapping) for r in (await s.execute(aggregate)).all()}
+        rows = {tuple(r[:len(GROUP)]): dict(r._mapping) for r in (await s.execute(aggregate)).all()}
         first_seen: dict[tuple[str, str], datetime] = {}
         for name, version, at in [*(await s.execute(first_calls)).all(), *(await s.execute(saved)).all()]:
             at = _aware(at)
@@ -120,7 +133,7 @@ async def usage_by_version(store: Store, *, since: datetime | None = None, until
         newest[name] = max(newest.get(name, (at, version)), (at, version))
     for key, row in rows.items():
         row["first_call_at"], row["last_call_at"] = _aware(row["first_call_at"]), _aware(row["last_call_at"])
-        row["first_seen"] = first_seen.get(key, row["first_call_at"])
+        row["first_seen"] = first_seen.get(key[:2], row["first_call_at"])
         row["newest"] = key[0] in newest and newest[key[0]][1] == key[1]
         for name, found in ranks.items():
             row[name] = found.get(key, {})
@@ -128,24 +141,25 @@ async def usage_by_version(store: Store, *, since: datetime | None = None, until
 
 
 async def _percentiles(s: Any, column: Any, percentiles: Sequence[int], where: list[Any]
-                       ) -> dict[tuple[str, str], dict[int, int]]:
-    """Nearest-rank percentiles of ``column`` per (prompt, version), skipping NULLs."""
-    group = (Call.prompt_name, Call.prompt_version)
+                       ) -> dict[tuple[str, ...], dict[int, int]]:
+    """Nearest-rank percentiles of ``column`` per GROUP, skipping NULLs."""
     ranked = (
         select(
-            Call.prompt_name, Call.prompt_version, column.label("value"),
-            func.row_number().over(partition_by=group, order_by=(column, Call.id)).label("rank"),
-            func.count().over(partition_by=group).label("n"),
+            *GROUP, column.label("value"),
+            func.row_number().over(partition_by=GROUP, order_by=(column, Call.id)).label("rank"),
+            func.count().over(partition_by=GROUP).label("n"),
         )
         .where(column.is_not(None), *where)
         .subquery()
     )
     wanted = {p: (p * ranked.c.n + 99) // 100 for p in percentiles}  # ceil(p/100 * n) in integers
-    query = select(ranked.c.prompt_name, ranked.c.prompt_version, ranked.c.rank, ranked.c.n, ranked.c.value).where(
+    keys = [ranked.c[c.key] for c in GROUP]
+    query = select(*keys, ranked.c.rank, ranked.c.n, ranked.c.value).where(
         or_(*(ranked.c.rank == rank for rank in wanted.values())))
-    found: dict[tuple[str, str], dict[int, int]] = {}
-    for name, version, rank, n, value in (await s.execute(query)).all():
+    found: dict[tuple[str, ...], dict[int, int]] = {}
+    for row in (await s.execute(query)).all():
+        key, (rank, n, value) = tuple(row[:len(GROUP)]), row[len(GROUP):]
         for p in percentiles:
             if rank == -(-p * n // 100):  # the same ceil, in Python
-                found.setdefault((name, version), {})[p] = int(value)
+                found.setdefault(key, {})[p] = int(value)
     return found

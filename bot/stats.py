@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.errors import ConfigError
+from bot.models import SOURCES
 from bot.settings import Settings
 
 Z95 = 1.959963984540054  # two-sided 95 % normal quantile
@@ -87,6 +88,8 @@ class VersionStats(_Approval):
 
     prompt: str
     version: str
+    model: str  # the model asked for (a version answered by two models has two rows)
+    source: str  # slack | playground | try | replay
     first_seen: datetime | None
     newest: bool
     first_call_at: datetime | None
@@ -133,6 +136,8 @@ class VersionStats(_Approval):
         return {
             "prompt": self.prompt,
             "version": self.version,
+            "model": self.model,
+            "source": self.source,
             "newest": self.newest,
             "first_seen": _iso(self.first_seen),
             "first_call_at": _iso(self.first_call_at),
@@ -189,15 +194,19 @@ def approval(up: int, down: int) -> float | None:
 
 
 async def version_stats(store, *, since: datetime | None = None, until: datetime | None = None,
-                        prompt: str | None = None) -> list[VersionStats]:
-    """Per prompt version with calls in [since, until): prompt name, then oldest version first."""
+                        prompt: str | None = None, sources: Sequence[str] | None = ("slack",),
+                        models: Sequence[str] | None = None) -> list[VersionStats]:
+    """Per prompt version, model and source with calls in [since, until), from ``sources``
+    (default: real Slack traffic only; None: all): prompt name, then oldest version first."""
     from bot.reports import usage_by_version
 
     since, until = _utc(since), _utc(until)
-    rows = await usage_by_version(store, since=since, until=until, prompt=prompt, percentiles=(50, 95))
+    rows = await usage_by_version(store, since=since, until=until, prompt=prompt, sources=sources, models=models,
+                                  percentiles=(50, 95))
     stats = [
         VersionStats(
-            prompt=r["prompt_name"], version=r["prompt_version"], first_seen=r["first_seen"], newest=r["newest"],
+            prompt=r["prompt_name"], version=r["prompt_version"], model=r["model"], source=r["source"],
+            first_seen=r["first_seen"], newest=r["newest"],
             first_call_at=r["first_call_at"], last_call_at=r["last_call_at"],
             calls=int(r["calls"]), rated=int(r["rated"]), up=int(r["up"]), down=int(r["down"]),
             votes_up=int(r["votes_up"]), votes_down=int(r["votes_down"]), errors=int(r["errors"]),
@@ -209,7 +218,7 @@ async def version_stats(store, *, since: datetime | None = None, until: datetime
         for r in rows
     ]
     never = datetime.max.replace(tzinfo=UTC)
-    return sorted(stats, key=lambda s: (s.prompt, s.first_seen or never, s.version))
+    return sorted(stats, key=lambda s: (s.prompt, s.first_seen or never, s.version, s.model, s.source))
 
 
 # -- the terminal table -------------------------------------------------------------------
@@ -218,13 +227,16 @@ async def version_stats(store, *, since: datetime | None = None, until: datetime
 def format_table(rows: Sequence[VersionStats], *, ascii_only: bool = False) -> str:
     """A readable table, one line per version, with a legend."""
     up, down, full, empty = ("+1", "-1", "#", ".") if ascii_only else ("👍", "👎", "█", "░")
-    header = ("PROMPT", "VERSION", "CALLS", "RATED", up, down, "APPROVAL (95% CI)", "", "ERRORS", "TOKENS",
-              "COST", "PER CALL", "P50", "P95")
-    right = {2, 3, 4, 5, 8, 9, 10, 11, 12, 13}
+    sources = any(r.source != "slack" for r in rows)  # practice rows asked for: say which is which
+    header = ("PROMPT", "VERSION", "MODEL", *(("SOURCE",) if sources else ()), "CALLS", "RATED", up, down,
+              "APPROVAL (95% CI)", "", "ERRORS", "TOKENS", "COST", "PER CALL", "P50", "P95")
+    first_number = header.index("CALLS")
+    right = {i for i in range(first_number, len(header)) if header[i] not in ("APPROVAL (95% CI)", "")}
     lines = []
     for r in rows:
         lines.append((
-            r.prompt, r.short_version + (" *" if r.newest else ""), f"{r.calls:,}", _percent(r.rated_share),
+            r.prompt, r.short_version + (" *" if r.newest else ""), r.model, *((r.source,) if sources else ()),
+            f"{r.calls:,}", _percent(r.rated_share),
             f"{r.up:,}", f"{r.down:,}", approval_text(r.up, r.down, ascii_only=ascii_only),
             approval_bar(r.approval, full=full, empty=empty), _percent(r.error_rate), _tokens(r), usd(r.cost_usd),
             usd(r.cost_per_call_usd), duration(r.latency_p50_ms), duration(r.latency_p95_ms),
@@ -326,7 +338,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--until", type=_until, metavar="WHEN",
                         help="only calls before this UTC datetime; a date includes that whole day")
     parser.add_argument("--prompt", metavar="NAME", help="only this prompt")
-    parser.add_argument("--json", action="store_true", help="print a JSON list, one object per prompt version")
+    parser.add_argument("--source", action="append", choices=SOURCES, metavar="NAME", dest="sources",
+                        help=f"only calls from here (repeatable; one of {', '.join(SOURCES)}; default slack: "
+                             "the playground, `flywheel try` and replays are practice, not traffic)")
+    parser.add_argument("--model", action="append", metavar="NAME", dest="models",
+                        help="only calls to this model (repeatable)")
+    parser.add_argument("--json", action="store_true",
+                        help="print a JSON list, one object per prompt version, model and source")
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -334,14 +352,26 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.since and args.until and args.until <= args.since:
         print("flywheel: --until must be later than --since", file=sys.stderr)
         return 2
-    rows = asyncio.run(_load(settings.database_url, since=args.since, until=args.until, prompt=args.prompt))
+    sources = args.sources or ["slack"]
+    rows = asyncio.run(_load(settings.database_url, since=args.since, until=args.until, prompt=args.prompt,
+                             sources=sources, models=args.models))
     if args.json:
         print(json.dumps([r.to_json() for r in rows], indent=2, ensure_ascii=False))
     elif rows:
         print(format_table(rows, ascii_only=not _can_print("👍█–░")))
     else:
         where = f" for prompt {args.prompt!r}" if args.prompt else ""
+        where += f" to {' or '.join(args.models)}" if args.models else ""
+        where += f" from {' or '.join(sources)}" if args.sources else ""
         print(f"no calls logged{where}" + (" in that period" if args.since or args.until else " yet"))
+        if not args.sources:  # a new user's playground session: say where those calls went
+            practice = asyncio.run(_load(settings.database_url, since=args.since, until=args.until,
+                                         prompt=args.prompt, sources=None, models=args.models))
+            if practice:
+                kinds = sorted({r.source for r in practice})
+                n = sum(r.calls for r in practice)
+                print(f"({n:,} practice call{'s' if n != 1 else ''} from {' and '.join(kinds)} not counted: "
+                      f"add --source {kinds[0]} to see them)")
     return 0
 
 

@@ -91,6 +91,7 @@ class CallLog:
     model: str
     messages: list[dict[str, Any]]
     status: str = "ok"
+    source: str = "slack"  # see models.SOURCES
     options: dict[str, Any] = field(default_factory=dict)
     team_id: str | None = None
     channel_id: str | None = None

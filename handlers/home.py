@@ -13,4 +13,5 @@ async def on_home_opened(event: dict, client: AsyncWebClient, conversation: Conv
     if event.get("tab", "home") == "home" and event.get("user"):
         from bot.home import publish_home  # the figures' code loads when someone first looks
 
-        await publish_home(client, conversation.store, event["user"], since=datetime.now(UTC) - HOME_PERIOD)
+        await publish_home(client, conversation.store, event["user"], since=datetime.now(UTC) - HOME_PERIOD,
+                           source=conversation.source)

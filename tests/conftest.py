@@ -123,6 +123,26 @@ def postgres_database() -> Iterator[str | None]:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database with no schema at all (for migration tests): a new SQLite file, or a new
+    PostgreSQL database dropped afterwards."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'empty.db'}"
+        return
+    if request.getfixturevalue("postgres_database") is None:
+        pytest.skip("PostgreSQL not reachable (set FLYWHEEL_TEST_REQUIRE_POSTGRES=1 to make this an error)")
+    admin = make_url(POSTGRES_URL).set(drivername="postgresql")
+    name = f"flywheel_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(admin.render_as_string(hide_password=False), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield admin.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(admin.render_as_string(hide_password=False), autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 async def _migrate(url: str) -> None:
     store = Store(url)
     try:

@@ -111,8 +111,8 @@ async def test_try_prints_the_answer_and_logs_the_call(tmp_path: Path):
     assert out.strip() == "Hello from the fake model!"
     assert model.requests[0]["messages"][-1] == {"role": "user", "content": "hi"}
     rows = sqlite3.connect(tmp_path / "f.db").execute(
-        "select trigger, prompt_name, answer, prompt_tokens, completion_tokens, status from calls").fetchall()
-    assert rows == [("cli", "ask", "Hello from the fake model!", 12, 5, "ok")]
+        "select trigger, source, prompt_name, answer, prompt_tokens, completion_tokens, status from calls").fetchall()
+    assert rows == [("cli", "try", "ask", "Hello from the fake model!", 12, 5, "ok")]  # practice, not traffic
 
 
 async def test_try_unknown_prompt_says_which_exist(tmp_path: Path):

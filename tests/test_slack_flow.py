@@ -42,6 +42,7 @@ async def test_mention_gets_one_streamed_answer_in_its_thread_and_one_logged_cal
 
     assert call.prompt_name == "ask" and call.prompt_version == ASK_VERSION
     assert call.model == "gpt-5.4-mini" and call.trigger == "mention" and call.status == "ok"
+    assert call.source == "slack" and call.model_resolved == "gpt-5.4-mini"  # real traffic, and who answered
     assert call.messages == sent
     assert call.answer == "Deploys go out at **4pm** on weekdays."
     assert (call.prompt_tokens, call.completion_tokens) == (42, 9)

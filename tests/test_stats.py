@@ -61,9 +61,10 @@ def wilson(k: int, n: int) -> tuple[float, float]:
 
 
 async def add_call(store: Store, prompt: str, version: str, when: datetime | None, *, latency: int | None,
-                   cost: float | None, status: str = "ok", ttft: int | None = None) -> int:
+                   cost: float | None, status: str = "ok", ttft: int | None = None, model: str = "gpt-test",
+                   source: str = "slack") -> int:
     call_id = await store.record_call(CallLog(
-        trigger="mention", prompt_name=prompt, prompt_version=version, model="gpt-test",
+        trigger="mention", prompt_name=prompt, prompt_version=version, model=model, source=source,
         messages=[{"role": "user", "content": "hi"}], status=status, answer="" if status == "error" else "ok",
         latency_ms=latency, ttft_ms=ttft, cost_usd=cost, channel_id="C1",
         prompt_tokens=None if status == "error" else 100, completion_tokens=None if status == "error" else 20,
@@ -231,6 +232,60 @@ def test_cli_json_filters_and_table(seeded: Store, tmp_path: Path, monkeypatch: 
     assert "--until must be later than --since" in capsys.readouterr().err
 
 
+def test_practice_calls_are_left_out_unless_asked_for_and_each_model_gets_its_own_row(
+        seeded: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
+    """An afternoon in the playground with the echo model, a `flywheel try` and a model switch
+    in Slack: the default figures are the Slack traffic's, per model."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DATABASE_URL", seeded.url)
+
+    async def practice() -> None:
+        for i in range(4):
+            await add_call(seeded, "ask", V2, day(2, 11) + timedelta(minutes=i), latency=2, cost=None,
+                           model="echo", source="playground")
+        await add_call(seeded, "ask", V2, day(2, 11), latency=900, cost=0.01, source="try")
+        for i in range(3):
+            await add_call(seeded, "ask", V2, day(2, 12) + timedelta(minutes=i), latency=700, cost=0.003,
+                           model="gpt-other")
+
+    asyncio.run(practice())
+
+    def rows(*args: str) -> list[tuple[str, str, str, int]]:
+        assert cli.main(["stats", "--json", "--prompt", "ask", *args]) == 0
+        return [(r["version"][:2], r["model"], r["source"], r["calls"]) for r in json.loads(capsys.readouterr().out)]
+
+    v1, v2 = V1[:2], V2[:2]
+    assert rows() == [(v1, "gpt-test", "slack", 5), (v2, "gpt-other", "slack", 3), (v2, "gpt-test", "slack", 10)]
+    assert rows("--source", "playground") == [(v2, "echo", "playground", 4)]
+    assert rows("--source", "slack", "--source", "try", "--model", "gpt-test") == [
+        (v1, "gpt-test", "slack", 5), (v2, "gpt-test", "slack", 10), (v2, "gpt-test", "try", 1)]
+    assert rows("--model", "echo") == []
+
+    assert cli.main(["stats", "--source", "playground", "--source", "slack", "--prompt", "ask"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split()[:4] == ["PROMPT", "VERSION", "MODEL", "SOURCE"]
+    assert [[c for c in line.split() if c != "*"][2:4] for line in table[1:5]] == [
+        ["gpt-test", "slack"], ["echo", "playground"], ["gpt-other", "slack"], ["gpt-test", "slack"]]
+
+    assert cli.main(["stats", "--model", "echo"]) == 0  # nothing real: say where the practice went
+    assert capsys.readouterr().out.splitlines() == [
+        "no calls logged to echo yet",
+        "(4 practice calls from playground not counted: add --source playground to see them)"]
+    with pytest.raises(SystemExit):
+        cli.main(["stats", "--source", "staging"])
+    assert "invalid choice: 'staging'" in capsys.readouterr().err
+
+
+async def test_the_home_tab_shows_the_traffic_of_where_it_is_opened(store: Store):
+    await add_call(store, "ask", V1, None, latency=100, cost=0.001)
+    await add_call(store, "ask", V1, None, latency=100, cost=None, model="echo", source="playground")
+    await add_call(store, "ask", V1, None, latency=100, cost=None, model="echo", source="playground")
+    slack = json.dumps(await home_view(store))
+    playground = json.dumps(await home_view(store, source="playground"))
+    assert "*1* call" in slack and "gpt-test" in slack and "echo" not in slack
+    assert "*2* calls" in playground and "echo" in playground and "gpt-test" not in playground
+
+
 async def test_the_real_command_reads_a_seeded_sqlite_file(tmp_path: Path):
     url = f"sqlite:///{tmp_path / 'seeded.db'}"
     store = Store(url)
@@ -249,12 +304,12 @@ async def test_the_real_command_reads_a_seeded_sqlite_file(tmp_path: Path):
 
 def check_table(table: str) -> None:
     lines = table.splitlines()
-    assert lines[0].split()[:4] == ["PROMPT", "VERSION", "CALLS", "RATED"]
-    assert lines[1].split() == ["ask", V1[:12], "5", "60%", "1", "2", "33%", "(6–79)", "███░░░░░░░", "20%", "480",
+    assert lines[0].split()[:5] == ["PROMPT", "VERSION", "MODEL", "CALLS", "RATED"]
+    assert lines[1].split() == ["ask", V1[:12], "gpt-test", "5", "60%", "1", "2", "33%", "(6–79)", "███░░░░░░░", "20%", "480",
                                 "$0.0040", "$0.0010", "300", "ms", "5.0", "s"]
-    assert lines[2].split() == ["ask", V2[:12], "*", "10", "100%", "8", "1", "89%", "(57–98)", "█████████░", "0%", "1.2k",
+    assert lines[2].split() == ["ask", V2[:12], "*", "gpt-test", "10", "100%", "8", "1", "89%", "(57–98)", "█████████░", "0%", "1.2k",
                                 "$0.020", "$0.0020", "50", "ms", "100", "ms"]
-    assert lines[3].split() == ["summarize", VS[:12], "*", "3", "33%", "0", "1", "0%", "(0–79)", "░░░░░░░░░░",
+    assert lines[3].split() == ["summarize", VS[:12], "*", "gpt-test", "3", "33%", "0", "1", "0%", "(0–79)", "░░░░░░░░░░",
                                 "33%", "240", "–", "–", "700", "ms", "900", "ms"]
     assert "* newest version" in table
     # Columns line up on a terminal, where 👍, 👎 take two cells each: ERRORS ends where "20%" does.
@@ -368,7 +423,8 @@ def assert_valid_view(view: dict[str, Any]) -> None:
 def stats_row(prompt: str, version: str, *, calls: int, rated: int = 0, up: int = 0, down: int = 0,
               first_seen: datetime | None = None, newest: bool = True) -> VersionStats:
     return VersionStats(
-        prompt=prompt, version=version, first_seen=first_seen or day(1, 1), newest=newest,
+        prompt=prompt, version=version, model="gpt-test", source="slack", first_seen=first_seen or day(1, 1),
+        newest=newest,
         first_call_at=day(1, 1), last_call_at=day(1, 2), calls=calls, rated=rated, up=up, down=down,
         votes_up=up, votes_down=down, errors=0, cost_usd=0.01 * calls, priced_calls=calls, prompt_tokens=None,
         completion_tokens=None, latency_p50_ms=800, latency_p95_ms=2400, ttft_p50_ms=None)

@@ -5,15 +5,17 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 from bot.models import Base, CallMessage, Feedback, PromptVersion, SlackEvent
 from bot.store import MIGRATIONS, CallLog, PastCall, Store, async_url, input_hash
@@ -93,6 +95,39 @@ async def test_first_upgrades_started_together_on_one_sqlite_file_all_succeed(tm
             assert out.decode().startswith("database is at revision ")
 
 
+async def test_migrating_a_0002_database_labels_old_calls_by_where_they_came_from(empty_database_url: str) -> None:
+    """An existing database (revision 0002, before calls had a source) keeps every row; the
+    playground's and `flywheel try`'s calls are told apart from real Slack traffic."""
+    store = Store(empty_database_url)
+    try:
+        cfg = Config()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+
+        def to(revision: str, connection) -> None:
+            cfg.attributes["connection"] = connection
+            command.upgrade(cfg, revision)
+
+        async with store.engine.begin() as conn:
+            await conn.run_sync(lambda c: to("0002", c))
+            rows = [("mention", "T1", "gpt-4o-mini"), ("command", "T1", "gpt-4o-mini"),  # Slack
+                    ("mention", "T_PLAY", "gpt-4o-mini"), ("regenerate", "T_PLAY", "echo"),  # playground
+                    ("thread", None, "echo"),  # playground (echo answers only practice)
+                    ("cli", None, "gpt-4o-mini")]  # flywheel try
+            for n, (trigger, team, model) in enumerate(rows):
+                await conn.execute(text(
+                    "INSERT INTO calls (created_at, trigger, team_id, request_text, prompt_name, prompt_version, "
+                    "model, options, messages, input_hash, status, answer, excluded) VALUES "
+                    "(:at, :trigger, :team, 'q', 'ask', 'v1', :model, '{}', '[]', :hash, 'ok', 'a', false)"),
+                    {"at": datetime(2026, 11, 1, tzinfo=UTC), "trigger": trigger, "team": team, "model": model,
+                     "hash": f"h{n}"})
+        await store.upgrade()
+        found = [(c.trigger, c.source) for c in await store.list_calls()]
+        assert found == [("mention", "slack"), ("command", "slack"), ("mention", "playground"),
+                         ("regenerate", "playground"), ("thread", "playground"), ("cli", "try")]
+    finally:
+        await store.close()
+
+
 async def test_ping(store: Store) -> None:
     assert await store.ping()
     unreachable = Store("postgresql://nobody@127.0.0.1:1/none")
@@ -164,6 +199,7 @@ async def test_record_call_round_trips_every_field(store: Store) -> None:
         model="gpt-4o-mini",
         messages=MESSAGES,
         status="incomplete",
+        source="playground",
         options={"temperature": 0.2, "stop": ["\n"]},
         team_id="T1",
         channel_id="C9",

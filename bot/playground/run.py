@@ -56,7 +56,7 @@ async def playground(settings: Settings, *, host: str, port: int, state: Path,
         settings, slack_bot_token=token, slack_signing_secret=secret, slack_app_token=None,
         slack_api_url=stand_in.api_url, model=ECHO_MODEL if echo else settings.model,
     )
-    fw = create_app(bot_settings, llm=EchoLLM() if echo else None, prompts=prompts)
+    fw = create_app(bot_settings, llm=EchoLLM() if echo else None, prompts=prompts, source="playground")
     await fw.store.upgrade()
     await fw.start()
     app = web_app_with(fw, stand_in)
