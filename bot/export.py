@@ -32,8 +32,11 @@ from sqlalchemy.engine import make_url
 
 from bot.errors import ConfigError
 from bot.export_formats import (
+    CHANNEL_IDS,
     CSV_COLUMNS,
     FORMATS,
+    REDACTED,
+    USER_IDS,
     Scrubber,
     chat_row,
     csv_cells,
@@ -111,19 +114,21 @@ async def examples(store: Store, fmt: str, filters: Filters, *, redact: bool = F
 
 def _rows(fmt: str, rec: Any, scrub: Scrubber) -> list[Any]:
     """The candidate rows one query row gives (before validation)."""
-    user = rec.user_id
-    messages = scrub.messages(rec.messages, user)
+    def text(value: str | None) -> str:
+        return scrub.text(value or "", rec.user_id, rec.channel_id)
+
+    messages = scrub.messages(rec.messages, rec.user_id, rec.channel_id)
     if fmt == "csv":
         return [csv_cells((rec.id, utc_iso(rec.created_at), rec.prompt_name, rec.prompt_version, rec.model,
-                           scrub.pseudonym(user), rec.channel_id, scrub.text(rec.request_text or "", user),
-                           scrub.text(rec.answer or "", user), scrub.text(rec.correction or "", user),
-                           rec.up, rec.down, rec.status, money(rec.cost_usd), rec.latency_ms))]
+                           scrub.pseudonym(rec.user_id), scrub.channel(rec.channel_id), text(rec.request_text),
+                           text(rec.answer), text(rec.correction), rec.up, rec.down, rec.status,
+                           money(rec.cost_usd), rec.latency_ms))]
     if fmt in ("openai-chat", "eval"):
-        target = scrub.text(rec.correction if rec.correction is not None else (rec.answer or ""), user)
+        target = text(rec.correction if rec.correction is not None else rec.answer)
         if fmt == "openai-chat":
             return [chat_row(messages, target)]
         return [eval_row(messages, target, prompt=rec.prompt_name, version=rec.prompt_version,
-                         call_id=rec.id, output=scrub.text(rec.answer or "", user))]
+                         call_id=rec.id, output=text(rec.answer))]
     # Preference formats: the good call's target, and what it is preferred to.
     good = None
     if rec.good_id is not None:
@@ -135,8 +140,8 @@ def _rows(fmt: str, rec: Any, scrub: Scrubber) -> list[Any]:
         worse = rec.bad_answer or ""  # a net-down answer to the same input
     elif good is None and rec.bad_id is not None:
         worse = rec.bad_answer or ""  # KTO: an input with only a net-down answer
-    good = None if good is None else scrub.text(good, user)
-    worse = None if worse is None else scrub.text(worse, user)
+    good = None if good is None else text(good)
+    worse = None if worse is None else text(worse)
     if fmt == "openai-dpo":  # no distinct alternative: validation counts it as "the same"
         return [dpo_row(messages, good or "", good or "" if worse is None else worse)]
     rows = []
@@ -243,13 +248,13 @@ async def export(store: Store, options: ExportOptions, *, stdout: IO[bytes] | No
                              "sha256": sinks[key].sha.hexdigest()})
     if options.output is not None:
         result.manifest = manifest_path(options.output)
-        result.manifest.write_text(json.dumps(_manifest(options, result), ensure_ascii=False, indent=2) + "\n",
-                                   encoding="utf-8")
+        manifest = _manifest(options, result, Scrubber(await store.salt()))
+        result.manifest.write_text(json.dumps(manifest, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     _report(options, result, stderr)
     return result
 
 
-def _manifest(options: ExportOptions, result: ExportResult) -> dict[str, Any]:
+def _manifest(options: ExportOptions, result: ExportResult, scrub: Scrubber) -> dict[str, Any]:
     fmt = FORMATS[options.format]
     try:
         version = metadata.version("flywheel")
@@ -259,10 +264,12 @@ def _manifest(options: ExportOptions, result: ExportResult) -> dict[str, Any]:
         "format": fmt.name,
         "format_version": fmt.version,
         "description": fmt.description,
-        "filters": options.filters.describe(),
+        "filters": {**options.filters.describe(), "channel": scrub.channel(options.filters.channel) or None},
         "selection": _SELECTION[options.format],
         "redact": options.redact,
-        "user_ids": "pseudonymised: user_ + first 12 hex of sha256(salt + Slack user id)",
+        "user_ids": USER_IDS,
+        "channel_ids": CHANNEL_IDS,
+        "redacted": REDACTED if options.redact else "nothing (--redact not given)",
         "split": None if options.split is None else {
             "train": options.split, "method": "sha256(input_hash) as a fraction of 2^64 < train → train"},
         "counts": result.counts,
@@ -338,7 +345,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--since", metavar="WHEN", help="calls at or after this UTC date or datetime")
     parser.add_argument("--until", metavar="WHEN",
                         help="calls before this UTC datetime (a date includes that whole day)")
-    parser.add_argument("--channel", metavar="ID", help="only this Slack channel id")
+    parser.add_argument("--channel", metavar="ID", help="only this Slack channel id (the raw id, e.g. C0123ABCD)")
     parser.add_argument("--rating", choices=RATINGS,
                         help="up: approved; down: more 👎 than 👍; any: any vote or correction "
                              "(default: approved or corrected)")
@@ -346,7 +353,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", type=str, metavar="FRACTION",
                         help="e.g. 0.9: stable train/validation split by input (needs --output)")
     parser.add_argument("--redact", action="store_true",
-                        help="also replace e-mail addresses, phone numbers and user mentions in texts")
+                        help="also replace e-mail addresses, phone numbers, user mentions and channel mentions "
+                             "with their names in texts (user and channel ids are always pseudonymised)")
 
     def error(message: str) -> None:  # one line, no usage block
         print(f"flywheel: {message}", file=sys.stderr)

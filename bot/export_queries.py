@@ -117,7 +117,7 @@ def preference_query(filters: Filters, *, kto: bool):
     """Per input: its best good call (approved or corrected; corrected first, then the newest)
     and its newest net-down call. DPO: every fit call in scope takes part and a group needs a
     correction or a net-down alternative. KTO: only selected calls, and inputs with only a
-    net-down call come too. Columns: id (the anchor call), input_hash, messages, user_id,
+    net-down call come too. Columns: id (the anchor call), input_hash, messages, user_id, channel_id,
     good_id, correction, good_answer, bad_id, bad_answer; in anchor id order.
     KTO's default selection adds net-down calls: 👎 is exactly its ``label: false``."""
     s = _scored(filters, selection=kto, negatives=True)
@@ -150,7 +150,8 @@ def preference_query(filters: Filters, *, kto: bool):
         groups = union_all(with_good, only_bad).subquery("groups")
     good, bad = aliased(Call, name="good_call"), aliased(Call, name="bad_call")
     return (
-        select(groups.c.anchor.label("id"), Call.input_hash, Call.messages, Call.user_id, groups.c.good_id,
+        select(groups.c.anchor.label("id"), Call.input_hash, Call.messages, Call.user_id, Call.channel_id,
+               groups.c.good_id,
                groups.c.correction, good.answer.label("good_answer"), groups.c.bad_id,
                bad.answer.label("bad_answer"))
         .select_from(groups).join(Call, Call.id == groups.c.anchor)

@@ -209,7 +209,8 @@ async def test_every_format_gives_the_exact_lines_for_a_small_case(store: Store)
                              "answer", "correction", "up", "down", "status", "cost_usd", "latency_ms"]
     assert rows[1] | {"cost_usd": "", "latency_ms": ""} == {
         "id": str(ids["corrected"]), "created_at": "2026-03-01T10:01:00Z", "prompt": "ask", "version": V1,
-        "model": "gpt-5.4-mini", "user": pseudonym(salt, ASKER), "channel": "C1", "request": "",
+        "model": "gpt-5.4-mini", "user": pseudonym(salt, ASKER), "channel": channel_pseudonym(salt, "C1"),
+        "request": "",
         "answer": "Lyon", "correction": "Paris", "up": "0", "down": "1", "status": "ok", "cost_usd": "",
         "latency_ms": ""}
     assert rows[2]["up"] == "2" and rows[2]["down"] == "1"
@@ -411,3 +412,105 @@ def test_cli_bad_options_exit_2_with_one_line(tmp_path: Path, monkeypatch: pytes
         out, err = capsys.readouterr()
         assert code == 2 and out == "", args
         assert len(err.strip().splitlines()) == 1 and message in err and "Traceback" not in err, (args, err)
+
+
+# -- privacy: channel ids and names, direct messages, file modes ----------------------------
+
+RAW_CHANNEL = re.compile(r"[CDG][A-Z0-9]{8,}")
+HOME, INCIDENTS, DM = "C0123HOME9", "C0456WXYZ9", "D0789DMXY1"
+MENTIONS = (f"Post it in <#{INCIDENTS}|incidents> (or <#{INCIDENTS}>), like "
+            f"<https://acme.slack.com/archives/{INCIDENTS}/p1700000000000100|this one>.")
+
+
+def channel_pseudonym(salt: str, channel_id: str) -> str:
+    return "channel_" + hashlib.sha256((salt + channel_id).encode()).hexdigest()[:12]
+
+
+async def seed_private(store: Store) -> dict[str, int]:
+    """Two calls in one channel, whose texts name another channel; conversations in a DM."""
+    ids = {}
+    templated = [{"role": "system", "content": f"You answer in channel {HOME}."},
+                 {"role": "user", "content": f"Where do outages go? {MENTIONS}"}]
+    ids["mentions"] = await call(store, templated, f"Yes: {MENTIONS}", votes=(1,), channel_id=HOME,
+                                 request_text=f"where do outages go? (asked in {HOME})")
+    ids["home"] = await call(store, "Second question", "Second answer", votes=(1,), channel_id=HOME,
+                             at=DAY + timedelta(minutes=1))
+    ids["dm"] = await call(store, "my private question", "private answer", votes=(1,), channel_id=DM,
+                           trigger="dm", at=DAY + timedelta(minutes=2))
+    ids["dm_down"] = await call(store, "private haiku", "bad private haiku", votes=(-1,), channel_id=DM,
+                                trigger="dm", at=DAY + timedelta(minutes=3))
+    ids["dm_regen"] = await call(store, "private haiku", "good private haiku", votes=(1,), channel_id=DM,
+                                 trigger="regenerate", parent_call_id=ids["dm_down"],
+                                 at=DAY + timedelta(minutes=4))
+    # The same input asked in a DM (corrected) and in a channel (approved): without DMs the
+    # channel's call is the example, not nothing and not the DM's correction.
+    ids["shared_dm"] = await call(store, "Shared question", "dm answer", correction="private fix",
+                                  channel_id=DM, trigger="dm", at=DAY + timedelta(minutes=5))
+    ids["shared"] = await call(store, "Shared question", "channel answer", votes=(1,), channel_id=HOME,
+                               at=DAY + timedelta(minutes=6))
+    return ids
+
+
+async def raw_export(store: Store, fmt: str, **kw: Any) -> tuple[str, str]:
+    out, err = io.BytesIO(), io.StringIO()
+    filters = {"rating": "any", "include_unrated": True, **kw.pop("filters", {})}
+    await export(store, ExportOptions(fmt, Filters(**filters), **kw), stdout=out, stderr=err)
+    return out.getvalue().decode(), err.getvalue()
+
+
+async def test_channel_ids_become_salted_pseudonyms_in_fields_and_texts(store: Store) -> None:
+    ids = await seed_private(store)
+    salt = await store.salt()
+    home, incidents = channel_pseudonym(salt, HOME), channel_pseudonym(salt, INCIDENTS)
+    for fmt in JSONL_FORMATS + ("csv",):
+        text, _ = await raw_export(store, fmt)
+        assert text and not RAW_CHANNEL.findall(text), (fmt, RAW_CHANNEL.findall(text))
+        if fmt != "openai-dpo":  # DPO's only pair here is the DM's
+            # Mentions keep their shape (and, without --redact, the channel's name).
+            assert f"<#{incidents}|incidents>" in text and f"<#{incidents}>" in text, fmt
+            assert f"/archives/{incidents}/p1700000000000100" in text, fmt
+        if fmt in ("openai-chat", "kto", "eval"):
+            assert f"You answer in channel {home}." in text, fmt
+    rows, _ = await run_export(store, "csv", rating="any")
+    by_id = {int(r["id"]): r for r in rows}
+    # Rows of one channel still group together; a DM gets its own pseudonym.
+    assert by_id[ids["mentions"]]["channel"] == by_id[ids["home"]]["channel"] == home
+    assert by_id[ids["dm"]]["channel"] == channel_pseudonym(salt, DM) != home
+    assert by_id[ids["mentions"]]["request"] == f"where do outages go? (asked in {home})"
+    # The same salt gives the same pseudonyms on the next run.
+    again, _ = await run_export(store, "csv", rating="any")
+    assert again == rows
+
+
+async def test_redact_removes_channel_names_and_dm_ids(store: Store) -> None:
+    await seed_private(store)
+    for fmt in JSONL_FORMATS + ("csv",):
+        text, _ = await raw_export(store, fmt, redact=True)
+        assert text and not RAW_CHANNEL.findall(text) and not RAW_ID.findall(text), fmt
+        assert "incidents" not in text and DM not in text, fmt
+        if fmt != "openai-dpo":
+            assert "Post it in #channel (or #channel)" in text, fmt
+
+
+async def test_manifest_names_the_channel_filter_by_its_pseudonym(store: Store, tmp_path: Path) -> None:
+    await seed_private(store)
+    salt = await store.salt()
+    await export(store, ExportOptions("csv", Filters(channel=HOME), output=tmp_path / "home.csv"),
+                 stderr=io.StringIO())
+    data = (tmp_path / "home.csv").read_text() + (tmp_path / "home.manifest.json").read_text()
+    assert HOME not in data and not RAW_CHANNEL.findall(data)
+    manifest = json.loads((tmp_path / "home.manifest.json").read_text())
+    assert manifest["filters"]["channel"] == channel_pseudonym(salt, HOME)
+    assert "channel_" in manifest["channel_ids"] and "user_" in manifest["user_ids"]
+    assert manifest["redacted"].startswith("nothing")
+
+
+def test_bare_channel_ids_are_found_but_hex_and_model_names_stay() -> None:
+    from bot.export_formats import Scrubber
+
+    scrub = Scrubber("salt")
+    text = "see C0123HOME9 and D0789DMXY1; sha DEADBEEF1234, CAFE00112233; GPT4TURBO1; C_GENERAL"
+    assert scrub.text(text) == (f"see {channel_pseudonym('salt', HOME)} and {channel_pseudonym('salt', DM)}; "
+                                "sha DEADBEEF1234, CAFE00112233; GPT4TURBO1; C_GENERAL")
+    # The call's own channel is found whatever its shape (the playground's C_GENERAL).
+    assert scrub.text("in C_GENERAL.", channel_id="C_GENERAL") == f"in {channel_pseudonym('salt', 'C_GENERAL')}."
