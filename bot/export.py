@@ -50,7 +50,7 @@ from bot.export_formats import (
     utc_iso,
     validate,
 )
-from bot.export_queries import Filters, best_query, preference_query, selected_query
+from bot.export_queries import Filters, best_query, dm_count_query, preference_query, selected_query
 from bot.settings import Settings
 from bot.store import Store
 
@@ -75,6 +75,7 @@ class ExportResult:
     skipped: Counter[str] = field(default_factory=Counter)  # invalid candidates by reason
     files: list[dict[str, Any]] = field(default_factory=list)  # path, split, rows, sha256
     manifest: Path | None = None
+    dms_left_out: int = 0  # calls in direct messages the selection drew on, left out (no --include-dms)
 
     @property
     def rows(self) -> int:
@@ -243,6 +244,9 @@ async def export(store: Store, options: ExportOptions, *, stdout: IO[bytes] | No
             sinks[key].stream.close()
             os.replace(tmp, paths[key])
     result.counts = {k: s.rows for k, s in sinks.items()}
+    if not options.filters.include_dms:
+        async with store.engine.connect() as conn:
+            result.dms_left_out = int(await conn.scalar(dm_count_query(options.filters, fmt)) or 0)
     for key, path in paths.items():
         result.files.append({"path": path.name, "split": key, "rows": sinks[key].rows,
                              "sha256": sinks[key].sha.hexdigest()})
@@ -270,6 +274,8 @@ def _manifest(options: ExportOptions, result: ExportResult, scrub: Scrubber) -> 
         "user_ids": USER_IDS,
         "channel_ids": CHANNEL_IDS,
         "redacted": REDACTED if options.redact else "nothing (--redact not given)",
+        "direct_messages": {"included": options.filters.include_dms, "left_out": result.dms_left_out,
+                            "why": _DMS_INCLUDED if options.filters.include_dms else _DMS_LEFT_OUT},
         "split": None if options.split is None else {
             "train": options.split, "method": "sha256(input_hash) as a fraction of 2^64 < train → train"},
         "counts": result.counts,
@@ -280,6 +286,10 @@ def _manifest(options: ExportOptions, result: ExportResult, scrub: Scrubber) -> 
     }
 
 
+_DMS_LEFT_OUT = ("calls in direct messages (D… channels) are private conversations and are left out of every "
+                 "format unless --include-dms is given; left_out counts the calls the selection would have "
+                 "drawn on")
+_DMS_INCLUDED = "--include-dms: calls in direct messages are included"
 _FIT = "status ok, not excluded, finish_reason not length"
 _SELECTION = {
     "openai-chat": f"{_FIT}; approved or corrected unless --rating/--include-unrated say otherwise; one call per "
@@ -297,6 +307,9 @@ def _report(options: ExportOptions, result: ExportResult, stderr: IO[str]) -> No
     def say(line: str) -> None:
         print(f"flywheel: {line}", file=stderr)
 
+    if result.dms_left_out:
+        say(f"left out {result.dms_left_out} call(s) in direct messages (private conversations; "
+            "--include-dms includes them)")
     if result.skipped:
         reasons = ", ".join(f"{n} {why}" for why, n in sorted(result.skipped.items()))
         say(f"skipped {sum(result.skipped.values())} invalid candidate(s) ({reasons})")
@@ -336,7 +349,8 @@ def _progress(stderr: IO[str]) -> Callable[[int | None], None]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = ("Write a dataset from the logged calls. Default selection: approved (more 👍 than 👎) "
-                          "or corrected answers; never errors, truncated or excluded ones.")
+                          "or corrected answers; never errors, truncated or excluded ones, nor direct messages "
+                          "unless --include-dms. User and channel ids are always pseudonymised.")
     parser.add_argument("--format", required=True, choices=list(FORMATS),
                         help="; ".join(f"{f.name}: {f.description}" for f in FORMATS.values()))
     parser.add_argument("--output", "-o", metavar="FILE", help="write FILE and FILE's manifest (default: stdout)")
@@ -350,6 +364,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="up: approved; down: more 👎 than 👍; any: any vote or correction "
                              "(default: approved or corrected)")
     parser.add_argument("--include-unrated", action="store_true", help="also calls nobody rated or corrected")
+    parser.add_argument("--include-dms", action="store_true",
+                        help="also calls in direct messages with the bot, left out of every format by default "
+                             "(private conversations)")
     parser.add_argument("--split", type=str, metavar="FRACTION",
                         help="e.g. 0.9: stable train/validation split by input (needs --output)")
     parser.add_argument("--redact", action="store_true",
@@ -385,7 +402,7 @@ def options_from(args: argparse.Namespace) -> ExportOptions:
         raise ConfigError(["--split needs --output FILE (it writes FILE.train and FILE.validation)"])
     filters = Filters(prompt=args.prompt or None, version=(args.version or "").strip() or None, since=since,
                       until=until, channel=args.channel or None, rating=args.rating,
-                      include_unrated=args.include_unrated)
+                      include_unrated=args.include_unrated, include_dms=args.include_dms)
     return ExportOptions(format=args.format, filters=filters, output=output, split=split, redact=args.redact)
 
 

@@ -463,7 +463,7 @@ async def test_channel_ids_become_salted_pseudonyms_in_fields_and_texts(store: S
     salt = await store.salt()
     home, incidents = channel_pseudonym(salt, HOME), channel_pseudonym(salt, INCIDENTS)
     for fmt in JSONL_FORMATS + ("csv",):
-        text, _ = await raw_export(store, fmt)
+        text, _ = await raw_export(store, fmt, filters={"include_dms": True})
         assert text and not RAW_CHANNEL.findall(text), (fmt, RAW_CHANNEL.findall(text))
         if fmt != "openai-dpo":  # DPO's only pair here is the DM's
             # Mentions keep their shape (and, without --redact, the channel's name).
@@ -471,25 +471,52 @@ async def test_channel_ids_become_salted_pseudonyms_in_fields_and_texts(store: S
             assert f"/archives/{incidents}/p1700000000000100" in text, fmt
         if fmt in ("openai-chat", "kto", "eval"):
             assert f"You answer in channel {home}." in text, fmt
-    rows, _ = await run_export(store, "csv", rating="any")
+    rows, _ = await run_export(store, "csv", rating="any", include_dms=True)
     by_id = {int(r["id"]): r for r in rows}
     # Rows of one channel still group together; a DM gets its own pseudonym.
     assert by_id[ids["mentions"]]["channel"] == by_id[ids["home"]]["channel"] == home
     assert by_id[ids["dm"]]["channel"] == channel_pseudonym(salt, DM) != home
     assert by_id[ids["mentions"]]["request"] == f"where do outages go? (asked in {home})"
     # The same salt gives the same pseudonyms on the next run.
-    again, _ = await run_export(store, "csv", rating="any")
+    again, _ = await run_export(store, "csv", rating="any", include_dms=True)
     assert again == rows
 
 
 async def test_redact_removes_channel_names_and_dm_ids(store: Store) -> None:
     await seed_private(store)
     for fmt in JSONL_FORMATS + ("csv",):
-        text, _ = await raw_export(store, fmt, redact=True)
+        text, _ = await raw_export(store, fmt, redact=True, filters={"include_dms": True})
         assert text and not RAW_CHANNEL.findall(text) and not RAW_ID.findall(text), fmt
         assert "incidents" not in text and DM not in text, fmt
         if fmt != "openai-dpo":
             assert "Post it in #channel (or #channel)" in text, fmt
+
+
+async def test_direct_messages_are_left_out_unless_asked_for(store: Store, tmp_path: Path) -> None:
+    await seed_private(store)
+    private = ("private", "dm answer")
+    for fmt in JSONL_FORMATS + ("csv",):
+        text, err = await raw_export(store, fmt, filters={"rating": None, "include_unrated": False})
+        assert not any(p in text for p in private), fmt
+        assert "direct messages" in err and "--include-dms" in err, (fmt, err)
+        text, err = await raw_export(store, fmt, filters={"rating": None, "include_unrated": False,
+                                                          "include_dms": True})
+        assert "private haiku" in text and "direct messages" not in err, fmt
+        if fmt != "openai-dpo":
+            assert "private answer" in text, fmt
+    # The input asked in both places: the channel's answer, not the DM's correction.
+    chat, err = await run_export(store, "openai-chat")
+    assert [r["messages"][-1]["content"] for r in chat][1:] == ["Second answer", "channel answer"]
+    assert len(chat) == 3 and "private" not in json.dumps(chat)
+    assert "left out 3 call(s) in direct messages" in err
+    with_dms, _ = await run_export(store, "openai-chat", include_dms=True)
+    assert "private fix" in json.dumps(with_dms) and "channel answer" not in json.dumps(with_dms)
+    # The manifest says how many were left out, and why.
+    await export(store, ExportOptions("openai-chat", output=tmp_path / "sft.jsonl"), stderr=io.StringIO())
+    manifest = json.loads((tmp_path / "sft.manifest.json").read_text())
+    assert manifest["direct_messages"]["included"] is False and manifest["direct_messages"]["left_out"] == 3
+    assert "--include-dms" in manifest["direct_messages"]["why"]
+    assert manifest["filters"]["include_dms"] is False
 
 
 async def test_manifest_names_the_channel_filter_by_its_pseudonym(store: Store, tmp_path: Path) -> None:
