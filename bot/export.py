@@ -20,6 +20,7 @@ import io
 import json
 import os
 import sys
+import tempfile
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -199,6 +200,14 @@ class _Sink:
         self.stream.write(data)
 
 
+def _private_file(path: Path) -> tuple[IO[bytes], Path]:
+    """A new temporary file beside ``path``, created readable and writable by its owner only
+    (mode 0600, O_EXCL: no window in which others can open it); `os.replace` then puts it in
+    place with that mode, whatever mode an earlier file at ``path`` had."""
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    return os.fdopen(fd, "wb"), Path(name)
+
+
 def _csv_line(cells: list[Any]) -> str:
     buf = io.StringIO()
     csv.writer(buf, lineterminator="\r\n").writerow(cells)
@@ -218,8 +227,18 @@ async def export(store: Store, options: ExportOptions, *, stdout: IO[bytes] | No
         paths: dict[str, Path] = {}
     else:
         paths = output_paths(options.output, fmt, options.split)
-        temps = {k: p.with_name(f".{p.name}.tmp") for k, p in paths.items()}
-        sinks = {k: _Sink(open(t, "wb"), fmt) for k, t in temps.items()}  # noqa: SIM115 - closed below
+        temps: dict[str, Path] = {}
+        sinks = {}
+        try:
+            for key, path in paths.items():
+                stream, temps[key] = _private_file(path)
+                sinks[key] = _Sink(stream, fmt)
+        except BaseException:
+            for key, tmp in temps.items():
+                if key in sinks:
+                    sinks[key].stream.close()
+                tmp.unlink(missing_ok=True)
+            raise
     written = 0
     rows = examples(store, fmt, options.filters, redact=options.redact, skipped=result.skipped)
     try:
@@ -253,7 +272,14 @@ async def export(store: Store, options: ExportOptions, *, stdout: IO[bytes] | No
     if options.output is not None:
         result.manifest = manifest_path(options.output)
         manifest = _manifest(options, result, Scrubber(await store.salt()))
-        result.manifest.write_text(json.dumps(manifest, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+        stream, tmp = _private_file(result.manifest)
+        try:
+            with stream:
+                stream.write((json.dumps(manifest, ensure_ascii=False, indent=2) + "\n").encode())
+            os.replace(tmp, result.manifest)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
     _report(options, result, stderr)
     return result
 
@@ -353,7 +379,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           "unless --include-dms. User and channel ids are always pseudonymised.")
     parser.add_argument("--format", required=True, choices=list(FORMATS),
                         help="; ".join(f"{f.name}: {f.description}" for f in FORMATS.values()))
-    parser.add_argument("--output", "-o", metavar="FILE", help="write FILE and FILE's manifest (default: stdout)")
+    parser.add_argument("--output", "-o", metavar="FILE",
+                        help="write FILE and FILE's manifest, readable by you only (mode 0600; default: stdout)")
     parser.add_argument("--prompt", metavar="NAME", help="only this prompt")
     parser.add_argument("--version", metavar="HASH", help="only this prompt version (a prefix is enough)")
     parser.add_argument("--since", metavar="WHEN", help="calls at or after this UTC date or datetime")

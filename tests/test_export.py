@@ -532,6 +532,47 @@ async def test_manifest_names_the_channel_filter_by_its_pseudonym(store: Store, 
     assert manifest["redacted"].startswith("nothing")
 
 
+async def test_export_files_are_readable_by_their_owner_only(store: Store, tmp_path: Path) -> None:
+    await seed_private(store)
+    folder = tmp_path / "exports"  # the database is in tmp_path
+    folder.mkdir()
+    out = folder / "data.jsonl"
+    names = ("data.train.jsonl", "data.validation.jsonl", "data.manifest.json")
+    for name in names:  # an earlier export, or a file someone made, readable by everyone
+        (folder / name).write_text("old")
+        (folder / name).chmod(0o644)
+    old_umask = os.umask(0o022)
+    try:
+        await export(store, ExportOptions("openai-chat", output=out, split=0.5), stderr=io.StringIO())
+        await export(store, ExportOptions("csv", output=folder / "all.csv"), stderr=io.StringIO())
+    finally:
+        os.umask(old_umask)
+    written = sorted(p.name for p in folder.iterdir())
+    assert written == sorted([*names, "all.csv", "all.manifest.json"])  # no temporary file left
+    for name in written:
+        assert (folder / name).stat().st_mode & 0o777 == 0o600, name
+        assert (folder / name).read_text() != "old", name
+
+
+async def test_cli_include_dms_redact_and_private_files(tmp_path: Path) -> None:
+    db = tmp_path / "flywheel.db"
+    store = Store(f"sqlite:///{db}")
+    await store.upgrade()
+    await seed_private(store)
+    await store.close()
+    (tmp_path / "out").mkdir()
+    code, out, err = await cli("--format", "csv", "--rating", "any", "--include-unrated", "--include-dms",
+                               "--redact", "-o", "out/all.csv", db=db, cwd=tmp_path)
+    assert code == 0, err
+    data = b"".join(p.read_bytes() for p in (tmp_path / "out").iterdir()).decode()
+    assert "private answer" in data and "incidents" not in data and not RAW_CHANNEL.findall(data)
+    assert {p.stat().st_mode & 0o777 for p in (tmp_path / "out").iterdir()} == {0o600}
+    code, out, err = await cli("--format", "openai-chat", db=db, cwd=tmp_path)
+    assert code == 0 and "private" not in out and "left out 3 call(s) in direct messages" in err, err
+    code, out, _ = await cli("--help", db=db, cwd=tmp_path)
+    assert code == 0 and "--include-dms" in out and "channel" in out
+
+
 def test_bare_channel_ids_are_found_but_hex_and_model_names_stay() -> None:
     from bot.export_formats import Scrubber
 
