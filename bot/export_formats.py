@@ -56,8 +56,8 @@ _MENTION = re.compile(r"<@([UW][A-Z0-9]+)(?:\|[^>]*)?>")
 _BARE_ID = re.compile(r"[UW](?<![A-Za-z0-9_][UW])(?=[A-Z]*[0-9])[A-Z0-9]{8,}(?![A-Za-z0-9_])")
 _SLACK_ID = re.compile(r"[UW][A-Z0-9]{2,}")
 # <#C0123ABCD|general>, <#C0123ABCD|> and <#C0123ABCD> (channels, private channels, DMs): the
-# id and, with ``redact``, the name.
-_CHANNEL_MENTION = re.compile(r"<#([^|>\s]+)(\|[^>]*)?>")
+# id and, with ``redact``, the name. Upper-case ids only, so that a template's <#else> stays.
+_CHANNEL_MENTION = re.compile(r"<#([CDG][A-Z0-9_]+)(\|[^>]*)?>")
 # A bare channel or DM id in prose or in a link (``…slack.com/archives/C0123ABCD/p…``, a templated
 # ``{{ channel }}``): C or D and 8+ upper-case letters and digits, with a digit and a letter past F,
 # so that upper-case hex (hashes, keys) stays. G ids (legacy private channels and group DMs) are too

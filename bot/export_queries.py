@@ -9,9 +9,10 @@ Default selection: fit calls that are approved or corrected (for KTO also net-do
 ``label: false``; DPO pairs them with net-down alternatives). ``--rating up|down|any`` selects
 approved, net-down, or any rated (votes or a correction) calls instead; ``--include-unrated``
 adds fit calls nobody rated. Calls in direct messages (a ``D…`` channel, or logged as a DM) are
-left out unless ``include_dms``: `dm_count_query()` counts what that leaves out. One example per input (``calls.input_hash``) and format: the
-corrected call first, then approved, then the newest. DPO pairs and KTO rows come from one
-input's best approved/corrected call and its net-down alternatives (`preference_query`).
+left out unless ``include_dms``, before dedupe; `dm_count_query()` counts what that leaves out.
+One example per input (``calls.input_hash``) and format: the corrected call first, then
+approved, then the newest. DPO pairs and KTO rows come from one input's best
+approved/corrected call and its net-down alternatives (`preference_query`).
 
 Window functions rank the calls of each input on narrow rows; the wide columns (messages,
 answers) are joined last, so the database streams rows and Python holds one batch at a time.
@@ -47,7 +48,7 @@ class Filters:
         return out  # since inclusive, until exclusive
 
 
-def in_dm():
+def _in_dm():
     """A call in a direct message: its channel is a ``D…`` one, or the bot logged it as a DM.
     (Group DMs are not told apart from private channels: the log keeps no channel type.)"""
     return or_(func.substr(func.coalesce(Call.channel_id, ""), 1, 1) == "D", Call.trigger == "dm")
@@ -79,9 +80,9 @@ def _scored(filters: Filters, *, selection: bool = True, negatives: bool = False
     if filters.channel:
         where.append(Call.channel_id == filters.channel)
     if only_dms:
-        where.append(in_dm())
+        where.append(_in_dm())
     elif not filters.include_dms:
-        where.append(~in_dm())
+        where.append(~_in_dm())
     if selection:
         rated = (up + down) > 0
         default = or_(approved, corrected, net_down) if negatives else or_(approved, corrected)

@@ -577,8 +577,8 @@ def test_bare_channel_ids_are_found_but_hex_and_model_names_stay() -> None:
     from bot.export_formats import Scrubber
 
     scrub = Scrubber("salt")
-    text = "see C0123HOME9 and D0789DMXY1; sha DEADBEEF1234, CAFE00112233; GPT4TURBO1; C_GENERAL"
+    text = "see C0123HOME9 and D0789DMXY1; sha DEADBEEF1234, CAFE00112233; GPT4TURBO1; C_GENERAL; <#else>"
     assert scrub.text(text) == (f"see {channel_pseudonym('salt', HOME)} and {channel_pseudonym('salt', DM)}; "
-                                "sha DEADBEEF1234, CAFE00112233; GPT4TURBO1; C_GENERAL")
+                                "sha DEADBEEF1234, CAFE00112233; GPT4TURBO1; C_GENERAL; <#else>")
     # The call's own channel is found whatever its shape (the playground's C_GENERAL).
     assert scrub.text("in C_GENERAL.", channel_id="C_GENERAL") == f"in {channel_pseudonym('salt', 'C_GENERAL')}."
