@@ -20,6 +20,7 @@ import io
 import json
 import os
 import sys
+import tempfile
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -32,8 +33,11 @@ from sqlalchemy.engine import make_url
 
 from bot.errors import ConfigError
 from bot.export_formats import (
+    CHANNEL_IDS,
     CSV_COLUMNS,
     FORMATS,
+    REDACTED,
+    USER_IDS,
     Scrubber,
     chat_row,
     csv_cells,
@@ -47,7 +51,7 @@ from bot.export_formats import (
     utc_iso,
     validate,
 )
-from bot.export_queries import Filters, best_query, preference_query, selected_query
+from bot.export_queries import Filters, best_query, dm_count_query, preference_query, selected_query
 from bot.settings import Settings
 from bot.store import Store
 
@@ -72,6 +76,7 @@ class ExportResult:
     skipped: Counter[str] = field(default_factory=Counter)  # invalid candidates by reason
     files: list[dict[str, Any]] = field(default_factory=list)  # path, split, rows, sha256
     manifest: Path | None = None
+    dms_left_out: int = 0  # calls in direct messages the selection drew on, left out (no --include-dms)
 
     @property
     def rows(self) -> int:
@@ -111,19 +116,21 @@ async def examples(store: Store, fmt: str, filters: Filters, *, redact: bool = F
 
 def _rows(fmt: str, rec: Any, scrub: Scrubber) -> list[Any]:
     """The candidate rows one query row gives (before validation)."""
-    user = rec.user_id
-    messages = scrub.messages(rec.messages, user)
+    def text(value: str | None) -> str:
+        return scrub.text(value or "", rec.user_id, rec.channel_id)
+
+    messages = scrub.messages(rec.messages, rec.user_id, rec.channel_id)
     if fmt == "csv":
         return [csv_cells((rec.id, utc_iso(rec.created_at), rec.prompt_name, rec.prompt_version, rec.model,
-                           scrub.pseudonym(user), rec.channel_id, scrub.text(rec.request_text or "", user),
-                           scrub.text(rec.answer or "", user), scrub.text(rec.correction or "", user),
-                           rec.up, rec.down, rec.status, money(rec.cost_usd), rec.latency_ms))]
+                           scrub.pseudonym(rec.user_id), scrub.channel(rec.channel_id), text(rec.request_text),
+                           text(rec.answer), text(rec.correction), rec.up, rec.down, rec.status,
+                           money(rec.cost_usd), rec.latency_ms))]
     if fmt in ("openai-chat", "eval"):
-        target = scrub.text(rec.correction if rec.correction is not None else (rec.answer or ""), user)
+        target = text(rec.correction if rec.correction is not None else rec.answer)
         if fmt == "openai-chat":
             return [chat_row(messages, target)]
         return [eval_row(messages, target, prompt=rec.prompt_name, version=rec.prompt_version,
-                         call_id=rec.id, output=scrub.text(rec.answer or "", user))]
+                         call_id=rec.id, output=text(rec.answer))]
     # Preference formats: the good call's target, and what it is preferred to.
     good = None
     if rec.good_id is not None:
@@ -135,8 +142,8 @@ def _rows(fmt: str, rec: Any, scrub: Scrubber) -> list[Any]:
         worse = rec.bad_answer or ""  # a net-down answer to the same input
     elif good is None and rec.bad_id is not None:
         worse = rec.bad_answer or ""  # KTO: an input with only a net-down answer
-    good = None if good is None else scrub.text(good, user)
-    worse = None if worse is None else scrub.text(worse, user)
+    good = None if good is None else text(good)
+    worse = None if worse is None else text(worse)
     if fmt == "openai-dpo":  # no distinct alternative: validation counts it as "the same"
         return [dpo_row(messages, good or "", good or "" if worse is None else worse)]
     rows = []
@@ -193,6 +200,14 @@ class _Sink:
         self.stream.write(data)
 
 
+def _private_file(path: Path) -> tuple[IO[bytes], Path]:
+    """A new temporary file beside ``path``, created readable and writable by its owner only
+    (mode 0600, O_EXCL: no window in which others can open it); `os.replace` then puts it in
+    place with that mode, whatever mode an earlier file at ``path`` had."""
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    return os.fdopen(fd, "wb"), Path(name)
+
+
 def _csv_line(cells: list[Any]) -> str:
     buf = io.StringIO()
     csv.writer(buf, lineterminator="\r\n").writerow(cells)
@@ -212,8 +227,18 @@ async def export(store: Store, options: ExportOptions, *, stdout: IO[bytes] | No
         paths: dict[str, Path] = {}
     else:
         paths = output_paths(options.output, fmt, options.split)
-        temps = {k: p.with_name(f".{p.name}.tmp") for k, p in paths.items()}
-        sinks = {k: _Sink(open(t, "wb"), fmt) for k, t in temps.items()}  # noqa: SIM115 - closed below
+        temps: dict[str, Path] = {}
+        sinks = {}
+        try:
+            for key, path in paths.items():
+                stream, temps[key] = _private_file(path)
+                sinks[key] = _Sink(stream, fmt)
+        except BaseException:
+            for key, tmp in temps.items():
+                if key in sinks:
+                    sinks[key].stream.close()
+                tmp.unlink(missing_ok=True)
+            raise
     written = 0
     rows = examples(store, fmt, options.filters, redact=options.redact, skipped=result.skipped)
     try:
@@ -238,18 +263,28 @@ async def export(store: Store, options: ExportOptions, *, stdout: IO[bytes] | No
             sinks[key].stream.close()
             os.replace(tmp, paths[key])
     result.counts = {k: s.rows for k, s in sinks.items()}
+    if not options.filters.include_dms:
+        async with store.engine.connect() as conn:
+            result.dms_left_out = int(await conn.scalar(dm_count_query(options.filters, fmt)) or 0)
     for key, path in paths.items():
         result.files.append({"path": path.name, "split": key, "rows": sinks[key].rows,
                              "sha256": sinks[key].sha.hexdigest()})
     if options.output is not None:
         result.manifest = manifest_path(options.output)
-        result.manifest.write_text(json.dumps(_manifest(options, result), ensure_ascii=False, indent=2) + "\n",
-                                   encoding="utf-8")
+        manifest = _manifest(options, result, Scrubber(await store.salt()))
+        stream, tmp = _private_file(result.manifest)
+        try:
+            with stream:
+                stream.write((json.dumps(manifest, ensure_ascii=False, indent=2) + "\n").encode())
+            os.replace(tmp, result.manifest)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
     _report(options, result, stderr)
     return result
 
 
-def _manifest(options: ExportOptions, result: ExportResult) -> dict[str, Any]:
+def _manifest(options: ExportOptions, result: ExportResult, scrub: Scrubber) -> dict[str, Any]:
     fmt = FORMATS[options.format]
     try:
         version = metadata.version("flywheel")
@@ -259,10 +294,14 @@ def _manifest(options: ExportOptions, result: ExportResult) -> dict[str, Any]:
         "format": fmt.name,
         "format_version": fmt.version,
         "description": fmt.description,
-        "filters": options.filters.describe(),
+        "filters": {**options.filters.describe(), "channel": scrub.channel(options.filters.channel) or None},
         "selection": _SELECTION[options.format],
         "redact": options.redact,
-        "user_ids": "pseudonymised: user_ + first 12 hex of sha256(salt + Slack user id)",
+        "user_ids": USER_IDS,
+        "channel_ids": CHANNEL_IDS,
+        "redacted": REDACTED if options.redact else "nothing (--redact not given)",
+        "direct_messages": {"included": options.filters.include_dms, "left_out": result.dms_left_out,
+                            "why": _DMS_INCLUDED if options.filters.include_dms else _DMS_LEFT_OUT},
         "split": None if options.split is None else {
             "train": options.split, "method": "sha256(input_hash) as a fraction of 2^64 < train → train"},
         "counts": result.counts,
@@ -273,6 +312,10 @@ def _manifest(options: ExportOptions, result: ExportResult) -> dict[str, Any]:
     }
 
 
+_DMS_LEFT_OUT = ("calls in direct messages (D… channels) are private conversations and are left out of every "
+                 "format unless --include-dms is given; left_out counts the calls the selection would have "
+                 "drawn on")
+_DMS_INCLUDED = "--include-dms: calls in direct messages are included"
 _FIT = "status ok, not excluded, finish_reason not length"
 _SELECTION = {
     "openai-chat": f"{_FIT}; approved or corrected unless --rating/--include-unrated say otherwise; one call per "
@@ -290,6 +333,9 @@ def _report(options: ExportOptions, result: ExportResult, stderr: IO[str]) -> No
     def say(line: str) -> None:
         print(f"flywheel: {line}", file=stderr)
 
+    if result.dms_left_out:
+        say(f"left out {result.dms_left_out} call(s) in direct messages (private conversations; "
+            "--include-dms includes them)")
     if result.skipped:
         reasons = ", ".join(f"{n} {why}" for why, n in sorted(result.skipped.items()))
         say(f"skipped {sum(result.skipped.values())} invalid candidate(s) ({reasons})")
@@ -329,24 +375,30 @@ def _progress(stderr: IO[str]) -> Callable[[int | None], None]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = ("Write a dataset from the logged calls. Default selection: approved (more 👍 than 👎) "
-                          "or corrected answers; never errors, truncated or excluded ones.")
+                          "or corrected answers; never errors, truncated or excluded ones, nor direct messages "
+                          "unless --include-dms. User and channel ids are always pseudonymised.")
     parser.add_argument("--format", required=True, choices=list(FORMATS),
                         help="; ".join(f"{f.name}: {f.description}" for f in FORMATS.values()))
-    parser.add_argument("--output", "-o", metavar="FILE", help="write FILE and FILE's manifest (default: stdout)")
+    parser.add_argument("--output", "-o", metavar="FILE",
+                        help="write FILE and FILE's manifest, readable by you only (mode 0600; default: stdout)")
     parser.add_argument("--prompt", metavar="NAME", help="only this prompt")
     parser.add_argument("--version", metavar="HASH", help="only this prompt version (a prefix is enough)")
     parser.add_argument("--since", metavar="WHEN", help="calls at or after this UTC date or datetime")
     parser.add_argument("--until", metavar="WHEN",
                         help="calls before this UTC datetime (a date includes that whole day)")
-    parser.add_argument("--channel", metavar="ID", help="only this Slack channel id")
+    parser.add_argument("--channel", metavar="ID", help="only this Slack channel id (the raw id, e.g. C0123ABCD)")
     parser.add_argument("--rating", choices=RATINGS,
                         help="up: approved; down: more 👎 than 👍; any: any vote or correction "
                              "(default: approved or corrected)")
     parser.add_argument("--include-unrated", action="store_true", help="also calls nobody rated or corrected")
+    parser.add_argument("--include-dms", action="store_true",
+                        help="also calls in direct messages with the bot, left out of every format by default "
+                             "(private conversations)")
     parser.add_argument("--split", type=str, metavar="FRACTION",
                         help="e.g. 0.9: stable train/validation split by input (needs --output)")
     parser.add_argument("--redact", action="store_true",
-                        help="also replace e-mail addresses, phone numbers and user mentions in texts")
+                        help="also replace e-mail addresses, phone numbers, user mentions and channel mentions "
+                             "with their names in texts (user and channel ids are always pseudonymised)")
 
     def error(message: str) -> None:  # one line, no usage block
         print(f"flywheel: {message}", file=sys.stderr)
@@ -377,7 +429,7 @@ def options_from(args: argparse.Namespace) -> ExportOptions:
         raise ConfigError(["--split needs --output FILE (it writes FILE.train and FILE.validation)"])
     filters = Filters(prompt=args.prompt or None, version=(args.version or "").strip() or None, since=since,
                       until=until, channel=args.channel or None, rating=args.rating,
-                      include_unrated=args.include_unrated)
+                      include_unrated=args.include_unrated, include_dms=args.include_dms)
     return ExportOptions(format=args.format, filters=filters, output=output, split=split, redact=args.redact)
 
 

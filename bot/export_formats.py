@@ -55,6 +55,16 @@ _MENTION = re.compile(r"<@([UW][A-Z0-9]+)(?:\|[^>]*)?>")
 # (The look-behind comes after the first letter so that the regex engine can skip ahead fast.)
 _BARE_ID = re.compile(r"[UW](?<![A-Za-z0-9_][UW])(?=[A-Z]*[0-9])[A-Z0-9]{8,}(?![A-Za-z0-9_])")
 _SLACK_ID = re.compile(r"[UW][A-Z0-9]{2,}")
+# <#C0123ABCD|general>, <#C0123ABCD|> and <#C0123ABCD> (channels, private channels, DMs): the
+# id and, with ``redact``, the name. Upper-case ids only, so that a template's <#else> stays.
+_CHANNEL_MENTION = re.compile(r"<#([CDG][A-Z0-9_]+)(\|[^>]*)?>")
+# A bare channel or DM id in prose or in a link (``…slack.com/archives/C0123ABCD/p…``, a templated
+# ``{{ channel }}``): C or D and 8+ upper-case letters and digits, with a digit and a letter past F,
+# so that upper-case hex (hashes, keys) stays. G ids (legacy private channels and group DMs) are too
+# close to words such as GPT4TURBO1 to find bare; mentions and the call's own channel cover them.
+_BARE_CHANNEL = re.compile(r"[CD](?<![A-Za-z0-9_][CD])(?=[A-Z]*[0-9])(?=[0-9A-F]*[G-Z])[A-Z0-9]{8,}"
+                           r"(?![A-Za-z0-9_])")
+_CHANNEL_ID = re.compile(r"[CDG][A-Z0-9_]{2,}")
 _MAILTO = re.compile(r"<mailto:[^>|]*(?:\|[^>]*)?>")
 _TEL = re.compile(r"<tel:[^>|]*(?:\|[^>]*)?>")
 _EMAIL = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
@@ -68,41 +78,61 @@ _PHONE = re.compile(
 )
 
 
+USER_IDS = "pseudonymised: user_ + first 12 hex of sha256(salt + Slack user id), in fields and texts"
+CHANNEL_IDS = ("pseudonymised: channel_ + first 12 hex of sha256(salt + Slack channel or DM id), in fields, "
+               "filters and texts (<#C…|name> mentions, links, bare ids)")
+REDACTED = ("e-mail addresses → [email], phone numbers → [phone], user mentions → @user, channel mentions "
+            "and their names → #channel")
+
+
 class Scrubber:
-    """Replaces Slack user ids with salted pseudonyms (always) and, with ``redact``,
-    e-mail addresses, phone numbers and user mentions with placeholders."""
+    """Replaces Slack user and channel ids with salted pseudonyms (always) and, with ``redact``,
+    e-mail addresses, phone numbers, user mentions and channel mentions (names included) with
+    placeholders."""
 
     def __init__(self, salt: str, *, redact: bool = False):
         self.salt = salt
         self.redact = redact
-        # Bounded: a workspace's active people fit; memory stays flat however many ids appear.
+        # Bounded: a workspace's active people and channels fit; memory stays flat however many ids appear.
         self._hash = functools.lru_cache(maxsize=4096)(self._pseudonym)
 
-    def _pseudonym(self, user_id: str) -> str:
-        return "user_" + hashlib.sha256((self.salt + user_id).encode()).hexdigest()[:12]
+    def _pseudonym(self, kind: str, slack_id: str) -> str:
+        return f"{kind}_" + hashlib.sha256((self.salt + slack_id).encode()).hexdigest()[:12]
 
     def pseudonym(self, user_id: str | None) -> str:
         """``user_`` and the first 12 hex digits of sha256(salt + id); "" for no user."""
-        return self._hash(user_id) if user_id else ""
+        return self._hash("user", user_id) if user_id else ""
 
-    def text(self, value: str, user_id: str | None = None) -> str:
-        """Scrub one text. ``user_id``: the asker, replaced wherever it appears bare."""
+    def channel(self, channel_id: str | None) -> str:
+        """``channel_`` and the first 12 hex digits of sha256(salt + id), DMs alike; "" for none."""
+        return self._hash("channel", channel_id) if channel_id else ""
+
+    def text(self, value: str, user_id: str | None = None, channel_id: str | None = None) -> str:
+        """Scrub one text. ``user_id``: the asker, and ``channel_id``: where they asked, both
+        replaced wherever they appear bare."""
         if not value:
             return value
         if self.redact:
             value = _MAILTO.sub("[email]", value)
             value = _TEL.sub("[phone]", value)
             value = _MENTION.sub("@user", value)
+            if "<#" in value:
+                value = _CHANNEL_MENTION.sub("#channel", value)
             value = _EMAIL.sub("[email]", value)
             value = _PHONE.sub(_phone, value)
-        elif "<@" in value:
-            value = _MENTION.sub(lambda m: f"<@{self.pseudonym(m.group(1))}>", value)
+        else:
+            if "<@" in value:
+                value = _MENTION.sub(lambda m: f"<@{self.pseudonym(m.group(1))}>", value)
+            if "<#" in value:
+                value = _CHANNEL_MENTION.sub(lambda m: f"<#{self.channel(m.group(1))}{m.group(2) or ''}>", value)
         if user_id and _SLACK_ID.fullmatch(user_id) and user_id in value:
-            value = re.sub(rf"(?<![A-Za-z0-9_]){re.escape(user_id)}(?![A-Za-z0-9_])", self.pseudonym(user_id),
-                           value)
-        return _BARE_ID.sub(lambda m: self.pseudonym(m.group(0)), value)
+            value = _replace_word(value, user_id, self.pseudonym(user_id))
+        if channel_id and _CHANNEL_ID.fullmatch(channel_id) and channel_id in value:
+            value = _replace_word(value, channel_id, self.channel(channel_id))
+        value = _BARE_ID.sub(lambda m: self.pseudonym(m.group(0)), value)
+        return _BARE_CHANNEL.sub(lambda m: self.channel(m.group(0)), value)
 
-    def messages(self, messages: Any, user_id: str | None = None) -> Any:
+    def messages(self, messages: Any, user_id: str | None = None, channel_id: str | None = None) -> Any:
         """The logged messages with only ``role`` and ``content``, texts scrubbed. Anything that
         is not a list of messages is returned as is, for `validate()` to reject."""
         if not isinstance(messages, list):
@@ -113,9 +143,13 @@ class Scrubber:
                 out.append(m)
                 continue
             content = m.get("content")
-            out.append({"role": m.get("role"),
-                        "content": self.text(content, user_id) if isinstance(content, str) else content})
+            out.append({"role": m.get("role"), "content": self.text(content, user_id, channel_id)
+                        if isinstance(content, str) else content})
         return out
+
+
+def _replace_word(value: str, word: str, by: str) -> str:
+    return re.sub(rf"(?<![A-Za-z0-9_]){re.escape(word)}(?![A-Za-z0-9_])", by, value)
 
 
 def _phone(match: re.Match[str]) -> str:

@@ -8,9 +8,11 @@ What a call contributes:
 Default selection: fit calls that are approved or corrected (for KTO also net-down ones, its
 ``label: false``; DPO pairs them with net-down alternatives). ``--rating up|down|any`` selects
 approved, net-down, or any rated (votes or a correction) calls instead; ``--include-unrated``
-adds fit calls nobody rated. One example per input (``calls.input_hash``) and format: the
-corrected call first, then approved, then the newest. DPO pairs and KTO rows come from one
-input's best approved/corrected call and its net-down alternatives (`preference_query`).
+adds fit calls nobody rated. Calls in direct messages (a ``D…`` channel, or logged as a DM) are
+left out unless ``include_dms``, before dedupe; `dm_count_query()` counts what that leaves out.
+One example per input (``calls.input_hash``) and format: the corrected call first, then
+approved, then the newest. DPO pairs and KTO rows come from one input's best
+approved/corrected call and its net-down alternatives (`preference_query`).
 
 Window functions rank the calls of each input on narrow rows; the wide columns (messages,
 answers) are joined last, so the database streams rows and Python holds one batch at a time.
@@ -18,7 +20,7 @@ answers) are joined last, so the database streams rows and Python holds one batc
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -38,6 +40,7 @@ class Filters:
     channel: str | None = None
     rating: str | None = None  # None: approved or corrected
     include_unrated: bool = False
+    include_dms: bool = False  # calls in direct messages (private conversations) are opt-in
 
     def describe(self) -> dict[str, Any]:
         out = asdict(self)
@@ -45,10 +48,17 @@ class Filters:
         return out  # since inclusive, until exclusive
 
 
-def _scored(filters: Filters, *, selection: bool = True, negatives: bool = False):
+def _in_dm():
+    """A call in a direct message: its channel is a ``D…`` one, or the bot logged it as a DM.
+    (Group DMs are not told apart from private channels: the log keeps no channel type.)"""
+    return or_(func.substr(func.coalesce(Call.channel_id, ""), 1, 1) == "D", Call.trigger == "dm")
+
+
+def _scored(filters: Filters, *, selection: bool = True, negatives: bool = False, only_dms: bool = False):
     """Fit calls in scope, with their votes and current correction: a narrow subquery
     (id, input_hash, created_at, up, down, correction and 0/1 flags). ``selection``: apply
-    the rating selection; ``negatives``: the default selection also takes net-down calls (KTO)."""
+    the rating selection; ``negatives``: the default selection also takes net-down calls (KTO);
+    ``only_dms``: the calls in direct messages instead of (without ``include_dms``) none."""
     votes = votes_per_call()
     # The newest correction of each call, as an anti-join both databases answer through
     # ix_corrections_call_id (SQLite scans a grouped subquery once per call: quadratic).
@@ -69,6 +79,10 @@ def _scored(filters: Filters, *, selection: bool = True, negatives: bool = False
         where.append(Call.created_at < filters.until)
     if filters.channel:
         where.append(Call.channel_id == filters.channel)
+    if only_dms:
+        where.append(_in_dm())
+    elif not filters.include_dms:
+        where.append(~_in_dm())
     if selection:
         rated = (up + down) > 0
         default = or_(approved, corrected, net_down) if negatives else or_(approved, corrected)
@@ -117,7 +131,7 @@ def preference_query(filters: Filters, *, kto: bool):
     """Per input: its best good call (approved or corrected; corrected first, then the newest)
     and its newest net-down call. DPO: every fit call in scope takes part and a group needs a
     correction or a net-down alternative. KTO: only selected calls, and inputs with only a
-    net-down call come too. Columns: id (the anchor call), input_hash, messages, user_id,
+    net-down call come too. Columns: id (the anchor call), input_hash, messages, user_id, channel_id,
     good_id, correction, good_answer, bad_id, bad_answer; in anchor id order.
     KTO's default selection adds net-down calls: 👎 is exactly its ``label: false``."""
     s = _scored(filters, selection=kto, negatives=True)
@@ -150,10 +164,21 @@ def preference_query(filters: Filters, *, kto: bool):
         groups = union_all(with_good, only_bad).subquery("groups")
     good, bad = aliased(Call, name="good_call"), aliased(Call, name="bad_call")
     return (
-        select(groups.c.anchor.label("id"), Call.input_hash, Call.messages, Call.user_id, groups.c.good_id,
+        select(groups.c.anchor.label("id"), Call.input_hash, Call.messages, Call.user_id, Call.channel_id,
+               groups.c.good_id,
                groups.c.correction, good.answer.label("good_answer"), groups.c.bad_id,
                bad.answer.label("bad_answer"))
         .select_from(groups).join(Call, Call.id == groups.c.anchor)
         .outerjoin(good, good.id == groups.c.good_id).outerjoin(bad, bad.id == groups.c.bad_id)
         .order_by(groups.c.anchor)
     )
+
+
+def dm_count_query(filters: Filters, fmt: str):
+    """How many calls in direct messages the format would have drawn on (its selection, before
+    dedupe): what leaving DMs out leaves out. DPO pairs draw on approved, corrected and
+    net-down calls whatever ``--rating`` says."""
+    if fmt == "openai-dpo":
+        filters = replace(filters, rating=None, include_unrated=False)
+    s = _scored(filters, negatives=fmt in ("kto", "openai-dpo"), only_dms=True)
+    return select(func.count()).select_from(s)

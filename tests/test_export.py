@@ -209,7 +209,8 @@ async def test_every_format_gives_the_exact_lines_for_a_small_case(store: Store)
                              "answer", "correction", "up", "down", "status", "cost_usd", "latency_ms"]
     assert rows[1] | {"cost_usd": "", "latency_ms": ""} == {
         "id": str(ids["corrected"]), "created_at": "2026-03-01T10:01:00Z", "prompt": "ask", "version": V1,
-        "model": "gpt-5.4-mini", "user": pseudonym(salt, ASKER), "channel": "C1", "request": "",
+        "model": "gpt-5.4-mini", "user": pseudonym(salt, ASKER), "channel": channel_pseudonym(salt, "C1"),
+        "request": "",
         "answer": "Lyon", "correction": "Paris", "up": "0", "down": "1", "status": "ok", "cost_usd": "",
         "latency_ms": ""}
     assert rows[2]["up"] == "2" and rows[2]["down"] == "1"
@@ -411,3 +412,173 @@ def test_cli_bad_options_exit_2_with_one_line(tmp_path: Path, monkeypatch: pytes
         out, err = capsys.readouterr()
         assert code == 2 and out == "", args
         assert len(err.strip().splitlines()) == 1 and message in err and "Traceback" not in err, (args, err)
+
+
+# -- privacy: channel ids and names, direct messages, file modes ----------------------------
+
+RAW_CHANNEL = re.compile(r"[CDG][A-Z0-9]{8,}")
+HOME, INCIDENTS, DM = "C0123HOME9", "C0456WXYZ9", "D0789DMXY1"
+MENTIONS = (f"Post it in <#{INCIDENTS}|incidents> (or <#{INCIDENTS}>), like "
+            f"<https://acme.slack.com/archives/{INCIDENTS}/p1700000000000100|this one>.")
+
+
+def channel_pseudonym(salt: str, channel_id: str) -> str:
+    return "channel_" + hashlib.sha256((salt + channel_id).encode()).hexdigest()[:12]
+
+
+async def seed_private(store: Store) -> dict[str, int]:
+    """Two calls in one channel, whose texts name another channel; conversations in a DM."""
+    ids = {}
+    templated = [{"role": "system", "content": f"You answer in channel {HOME}."},
+                 {"role": "user", "content": f"Where do outages go? {MENTIONS}"}]
+    ids["mentions"] = await call(store, templated, f"Yes: {MENTIONS}", votes=(1,), channel_id=HOME,
+                                 request_text=f"where do outages go? (asked in {HOME})")
+    ids["home"] = await call(store, "Second question", "Second answer", votes=(1,), channel_id=HOME,
+                             at=DAY + timedelta(minutes=1))
+    ids["dm"] = await call(store, "my private question", "private answer", votes=(1,), channel_id=DM,
+                           trigger="dm", at=DAY + timedelta(minutes=2))
+    ids["dm_down"] = await call(store, "private haiku", "bad private haiku", votes=(-1,), channel_id=DM,
+                                trigger="dm", at=DAY + timedelta(minutes=3))
+    ids["dm_regen"] = await call(store, "private haiku", "good private haiku", votes=(1,), channel_id=DM,
+                                 trigger="regenerate", parent_call_id=ids["dm_down"],
+                                 at=DAY + timedelta(minutes=4))
+    # The same input asked in a DM (corrected) and in a channel (approved): without DMs the
+    # channel's call is the example, not nothing and not the DM's correction.
+    ids["shared_dm"] = await call(store, "Shared question", "dm answer", correction="private fix",
+                                  channel_id=DM, trigger="dm", at=DAY + timedelta(minutes=5))
+    ids["shared"] = await call(store, "Shared question", "channel answer", votes=(1,), channel_id=HOME,
+                               at=DAY + timedelta(minutes=6))
+    return ids
+
+
+async def raw_export(store: Store, fmt: str, **kw: Any) -> tuple[str, str]:
+    out, err = io.BytesIO(), io.StringIO()
+    filters = {"rating": "any", "include_unrated": True, **kw.pop("filters", {})}
+    await export(store, ExportOptions(fmt, Filters(**filters), **kw), stdout=out, stderr=err)
+    return out.getvalue().decode(), err.getvalue()
+
+
+async def test_channel_ids_become_salted_pseudonyms_in_fields_and_texts(store: Store) -> None:
+    ids = await seed_private(store)
+    salt = await store.salt()
+    home, incidents = channel_pseudonym(salt, HOME), channel_pseudonym(salt, INCIDENTS)
+    for fmt in JSONL_FORMATS + ("csv",):
+        text, _ = await raw_export(store, fmt, filters={"include_dms": True})
+        assert text and not RAW_CHANNEL.findall(text), (fmt, RAW_CHANNEL.findall(text))
+        if fmt != "openai-dpo":  # DPO's only pair here is the DM's
+            # Mentions keep their shape (and, without --redact, the channel's name).
+            assert f"<#{incidents}|incidents>" in text and f"<#{incidents}>" in text, fmt
+            assert f"/archives/{incidents}/p1700000000000100" in text, fmt
+        if fmt in ("openai-chat", "kto", "eval"):
+            assert f"You answer in channel {home}." in text, fmt
+    rows, _ = await run_export(store, "csv", rating="any", include_dms=True)
+    by_id = {int(r["id"]): r for r in rows}
+    # Rows of one channel still group together; a DM gets its own pseudonym.
+    assert by_id[ids["mentions"]]["channel"] == by_id[ids["home"]]["channel"] == home
+    assert by_id[ids["dm"]]["channel"] == channel_pseudonym(salt, DM) != home
+    assert by_id[ids["mentions"]]["request"] == f"where do outages go? (asked in {home})"
+    # The same salt gives the same pseudonyms on the next run.
+    again, _ = await run_export(store, "csv", rating="any", include_dms=True)
+    assert again == rows
+
+
+async def test_redact_removes_channel_names_and_dm_ids(store: Store) -> None:
+    await seed_private(store)
+    for fmt in JSONL_FORMATS + ("csv",):
+        text, _ = await raw_export(store, fmt, redact=True, filters={"include_dms": True})
+        assert text and not RAW_CHANNEL.findall(text) and not RAW_ID.findall(text), fmt
+        assert "incidents" not in text and DM not in text, fmt
+        if fmt != "openai-dpo":
+            assert "Post it in #channel (or #channel)" in text, fmt
+
+
+async def test_direct_messages_are_left_out_unless_asked_for(store: Store, tmp_path: Path) -> None:
+    await seed_private(store)
+    private = ("private", "dm answer")
+    for fmt in JSONL_FORMATS + ("csv",):
+        text, err = await raw_export(store, fmt, filters={"rating": None, "include_unrated": False})
+        assert not any(p in text for p in private), fmt
+        assert "direct messages" in err and "--include-dms" in err, (fmt, err)
+        text, err = await raw_export(store, fmt, filters={"rating": None, "include_unrated": False,
+                                                          "include_dms": True})
+        assert "private haiku" in text and "direct messages" not in err, fmt
+        if fmt != "openai-dpo":
+            assert "private answer" in text, fmt
+    # The input asked in both places: the channel's answer, not the DM's correction.
+    chat, err = await run_export(store, "openai-chat")
+    assert [r["messages"][-1]["content"] for r in chat][1:] == ["Second answer", "channel answer"]
+    assert len(chat) == 3 and "private" not in json.dumps(chat)
+    assert "left out 3 call(s) in direct messages" in err
+    with_dms, _ = await run_export(store, "openai-chat", include_dms=True)
+    assert "private fix" in json.dumps(with_dms) and "channel answer" not in json.dumps(with_dms)
+    # The manifest says how many were left out, and why.
+    await export(store, ExportOptions("openai-chat", output=tmp_path / "sft.jsonl"), stderr=io.StringIO())
+    manifest = json.loads((tmp_path / "sft.manifest.json").read_text())
+    assert manifest["direct_messages"]["included"] is False and manifest["direct_messages"]["left_out"] == 3
+    assert "--include-dms" in manifest["direct_messages"]["why"]
+    assert manifest["filters"]["include_dms"] is False
+
+
+async def test_manifest_names_the_channel_filter_by_its_pseudonym(store: Store, tmp_path: Path) -> None:
+    await seed_private(store)
+    salt = await store.salt()
+    await export(store, ExportOptions("csv", Filters(channel=HOME), output=tmp_path / "home.csv"),
+                 stderr=io.StringIO())
+    data = (tmp_path / "home.csv").read_text() + (tmp_path / "home.manifest.json").read_text()
+    assert HOME not in data and not RAW_CHANNEL.findall(data)
+    manifest = json.loads((tmp_path / "home.manifest.json").read_text())
+    assert manifest["filters"]["channel"] == channel_pseudonym(salt, HOME)
+    assert "channel_" in manifest["channel_ids"] and "user_" in manifest["user_ids"]
+    assert manifest["redacted"].startswith("nothing")
+
+
+async def test_export_files_are_readable_by_their_owner_only(store: Store, tmp_path: Path) -> None:
+    await seed_private(store)
+    folder = tmp_path / "exports"  # the database is in tmp_path
+    folder.mkdir()
+    out = folder / "data.jsonl"
+    names = ("data.train.jsonl", "data.validation.jsonl", "data.manifest.json")
+    for name in names:  # an earlier export, or a file someone made, readable by everyone
+        (folder / name).write_text("old")
+        (folder / name).chmod(0o644)
+    old_umask = os.umask(0o022)
+    try:
+        await export(store, ExportOptions("openai-chat", output=out, split=0.5), stderr=io.StringIO())
+        await export(store, ExportOptions("csv", output=folder / "all.csv"), stderr=io.StringIO())
+    finally:
+        os.umask(old_umask)
+    written = sorted(p.name for p in folder.iterdir())
+    assert written == sorted([*names, "all.csv", "all.manifest.json"])  # no temporary file left
+    for name in written:
+        assert (folder / name).stat().st_mode & 0o777 == 0o600, name
+        assert (folder / name).read_text() != "old", name
+
+
+async def test_cli_include_dms_redact_and_private_files(tmp_path: Path) -> None:
+    db = tmp_path / "flywheel.db"
+    store = Store(f"sqlite:///{db}")
+    await store.upgrade()
+    await seed_private(store)
+    await store.close()
+    (tmp_path / "out").mkdir()
+    code, out, err = await cli("--format", "csv", "--rating", "any", "--include-unrated", "--include-dms",
+                               "--redact", "-o", "out/all.csv", db=db, cwd=tmp_path)
+    assert code == 0, err
+    data = b"".join(p.read_bytes() for p in (tmp_path / "out").iterdir()).decode()
+    assert "private answer" in data and "incidents" not in data and not RAW_CHANNEL.findall(data)
+    assert {p.stat().st_mode & 0o777 for p in (tmp_path / "out").iterdir()} == {0o600}
+    code, out, err = await cli("--format", "openai-chat", db=db, cwd=tmp_path)
+    assert code == 0 and "private" not in out and "left out 3 call(s) in direct messages" in err, err
+    code, out, _ = await cli("--help", db=db, cwd=tmp_path)
+    assert code == 0 and "--include-dms" in out and "channel" in out
+
+
+def test_bare_channel_ids_are_found_but_hex_and_model_names_stay() -> None:
+    from bot.export_formats import Scrubber
+
+    scrub = Scrubber("salt")
+    text = "see C0123HOME9 and D0789DMXY1; sha DEADBEEF1234, CAFE00112233; GPT4TURBO1; C_GENERAL; <#else>"
+    assert scrub.text(text) == (f"see {channel_pseudonym('salt', HOME)} and {channel_pseudonym('salt', DM)}; "
+                                "sha DEADBEEF1234, CAFE00112233; GPT4TURBO1; C_GENERAL; <#else>")
+    # The call's own channel is found whatever its shape (the playground's C_GENERAL).
+    assert scrub.text("in C_GENERAL.", channel_id="C_GENERAL") == f"in {channel_pseudonym('salt', 'C_GENERAL')}."
