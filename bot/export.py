@@ -52,6 +52,7 @@ from bot.export_formats import (
     validate,
 )
 from bot.export_queries import Filters, best_query, dm_count_query, preference_query, selected_query
+from bot.models import SOURCES
 from bot.settings import Settings
 from bot.store import Store
 
@@ -391,6 +392,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="up: approved; down: more 👎 than 👍; any: any vote or correction "
                              "(default: approved or corrected)")
     parser.add_argument("--include-unrated", action="store_true", help="also calls nobody rated or corrected")
+    parser.add_argument("--source", action="append", choices=SOURCES, metavar="NAME", dest="sources",
+                        help=f"only calls from here (repeatable; one of {', '.join(SOURCES)}; default slack: the "
+                             "playground, `flywheel try` and replays are practice, not data)")
+    parser.add_argument("--model", action="append", metavar="NAME", dest="models",
+                        help="only calls to this model (repeatable)")
     parser.add_argument("--include-dms", action="store_true",
                         help="also calls in direct messages with the bot, left out of every format by default "
                              "(private conversations)")
@@ -429,7 +435,8 @@ def options_from(args: argparse.Namespace) -> ExportOptions:
         raise ConfigError(["--split needs --output FILE (it writes FILE.train and FILE.validation)"])
     filters = Filters(prompt=args.prompt or None, version=(args.version or "").strip() or None, since=since,
                       until=until, channel=args.channel or None, rating=args.rating,
-                      include_unrated=args.include_unrated, include_dms=args.include_dms)
+                      include_unrated=args.include_unrated, include_dms=args.include_dms,
+                      sources=tuple(dict.fromkeys(args.sources or ["slack"])), models=tuple(args.models or ()))
     return ExportOptions(format=args.format, filters=filters, output=output, split=split, redact=args.redact)
 
 

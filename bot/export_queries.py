@@ -41,6 +41,8 @@ class Filters:
     rating: str | None = None  # None: approved or corrected
     include_unrated: bool = False
     include_dms: bool = False  # calls in direct messages (private conversations) are opt-in
+    sources: tuple[str, ...] = ("slack",)  # where calls came from: practice (playground, try, replay) is opt-in
+    models: tuple[str, ...] = ()  # the models asked for; empty: any
 
     def describe(self) -> dict[str, Any]:
         out = asdict(self)
@@ -79,6 +81,9 @@ def _scored(filters: Filters, *, selection: bool = True, negatives: bool = False
         where.append(Call.created_at < filters.until)
     if filters.channel:
         where.append(Call.channel_id == filters.channel)
+    where.append(Call.source.in_(filters.sources))
+    if filters.models:
+        where.append(Call.model.in_(filters.models))
     if only_dms:
         where.append(_in_dm())
     elif not filters.include_dms:

@@ -582,3 +582,33 @@ def test_bare_channel_ids_are_found_but_hex_and_model_names_stay() -> None:
                                 "sha DEADBEEF1234, CAFE00112233; GPT4TURBO1; C_GENERAL; <#else>")
     # The call's own channel is found whatever its shape (the playground's C_GENERAL).
     assert scrub.text("in C_GENERAL.", channel_id="C_GENERAL") == f"in {channel_pseudonym('salt', 'C_GENERAL')}."
+
+
+async def test_practice_calls_are_not_data_unless_asked_for(tmp_path: Path) -> None:
+    """An afternoon in the playground (echo model), a `flywheel try`, one real Slack answer:
+    the default export is the Slack answer; --source and --model choose otherwise."""
+    db = tmp_path / "flywheel.db"
+    store = Store(f"sqlite:///{db}")
+    await store.upgrade()
+    await call(store, "real question", "real answer", votes=(1,))
+    for i in range(4):
+        await call(store, f"practice {i}", f"Echo model (offline): practice {i}", votes=(1,), model="echo",
+                   source="playground", channel_id="C_GENERAL", team_id="T_PLAY")
+    await call(store, "tried", "tried answer", votes=(1,), trigger="cli", source="try", channel_id=None)
+    await store.close()
+
+    async def answers(*args: str) -> list[str]:
+        code, out, err = await cli("--format", "openai-chat", *args, db=db, cwd=tmp_path)
+        assert code == 0, err
+        return sorted(json.loads(line)["messages"][-1]["content"] for line in out.splitlines())
+
+    assert await answers() == ["real answer"]
+    assert await answers("--source", "playground") == [f"Echo model (offline): practice {i}" for i in range(4)]
+    assert await answers("--source", "slack", "--source", "try") == ["real answer", "tried answer"]
+    assert await answers("--source", "playground", "--model", "gpt-5.4-mini") == []
+    assert await answers("--source", "try", "--model", "gpt-5.4-mini") == ["tried answer"]
+    code, _, err = await cli("--format", "csv", "--source", "staging", db=db, cwd=tmp_path)
+    assert code == 2 and "invalid choice: 'staging'" in err
+    code, _, err = await cli("--format", "csv", "--output", "all.csv", db=db, cwd=tmp_path)
+    assert code == 0, err
+    assert json.loads((tmp_path / "all.manifest.json").read_text())["filters"]["sources"] == ["slack"]
