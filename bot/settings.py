@@ -139,6 +139,22 @@ class Settings:
             bad("LOG_FORMAT", f"must be text or json, got {log_format!r}")
             log_format = "text"
 
+        prices_file = Path(p) if (p := get("FLYWHEEL_PRICES")) else None
+        if prices_file is not None:  # read now, so that it is reported with every other problem
+            from bot.pricing import PriceTable
+
+            try:
+                PriceTable.load(prices_file)
+            except ConfigError as exc:
+                problems.extend(exc.problems)
+
+        reactions = {}
+        for name in ("FLYWHEEL_UP_REACTIONS", "FLYWHEEL_DOWN_REACTIONS"):
+            reactions[name] = _reaction_set(get(name))
+            if values.get(name) is not None and not _reaction_set(values[name]):
+                # Set, but to nothing: no vote would ever count. Unset means the default.
+                bad(name, f"names no reaction; list at least one (unset, it is {SETTINGS[name][1]})")
+
         database_url = normalize_database_url(get("DATABASE_URL") or DEFAULT_DATABASE_URL)
         if not database_url.startswith(("sqlite", "postgresql")):
             bad("DATABASE_URL", "must be a sqlite:/// or postgresql:// (or postgres://) URL")
@@ -152,9 +168,9 @@ class Settings:
             openai_base_url=base_url,
             model=get("FLYWHEEL_MODEL") or DEFAULT_MODEL,
             model_timeout=timeout,
-            prices_file=Path(p) if (p := get("FLYWHEEL_PRICES")) else None,
-            up_reactions=_reaction_set(get("FLYWHEEL_UP_REACTIONS")),
-            down_reactions=_reaction_set(get("FLYWHEEL_DOWN_REACTIONS")),
+            prices_file=prices_file,
+            up_reactions=reactions["FLYWHEEL_UP_REACTIONS"],
+            down_reactions=reactions["FLYWHEEL_DOWN_REACTIONS"],
             exclude_reaction=(get("FLYWHEEL_EXCLUDE_REACTION") or "no_entry_sign").strip(":"),
             database_url=database_url,
             journal_dir=Path(get("FLYWHEEL_JOURNAL_DIR") or "flywheel-journal"),
@@ -238,4 +254,5 @@ def _number(value: str) -> float | None:
 
 
 def _reaction_set(value: str | None) -> frozenset[str]:
-    return frozenset(r.strip().strip(":") for r in (value or "").split(",") if r.strip())
+    names = (r.strip().strip(":").strip() for r in (value or "").split(","))
+    return frozenset(n for n in names if n)

@@ -47,6 +47,9 @@ def test_a_local_model_server_needs_no_key():
     ("DATABASE_URL", "mysql://x", "must be a sqlite:/// or postgresql://"),
     ("FLYWHEEL_MODEL_TIMEOUT", "soon", "must be a number of seconds"),
     ("FLYWHEEL_SHUTDOWN_GRACE", "-1", "must be a number of seconds between 0 and 3600"),
+    ("FLYWHEEL_UP_REACTIONS", "", "names no reaction"),
+    ("FLYWHEEL_DOWN_REACTIONS", " , :", "names no reaction"),
+    ("FLYWHEEL_PRICES", "/nonexistent/prices.json", "which does not exist"),
 ])
 def test_malformed_settings_name_the_setting_and_the_fix(name: str, value: str, says: str):
     s = Settings.parse({name: value})
@@ -54,6 +57,17 @@ def test_malformed_settings_name_the_setting_and_the_fix(name: str, value: str, 
         s.require()
     [problem] = err.value.problems
     assert problem.startswith(name) and says in problem
+
+
+def test_every_bad_setting_is_reported_in_one_run(tmp_path: Path):
+    prices = tmp_path / "prices.json"
+    prices.write_text('{"models": {"m": {"input": "cheap"}}}')
+    s = Settings.parse({"PORT": "99999", "FLYWHEEL_PRICES": str(prices), "LOG_LEVEL": "loud",
+                        "FLYWHEEL_UP_REACTIONS": ","})
+    with pytest.raises(ConfigError) as err:
+        s.require()
+    assert sorted(p.split()[0] for p in err.value.problems) == [
+        "FLYWHEEL_PRICES", "FLYWHEEL_UP_REACTIONS", "LOG_LEVEL", "PORT"]
 
 
 def test_missing_settings_are_only_a_problem_for_commands_that_need_them():
