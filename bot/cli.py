@@ -204,6 +204,11 @@ def cmd_manifest(args: argparse.Namespace, settings: Settings) -> int:
 
     settings.require()
     socket = settings.socket_mode if args.socket is None else args.socket
+    if args.url and socket:
+        raise ConfigError(["--url is for HTTP mode: in Socket Mode Slack sends nothing to a URL "
+                           "(drop --url, or use --http)"])
+    if args.url and not args.url.startswith("https://"):
+        raise ConfigError([f"--url must be an https:// URL (Slack sends events only over HTTPS), got {args.url!r}"])
     prompts = PromptSet.load(settings.prompts_dir)
     for problem in prompts.problems:
         print(f"flywheel: skipped invalid prompt: {problem}", file=sys.stderr)

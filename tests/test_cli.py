@@ -88,6 +88,14 @@ async def test_manifest_in_socket_mode_has_no_urls(tmp_path: Path):
     assert all("url" not in c for c in doc["features"]["slash_commands"])
 
 
+async def test_manifest_refuses_a_url_slack_would_not_call(tmp_path: Path):
+    code, out, err = await run("manifest", "--url", "http://bot.example.com", cwd=REPO, env=clean_env())
+    assert (code, out) == (2, "") and "--url must be an https:// URL" in err
+    code, out, err = await run("manifest", "--socket", "--url", "https://bot.example.com", cwd=REPO,
+                               env=clean_env())
+    assert (code, out) == (2, "") and "--url is for HTTP mode" in err
+
+
 async def test_prompts_lists_prompts_and_reports_invalid_files_with_path_and_line(tmp_path: Path):
     prompts = tmp_path / "prompts"
     prompts.mkdir()
