@@ -13,6 +13,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from bot import logs
 from bot.errors import ConfigError, FlywheelError
@@ -164,9 +165,10 @@ def cmd_try(args: argparse.Namespace, settings: Settings) -> int:
     from bot.pricing import PriceTable
     from bot.store import Store
 
-    settings.require(model=True)
+    settings.require()
     logs.configure("WARNING" if settings.log_level == "INFO" else settings.log_level, settings.secrets,
                    settings.log_format)
+    echo = not settings.openai_api_key and not settings.openai_base_url  # as in the playground
     prompts = Prompts(settings.prompts_dir)
     prompt = prompts().get(args.prompt)
     if prompt is None:
@@ -177,8 +179,15 @@ def cmd_try(args: argparse.Namespace, settings: Settings) -> int:
 
     async def go() -> str:
         store = Store(settings.database_url)
-        llm = LLM(api_key=settings.openai_api_key, base_url=settings.openai_base_url,
-                  idle_timeout=settings.model_timeout)
+        if echo:
+            from bot.playground.echo import EchoLLM
+
+            print("flywheel: no OPENAI_API_KEY or OPENAI_BASE_URL: the offline echo model answers",
+                  file=sys.stderr)
+            llm: Any = EchoLLM()
+        else:
+            llm = LLM(api_key=settings.openai_api_key, base_url=settings.openai_base_url,
+                      idle_timeout=settings.model_timeout)
         try:
             await _upgrade(store)
             conversation = Conversation(settings=settings, prompts=prompts, llm=llm, store=store, source="try",

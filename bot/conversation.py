@@ -339,6 +339,8 @@ class Conversation:
                       opening: Opening | None) -> int | None:
         prompt, replay = ask.prompt, ask.replay
         model = replay.model if replay else prompt.model or self.settings.model
+        # An answerer that is one model whatever is asked (the offline echo model) is logged as such.
+        model = getattr(self.llm, "only_model", None) or model
         options = replay.options if replay else prompt.options
         record = CallLog(
             trigger=ask.trigger, source=self.source, prompt_name=replay.prompt_name if replay else prompt.name,

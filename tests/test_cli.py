@@ -123,6 +123,16 @@ async def test_try_prints_the_answer_and_logs_the_call(tmp_path: Path):
     assert rows == [("cli", "try", "ask", "Hello from the fake model!", 12, 5, "ok")]  # practice, not traffic
 
 
+async def test_try_without_a_model_uses_the_echo_model_as_the_playground_does_and_says_so(tmp_path: Path):
+    env = clean_env(DATABASE_URL=f"sqlite:///{tmp_path / 'f.db'}", PROMPTS_DIR=str(REPO / "prompts"))
+    code, out, err = await run("try", "ask", "hello there", cwd=tmp_path, env=env)
+    assert code == 0, err
+    assert "Echo model (offline)" in out and "hello there" in out
+    assert "the offline echo model answers" in err and " · echo · " in err  # which model answered
+    rows = sqlite3.connect(tmp_path / "f.db").execute("select model, model_resolved, source from calls").fetchall()
+    assert rows == [("echo", "echo", "try")]
+
+
 async def test_try_unknown_prompt_says_which_exist(tmp_path: Path):
     env = clean_env(OPENAI_API_KEY="sk-x", PROMPTS_DIR=str(REPO / "prompts"))
     code, _, err = await run("try", "nope", "hi", cwd=tmp_path, env=env)

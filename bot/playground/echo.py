@@ -23,6 +23,7 @@ class EchoLLM:
 
     base_url = None
     is_openai = False
+    only_model = ECHO_MODEL  # whatever a prompt asks for, this is what answers (and what is logged)
 
     def __init__(self, word_delay: float = WORD_DELAY):
         self.word_delay = word_delay
