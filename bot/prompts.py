@@ -328,10 +328,8 @@ def _parse(path: Path, raw: bytes) -> tuple[Prompt | None, list[PromptError]]:
         fail(at("metadata", "slack", "command"),
              "description: is required for a slash command (Slack shows it in the command menu)")
     inputs = _check_inputs(data.get("inputs"), at, fail)
-    template = data.get("template")
-    fmt = template.get("format", "jinja2") if isinstance(template, dict) else template
-    if template is not None and fmt != "jinja2":
-        fail(at("template"), f"template: only the jinja2 format is supported, got {fmt!r}")
+    if not _check_template(data.get("template"), at, fail):
+        return None, problems  # the body is not Jinja2: compiling it would only add noise
     allowed = set(KNOWN_VARIABLES) | set(inputs)
     blocks, uses_thread = _compile_body(lines[close + 1:], close + 2, allowed, fail)
     if problems:
@@ -376,6 +374,68 @@ def _check_model(model: Any, at: _At, fail: _Fail) -> tuple[str | None, dict[str
         fail(at("model", "options", "max_completion_tokens"),
              "model.options: set either max_tokens or max_completion_tokens, not both")
     return (model_id.strip() if model_id else None), dict(options)
+
+
+def _kind(value: Any, what: str, at: _At, where: tuple, fail: _Fail) -> str | None:
+    """The ``kind`` of a Prompty format/parser setting, written as ``jinja2`` or ``{kind: jinja2}``.
+
+    None or Prompty's ``*`` / empty kind means "the default". Settings that would change how
+    the template renders (``options``) are reported rather than ignored.
+    """
+    if value is None or isinstance(value, str):
+        return value or None
+    if not isinstance(value, dict):
+        fail(at(*where), f"{what}: must be a name such as jinja2, or {{kind: jinja2}}, got {value!r}")
+        return None
+    _unknown(value, ("kind", "strict", "options"), where, what, at, fail)
+    if value.get("options"):
+        fail(at(*where, "options"), f"{what}.options: not supported (Flywheel renders with fixed settings)")
+    if not isinstance(value.get("strict", False), bool):
+        fail(at(*where, "strict"), f"{what}.strict: must be true or false")
+    kind = value.get("kind")
+    if kind is not None and not isinstance(kind, str):
+        fail(at(*where, "kind"), f"{what}.kind: must be a name such as jinja2, got {kind!r}")
+        return None
+    return kind or None
+
+
+def _check_template(template: Any, at: _At, fail: _Fail) -> bool:
+    """Prompty's ``template`` setting, in each shape Prompty reads; whether the body is Jinja2.
+
+    ``template: jinja2`` (shorthand), ``{format: jinja2, parser: prompty}`` (Prompty 1; its
+    older ``type:`` for ``format:`` too) and ``{format: {kind: jinja2}, parser: {kind: prompty}}``
+    (Prompty 2). ``strict`` is accepted: Flywheel always splits the messages before filling in
+    variables, so a person's text can never add a role marker.
+    """
+    if template is None:
+        return True
+    if isinstance(template, str):
+        fmt, parser, where = template or None, None, ("template",)
+    elif isinstance(template, dict):
+        _unknown(template, ("format", "type", "parser", "strict", "options"), ("template",), "template", at, fail)
+        if "format" in template and "type" in template:
+            fail(at("template", "type"), "template: set format or type (its older name), not both")
+        key = "type" if "type" in template else "format"
+        where = ("template", key)
+        if template.get("options"):
+            fail(at("template", "options"), "template.options: not supported (Flywheel renders with fixed settings)")
+        if not isinstance(template.get("strict", False), bool):
+            fail(at("template", "strict"), "template.strict: must be true or false")
+        fmt = _kind(template.get(key), f"template.{key}", at, where, fail)
+        parser = _kind(template.get("parser"), "template.parser", at, ("template", "parser"), fail)
+    else:
+        fail(at("template"), f"template: must be jinja2, or {{format: {{kind: jinja2}}}}, got {template!r}")
+        return False
+    if parser not in (None, "*", "prompty"):
+        fail(at("template", "parser", "kind"), f"template.parser: only Prompty's own parser ('prompty') is "
+                                               f"supported, got {parser!r}")
+    if fmt in (None, "*", "jinja2"):
+        return True
+    hint = (" (Prompty's TypeScript runtime renders Jinja2-like templates with nunjucks; if this one uses only "
+            "syntax Jinja2 shares, set the kind to jinja2)" if fmt == "nunjucks" else "")
+    fail(at(*where, "kind"), f"template: the {fmt!r} format is not supported; Flywheel renders Jinja2 "
+                             f"templates only (format kind 'jinja2'){hint}")
+    return False
 
 
 def _check_metadata(metadata: Any, at: _At, fail: _Fail) -> tuple[str | None, str, dict[str, Any]]:

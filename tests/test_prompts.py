@@ -182,6 +182,25 @@ def test_a_render_failure_is_a_prompt_error_with_its_line(tmp_path: Path) -> Non
     assert "division" in caught.value.reason
 
 
+TEMPLATE_FORMS = [
+    "template: jinja2",
+    "template:\n  format: jinja2\n  parser: prompty",
+    "template:\n  type: jinja2\n  parser: prompty",
+    "template:\n  format:\n    kind: jinja2\n  parser:\n    kind: prompty",
+    "template:\n  format:\n    kind: jinja2\n    strict: true\n  parser:\n    kind: prompty",
+    "template:\n  format: {kind: '*'}",
+]
+
+
+@pytest.mark.parametrize("template", TEMPLATE_FORMS)
+def test_every_jinja2_template_setting_prompty_reads_is_accepted(tmp_path: Path, template: str) -> None:
+    text = good(body="system:\n{% if channel %}In {{ channel }}.{% endif %}\nuser:\n{{ text | upper }}\n")
+    prompt, problems = load_one(tmp_path, text.replace("---\nsystem:", template + "\n---\nsystem:"))
+    assert problems == []
+    assert prompt.messages("hi", channel="C1") == [{"role": "system", "content": "In C1."},
+                                                   {"role": "user", "content": "HI"}]
+
+
 # --- version ------------------------------------------------------------------------------------
 
 def test_version_is_the_sha256_of_the_file_and_changes_with_one_byte(tmp_path: Path) -> None:
@@ -279,7 +298,16 @@ RULES = [
     (FM + "inputs:\n  lang:\n    type: string\n" + BODY, 5, "inputs.lang: needs a default"),
     (FM + "inputs:\n  - name: 2x\n    default: a\n" + BODY, 5, "'2x' is not a valid variable name"),
     (FM + "inputs:\n  lang:\n    default: en\n    choices: [en]\n" + BODY, 7, "inputs.lang.choices: unknown key"),
-    (FM + "template: mustache\n" + BODY, 4, "only the jinja2 format is supported"),
+    (FM + "template: mustache\n" + BODY, 4, "template: the 'mustache' format is not supported; Flywheel renders Jinja2"),
+    (FM + "template:\n  format:\n    kind: mustache\n  parser:\n    kind: prompty\n---\nuser:\n{{#items}}{{.}}{{/items}}\n",
+     6, "the 'mustache' format is not supported"),  # and no Jinja2 syntax errors after it
+    (FM + "template:\n  format: {kind: nunjucks}\n" + BODY, 5, "set the kind to jinja2"),
+    (FM + "template:\n  format: jinja2\n  parser: xml\n" + BODY, 6, "only Prompty's own parser ('prompty')"),
+    (FM + "template:\n  format:\n    kind: jinja2\n    options: {autoescape: true}\n" + BODY, 7,
+     "template.format.options: not supported"),
+    (FM + "template:\n  format: jinja2\n  type: jinja2\n" + BODY, 6, "set format or type (its older name), not both"),
+    (FM + "template:\n  engine: jinja2\n" + BODY, 5, "template.engine: unknown key (allowed: format, type, parser"),
+    (FM + "template: [jinja2]\n" + BODY, 4, "template: must be jinja2, or {format: {kind: jinja2}}"),
     (FM + "---\nsystem:\nYou help.\n", 5, "no 'user:' block"),
     (FM + "---\nsystem:\nhi\nuser:\n{{ text }}\nassistant:\nSure!\n", 9, "the last block must be 'user:'"),
     (FM + "---\nsystem:\nhi\n\nuser:\nline one\n{% if text %}\n{{ text }}\n", 11,
