@@ -505,6 +505,9 @@ def _check_metadata(metadata: Any, at: _At, fail: _Fail) -> tuple[str | None, st
     return command, usage_hint.strip(), checked
 
 
+_SHORTHAND_TYPES = {bool: "boolean", int: "integer", float: "float", list: "array", dict: "object"}
+
+
 def _check_inputs(raw: Any, at: _At, fail: _Fail) -> dict[str, Any]:
     if isinstance(raw, dict):
         items = [(name, spec, ("inputs", name)) for name, spec in raw.items()]
@@ -517,13 +520,13 @@ def _check_inputs(raw: Any, at: _At, fail: _Fail) -> dict[str, Any]:
         return {}
     inputs: dict[str, Any] = {}
     for name, spec, where in items:
-        spec = {} if spec is None else spec
+        if spec is None:
+            spec = {}
+        elif not isinstance(spec, dict):  # Prompty's shorthand `style: bullets` is the input's default
+            spec = {"type": _SHORTHAND_TYPES.get(type(spec), "string"), "default": spec}
         if not (isinstance(name, str) and name.isidentifier()):
             fail(at(*where), f"inputs: {name!r} is not a valid variable name (letters, digits, '_')"
                  if name is not None else "inputs: each item of the list needs a name: key")
-            continue
-        if not isinstance(spec, dict):
-            fail(at(*where), f"inputs.{name}: must be a mapping with type:, default:, description:")
             continue
         _unknown(spec, INPUT_KEYS, where, f"inputs.{name}", at, fail)
         if spec.get("default") is None and name not in KNOWN_VARIABLES:

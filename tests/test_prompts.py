@@ -227,6 +227,16 @@ def test_variables_defaults_and_user_text_is_never_template_code(tmp_path: Path)
     assert re.fullmatch(r"\|\|\d{4}-\d\d-\d\d\|calm\|", prompt.messages("x")[0]["content"])
 
 
+def test_an_input_written_as_just_its_value_is_its_default(tmp_path: Path) -> None:
+    text = good(body="system:\n{{ tone }} {{ limit }} {{ langs | join('/') }} {{ strict }}\nuser:\n{{ text }}\n")
+    prompt, problems = load_one(tmp_path, text.replace(
+        "---\nsystem:", "inputs:\n  tone: calm\n  limit: 3\n  langs: [en, fr]\n  strict: false\n---\nsystem:"))
+    assert problems == []
+    assert prompt.messages("hi")[0] == {"role": "system", "content": "calm 3 en/fr False"}
+    assert {n: i["type"] for n, i in prompt.inputs.items()} == {
+        "tone": "string", "limit": "integer", "langs": "array", "strict": "boolean"}
+
+
 def test_a_render_failure_is_a_prompt_error_with_its_line(tmp_path: Path) -> None:
     body = "system:\nfine\nuser:\n{{ text }}\n{% if text == 'boom' %}{{ 1 // 0 }}{% endif %}\n"
     prompt, problems = load_one(tmp_path, good(body=body))
