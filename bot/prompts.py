@@ -359,11 +359,12 @@ def _parse(path: Path, raw: bytes) -> tuple[Prompt | None, list[PromptError]]:
     if command and not description.strip():
         fail(at("metadata", "slack", "command"),
              "description: is required for a slash command (Slack shows it in the command menu)")
-    inputs = _check_inputs(data.get("inputs"), at, fail)
+    inputs, excused = _check_inputs(data.get("inputs"), at, fail)
     if not _check_template(data.get("template"), at, fail):
         return None, problems  # the body is not Jinja2: compiling it would only add noise
-    allowed = set(KNOWN_VARIABLES) | set(inputs)
-    blocks, uses_thread = _compile_body(lines[close + 1:], close + 2, allowed, fail)
+    # a variable whose input was reported above (or all of them, if inputs: itself was) is not reported again
+    quiet = None if excused is None else set(KNOWN_VARIABLES) | set(inputs) | excused
+    blocks, uses_thread = _compile_body(lines[close + 1:], close + 2, quiet, fail)
     if problems:
         return None, problems
 
@@ -505,20 +506,27 @@ def _check_metadata(metadata: Any, at: _At, fail: _Fail) -> tuple[str | None, st
     return command, usage_hint.strip(), checked
 
 
+_RICH_KINDS = {  # Prompty's input kinds that are not text
+    "thread": "Flywheel adds the Slack thread itself, as conversation turns just before the last message "
+              "(or use {{ thread }} for it as a transcript)",
+    **{k: "Flywheel sends the model text only" for k in ("image", "file", "audio")}}
 _SHORTHAND_TYPES = {bool: "boolean", int: "integer", float: "float", list: "array", dict: "object"}
 
 
-def _check_inputs(raw: Any, at: _At, fail: _Fail) -> dict[str, Any]:
+def _check_inputs(raw: Any, at: _At, fail: _Fail) -> tuple[dict[str, Any], set[str] | None]:
+    """The declared inputs, and the names of those reported (None: ``inputs:`` itself was reported)."""
     if isinstance(raw, dict):
         items = [(name, spec, ("inputs", name)) for name, spec in raw.items()]
     elif isinstance(raw, list):
         items = [(spec.get("name") if isinstance(spec, dict) else None, spec, ("inputs", i))
                  for i, spec in enumerate(raw)]
     else:
-        if raw is not None:
-            fail(at("inputs"), "inputs: must be a mapping (name: {type, default, description}) or a list")
-        return {}
+        if raw is None:
+            return {}, set()
+        fail(at("inputs"), "inputs: must be a mapping (name: {type, default, description}) or a list")
+        return {}, None
     inputs: dict[str, Any] = {}
+    excused: set[str] = set()
     for name, spec, where in items:
         if spec is None:
             spec = {}
@@ -529,12 +537,18 @@ def _check_inputs(raw: Any, at: _At, fail: _Fail) -> dict[str, Any]:
                  if name is not None else "inputs: each item of the list needs a name: key")
             continue
         _unknown(spec, INPUT_KEYS, where, f"inputs.{name}", at, fail)
+        kind = spec.get("kind", spec.get("type", "string"))
+        if kind in _RICH_KINDS:
+            fail(at(*where, "kind" if "kind" in spec else "type"), f"inputs.{name}: kind {kind!r} is not supported: "
+                                                                   f"{_RICH_KINDS[kind]}")
+            excused.add(name)
+            continue
         if spec.get("default") is None and name not in KNOWN_VARIABLES:
-            fail(at(*where), f"inputs.{name}: needs a default, because the bot only fills "
-                             f"{', '.join(KNOWN_VARIABLES)}")
-        inputs[name] = {"type": spec.get("type", spec.get("kind", "string")),
-                        "default": spec.get("default"), "description": spec.get("description", "")}
-    return inputs
+            fail(at(*where), f"inputs.{name}: needs a default, because the bot fills only "
+                             f"{', '.join(KNOWN_VARIABLES)} (if this is where the person's words go, "
+                             "use {{ text }} instead)")
+        inputs[name] = {"type": kind, "default": spec.get("default"), "description": spec.get("description", "")}
+    return inputs, excused
 
 
 @dataclass
@@ -599,7 +613,10 @@ def _attributes(raw: str) -> dict[str, str] | None:
     return attributes or None
 
 
-def _compile_body(lines: list[str], first: int, allowed: set[str], fail: _Fail) -> tuple[list[_Block], bool]:
+def _compile_body(lines: list[str], first: int, quiet: set[str] | None,
+                  fail: _Fail) -> tuple[list[_Block], bool]:
+    """The message blocks, and whether they use {{ thread }}. An undeclared variable is reported once,
+    at its first use, unless it is in ``quiet`` (known, or reported already); None: report none."""
     chunks = [_Chunk("system", first, first)]  # Prompty: text before the first marker is a system message
     for offset, line in enumerate(lines):
         chunk = _marker(line, first + offset, fail)
@@ -625,7 +642,7 @@ def _compile_body(lines: list[str], first: int, allowed: set[str], fail: _Fail) 
     for i, chunk in enumerate(chunks):
         sources = [("\n".join(chunk.lines), chunk.start)] + ([(chunk.name, chunk.marker_line)] if chunk.name else [])
         try:
-            (template, undeclared), *name = [_compile(source, line, allowed, fail) for source, line in sources]
+            (template, undeclared), *name = [_compile(source, line, quiet, fail) for source, line in sources]
         except _SyntaxError as exc:
             unclosed = exc.message.startswith("Unexpected end of template")
             if not (left_open and exc.message.startswith("Encountered unknown tag")):
@@ -646,7 +663,7 @@ class _SyntaxError(Exception):
         self.line, self.message = line, message
 
 
-def _compile(source: str, start: int, allowed: set[str], fail: _Fail) -> tuple[Template, set[str]]:
+def _compile(source: str, start: int, quiet: set[str] | None, fail: _Fail) -> tuple[Template, set[str]]:
     """One Jinja2 template whose first line is file line ``start``, checked; raises ``_SyntaxError``."""
     try:
         ast = _ENV.parse(source)
@@ -656,8 +673,12 @@ def _compile(source: str, start: int, allowed: set[str], fail: _Fail) -> tuple[T
     for tag in ast.find_all((nodes.Extends, nodes.Include, nodes.Import, nodes.FromImport)):
         fail(start + tag.lineno - 1, "include/extends/import are not supported: a prompt is one file")
     undeclared = meta.find_undeclared_variables(ast)
-    for var in sorted(undeclared - allowed):
-        line = min(n.lineno for n in ast.find_all(nodes.Name) if n.name == var and n.ctx == "load")
-        fail(start + line - 1, f"unknown template variable '{var}': use one of "
-                               f"{', '.join(KNOWN_VARIABLES)}, or declare it under inputs:")
+    first_use: dict[str, int] = {}
+    for n in ast.find_all(nodes.Name):
+        if n.ctx == "load":
+            first_use[n.name] = min(n.lineno, first_use.get(n.name, n.lineno))
+    for var in sorted(undeclared - quiet if quiet is not None else (), key=first_use.__getitem__):
+        fail(start + first_use[var] - 1, f"unknown template variable '{var}': use one of "
+                                         f"{', '.join(KNOWN_VARIABLES)}, or declare it under inputs:")
+        quiet.add(var)  # type: ignore[union-attr]  # once per file: its other uses are the same mistake
     return template, undeclared

@@ -363,6 +363,17 @@ RULES = [
     (FM + "inputs:\n  lang:\n    type: string\n" + BODY, 5, "inputs.lang: needs a default"),
     (FM + "inputs:\n  - name: 2x\n    default: a\n" + BODY, 5, "'2x' is not a valid variable name"),
     (FM + "inputs:\n  lang:\n    default: en\n    choices: [en]\n" + BODY, 7, "inputs.lang.choices: unknown key"),
+    # the root cause once: not again as an unknown variable where the body uses it
+    (FM + "inputs:\n  question:\n    kind: string\n---\nuser:\n{{ question }}\n", 5,
+     "inputs.question: needs a default, because the bot fills only text, user, channel, date, thread (if this "
+     "is where the person's words go, use {{ text }} instead)"),
+    (FM + "inputs:\n  - name: history\n    kind: thread\n---\nsystem:\n{{ history }}\nuser:\n{{ text }}\n", 6,
+     "inputs.history: kind 'thread' is not supported: Flywheel adds the Slack thread itself"),
+    (FM + "inputs:\n  photo:\n    type: image\n---\nuser:\n{{ text }} {{ photo }}\n", 6,
+     "inputs.photo: kind 'image' is not supported: Flywheel sends the model text only"),
+    (FM + "inputs: 5\n---\nsystem:\n{{ lang }}\nuser:\n{{ text }}\n", 4, "inputs: must be a mapping"),
+    (FM + "---\nsystem:\nYou serve {{ team }}.\nuser:\n{{ team }}: {{ text }}\n", 6,
+     "unknown template variable 'team'"),
     (FM + "template: mustache\n" + BODY, 4, "template: the 'mustache' format is not supported; Flywheel renders Jinja2"),
     (FM + "template:\n  format:\n    kind: mustache\n  parser:\n    kind: prompty\n---\nuser:\n{{#items}}{{.}}{{/items}}\n",
      6, "the 'mustache' format is not supported"),  # and no Jinja2 syntax errors after it
