@@ -110,6 +110,8 @@ class Prompt:
     feedback: dict[str, Any]
     inputs: dict[str, Any]
     uses_thread: bool = False  # the template reads {{ thread }}: history is then not inserted
+    # things worth fixing that do not stop the prompt from working (path, line, reason)
+    warnings: tuple[PromptError, ...] = field(default=(), compare=False)
     _blocks: tuple[_Block, ...] = field(default=(), repr=False, compare=False)
     _command_line: int | None = field(default=None, repr=False, compare=False)
 
@@ -178,9 +180,10 @@ def _bad_name(role: str, name: str) -> str:
 @dataclass
 class PromptSet:
     prompts: dict[str, Prompt]
-    problems: list[PromptError]
+    problems: list[PromptError]  # files left out, and why
     directory: Path
     _snapshot: dict[str, tuple[int, int]] | None = field(default=None, repr=False)
+    warnings: list[PromptError] = field(default_factory=list)  # loaded prompts that may not do what was meant
 
     @classmethod
     def load(cls, directory: Path | str) -> PromptSet:
@@ -214,7 +217,8 @@ class PromptSet:
             elif prompt.command:
                 commands[prompt.command] = path
             prompts[prompt.name] = prompt
-        return cls(dict(sorted(prompts.items())), problems, directory, snapshot)
+        warnings = [w for p in prompts.values() for w in p.warnings]
+        return cls(dict(sorted(prompts.items())), problems, directory, snapshot, warnings)
 
     def get(self, name: str) -> Prompt | None:
         return self.prompts.get(name.strip().lower())
@@ -364,14 +368,17 @@ def _parse(path: Path, raw: bytes) -> tuple[Prompt | None, list[PromptError]]:
         return None, problems  # the body is not Jinja2: compiling it would only add noise
     # a variable whose input was reported above (or all of them, if inputs: itself was) is not reported again
     quiet = None if excused is None else set(KNOWN_VARIABLES) | set(inputs) | excused
-    blocks, uses_thread = _compile_body(lines[close + 1:], close + 2, quiet, fail)
+    blocks, used = _compile_body(lines[close + 1:], close + 2, quiet, fail)
     if problems:
         return None, problems
+    warnings = () if "text" in used else (PromptError(path, blocks[-1].marker_line, (
+        "the template never uses {{ text }}, so what people write is not sent to the model (unless the last "
+        "message renders empty); put {{ text }} where their words belong")),)
 
     prompt = Prompt(name=name, description=description.strip(), path=path,
                     version=hashlib.sha256(raw).hexdigest(), source=text, model=model_id,
                     options=options, command=command, usage_hint=usage_hint, feedback=feedback,
-                    inputs=inputs, uses_thread=uses_thread, _blocks=tuple(blocks),
+                    inputs=inputs, uses_thread="thread" in used, warnings=warnings, _blocks=tuple(blocks),
                     _command_line=at("metadata", "slack", "command") if command else None)
     try:  # a trial render catches runtime template errors now, not in a user's thread
         for sample, thread in (("example request", "someone: example message"), ("", "")):
@@ -614,8 +621,8 @@ def _attributes(raw: str) -> dict[str, str] | None:
 
 
 def _compile_body(lines: list[str], first: int, quiet: set[str] | None,
-                  fail: _Fail) -> tuple[list[_Block], bool]:
-    """The message blocks, and whether they use {{ thread }}. An undeclared variable is reported once,
+                  fail: _Fail) -> tuple[list[_Block], set[str]]:
+    """The message blocks, and the variables they use that the template does not set. An undeclared variable is reported once,
     at its first use, unless it is in ``quiet`` (known, or reported already); None: report none."""
     chunks = [_Chunk("system", first, first)]  # Prompty: text before the first marker is a system message
     for offset, line in enumerate(lines):
@@ -637,7 +644,7 @@ def _compile_body(lines: list[str], first: int, quiet: set[str] | None,
         chunks.pop(0)
 
     blocks: list[_Block] = []
-    uses_thread = False
+    used: set[str] = set()
     left_open = False  # the block before left a {% if %} / {% for %} open: its end here is the same mistake
     for i, chunk in enumerate(chunks):
         sources = [("\n".join(chunk.lines), chunk.start)] + ([(chunk.name, chunk.marker_line)] if chunk.name else [])
@@ -652,9 +659,9 @@ def _compile_body(lines: list[str], first: int, quiet: set[str] | None,
             left_open = unclosed
             continue
         left_open = False
-        uses_thread = uses_thread or "thread" in undeclared or any("thread" in n[1] for n in name)
+        used |= undeclared.union(*(n[1] for n in name))
         blocks.append(_Block(chunk.role, chunk.start, template, name[0][0] if name else None, chunk.marker_line))
-    return blocks, uses_thread
+    return blocks, used
 
 
 class _SyntaxError(Exception):

@@ -48,6 +48,7 @@ def shipped() -> PromptSet:
 
 def test_shipped_prompts_load_without_problems(shipped: PromptSet) -> None:
     assert [str(p) for p in shipped.problems] == []
+    assert [str(w) for w in shipped.warnings] == []
     assert [p.name for p in shipped] == SHIPPED
     for prompt in shipped:
         assert prompt.description and len(prompt.description) <= 2000
@@ -235,6 +236,17 @@ def test_an_input_written_as_just_its_value_is_its_default(tmp_path: Path) -> No
     assert prompt.messages("hi")[0] == {"role": "system", "content": "calm 3 en/fr False"}
     assert {n: i["type"] for n, i in prompt.inputs.items()} == {
         "tone": "string", "limit": "integer", "langs": "array", "strict": "boolean"}
+
+
+def test_a_template_that_never_uses_the_text_loads_with_a_warning_at_its_last_message(tmp_path: Path) -> None:
+    text = good(body="system:\nAnswer in French.\n\nuser:\n{{ question }}\n")
+    prompt, problems = load_one(tmp_path, text.replace("---\nsystem:", "inputs:\n  question: Why?\n---\nsystem:"))
+    assert problems == []
+    assert prompt.messages("Où est la gare ?")[-1] == {"role": "user", "content": "Why?"}  # what the warning is about
+    warnings = PromptSet.load(tmp_path).warnings
+    assert [(w.path, w.line) for w in warnings] == [(prompt.path, 10)]
+    assert [str(w) for w in warnings] == [str(w) for w in prompt.warnings]
+    assert warnings[0].reason.startswith("the template never uses {{ text }}, so what people write is not sent")
 
 
 def test_a_render_failure_is_a_prompt_error_with_its_line(tmp_path: Path) -> None:
