@@ -53,6 +53,7 @@ _ROLES = ("system", "user", "assistant")
 _MARKER_RE = re.compile(r"^\s*#?\s*(system|user|assistant|developer|tool)(\[[^\]]*\])?\s*:\s*$", re.IGNORECASE)
 _NEAR_MARKER_RE = re.compile(r"^\s*#?\s*(system|user|assistant|developer|tool)\s*\[.*\]\s*:\s*$", re.IGNORECASE)
 _VARIABLE_MARKER_RE = re.compile(r"^\s*#?\s*\{\{[^}]*role[^}]*\}\}\s*(\[.*\])?\s*:\s*$")
+_THREAD_PLACEHOLDER_RE = re.compile(r"^\s*!\[thread\]")  # Prompty 1: "insert the conversation here"
 _ATTRIBUTE_RE = re.compile(r'\s*(\w+)\s*=\s*(?:"([^"]*)"|([^",]*))\s*(?:,|$)')
 # A message's name, as OpenAI's chat API accepts it on every server version (later ones allow more).
 _MESSAGE_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -572,7 +573,11 @@ def _marker(line: str, number: int, fail: _Fail) -> _Chunk | None:
     """The chunk a role-marker line starts (reporting what Flywheel cannot send), or None for text."""
     found = _MARKER_RE.match(line) or _NEAR_MARKER_RE.match(line)
     if not found:
-        if _VARIABLE_MARKER_RE.match(line):
+        if _THREAD_PLACEHOLDER_RE.match(line):
+            fail(number, "![thread] (Prompty 1's place for the conversation) is not supported: Flywheel adds the "
+                         "Slack thread itself, as conversation turns just before the last message; remove the "
+                         "line (or use {{ thread }} for the thread as a transcript)")
+        elif _VARIABLE_MARKER_RE.match(line):
             fail(number, "a role marker that comes from a variable is not supported: Flywheel splits the messages "
                          "at role markers before filling in variables (so nothing a person types can start a "
                          "message); the thread is added to the conversation by itself (see 'Thread context')")

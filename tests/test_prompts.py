@@ -411,6 +411,8 @@ RULES = [
      "tool messages are not supported"),
     (FM + "---\nsystem:\nhi\n{% for m in [] %}\n{{ m.role }}:\n{{ m.content }}\n{% endfor %}\nuser:\n{{ text }}\n", 8,
      "a role marker that comes from a variable is not supported"),
+    (FM + "---\nsystem:\nBe brief.\n\n![thread]\nuser:\n{{ text }}\n", 8,
+     "![thread] (Prompty 1's place for the conversation) is not supported: Flywheel adds the Slack thread itself"),
     (FM + "---\nsystem:\nhi\n\nuser:\nline one\n{% if text %}\n{{ text }}\n", 11,
      "template syntax error: Unexpected end of template"),
     (FM + "---\nuser:\n{{ text | shout }}\n", 6, "No filter named 'shout'"),
