@@ -86,6 +86,10 @@ _OPTIONS: dict[str, tuple[Any, str]] = {  # name -> (check, what it must be)
     "reasoning_effort": _one_of("none", "minimal", "low", "medium", "high", "xhigh"),
     "verbosity": _one_of("low", "medium", "high"),
 }
+# Prompty 2's option names and the OpenAI parameter each maps to (its spec, "Options Mapping");
+# `temperature` and `seed` are spelt alike, and `additionalProperties` are passed on as written.
+_PROMPTY_OPTIONS = {"maxOutputTokens": "max_completion_tokens", "topP": "top_p", "frequencyPenalty":
+                    "frequency_penalty", "presencePenalty": "presence_penalty", "stopSequences": "stop"}
 
 
 @dataclass(frozen=True)
@@ -298,7 +302,9 @@ def _duplicate_keys(node: yaml.Node | None) -> Iterator[tuple[int, str]]:
 
 def _unknown(mapping: dict, allowed: tuple[str, ...], where: tuple, label: str, at: _At, fail: _Fail) -> None:
     for key in (k for k in mapping if k not in allowed):
-        if not label:
+        if not label and key == "tools":  # Prompty's, so not "unknown"
+            fail(at(key), "tools: not supported (Flywheel prompts call no tools)")
+        elif not label:
             fail(at(key), f"unknown key '{key}' (allowed: {', '.join(allowed)}; "
                           "Flywheel's own settings go under metadata)")
         else:
@@ -390,6 +396,8 @@ def _parse(path: Path, raw: bytes) -> tuple[Prompt | None, list[PromptError]]:
 
 
 def _check_model(model: Any, at: _At, fail: _Fail) -> tuple[str | None, dict[str, Any]]:
+    if isinstance(model, str):  # Prompty's shorthand: `model: gpt-4o` is its id
+        model = {"id": model} if model.strip() else None
     if not isinstance(model, dict | None):
         fail(at("model"), "model: must be a mapping with keys like id: and options:")
     if not isinstance(model, dict):
@@ -402,19 +410,42 @@ def _check_model(model: Any, at: _At, fail: _Fail) -> tuple[str | None, dict[str
     if model_id is not None and not (isinstance(model_id, str) and model_id.strip()):
         fail(at("model", "id"), f"model.id: must be a model name such as gpt-5-mini, got {model_id!r}")
         model_id = None
-    options = model.get("options") or {}
-    if not isinstance(options, dict):
+    return (model_id.strip() if model_id else None), _check_options(model.get("options"), at, fail)
+
+
+def _check_options(raw: Any, at: _At, fail: _Fail) -> dict[str, Any]:
+    """``model.options`` as OpenAI request parameters, in our spelling or Prompty 2's."""
+    raw = raw or {}
+    if not isinstance(raw, dict):
         fail(at("model", "options"), "model.options: must be a mapping such as {max_tokens: 800}")
-        options = {}
-    _unknown(options, tuple(_OPTIONS), ("model", "options"), "model.options", at, fail)
-    for key, value in options.items():
-        if key in _OPTIONS and not _OPTIONS[key][0](value):
-            fail(at("model", "options", key),
-                 f"model.options.{key}: must be {_OPTIONS[key][1]}, got {value!r}")
+        return {}
+    written: list[tuple[str, Any, tuple]] = []  # (OpenAI name, value, key path in the file)
+    for key, value in raw.items():
+        if key != "additionalProperties":
+            written.append((_PROMPTY_OPTIONS.get(key, key), value, ("model", "options", key)))
+        elif isinstance(value, dict):
+            written += [(k, v, ("model", "options", key, k)) for k, v in value.items()]
+        else:
+            fail(at("model", "options", key), "model.options.additionalProperties: must be a mapping")
+    options: dict[str, Any] = {}
+    lines: dict[str, int] = {}
+    for name, value, where in written:
+        label = ".".join(map(str, where))
+        if name == "topK":
+            fail(at(*where), f"{label}: not supported (OpenAI's chat API has no top_k)")
+        elif name not in _OPTIONS:
+            fail(at(*where), f"{label}: unknown key (allowed: {', '.join(_OPTIONS)}; or Prompty's "
+                             f"{', '.join(_PROMPTY_OPTIONS)}, additionalProperties)")
+        elif not _OPTIONS[name][0](value):
+            fail(at(*where), f"{label}: must be {_OPTIONS[name][1]}, got {value!r}")
+        elif name in options:
+            fail(at(*where), f"{label}: {name} is already set, at line {lines[name]}")
+        else:
+            options[name], lines[name] = value, at(*where)
     if "max_tokens" in options and "max_completion_tokens" in options:
-        fail(at("model", "options", "max_completion_tokens"),
-             "model.options: set either max_tokens or max_completion_tokens, not both")
-    return (model_id.strip() if model_id else None), dict(options)
+        fail(max(lines["max_tokens"], lines["max_completion_tokens"]),
+             "model.options: set either max_tokens or max_completion_tokens (Prompty: maxOutputTokens), not both")
+    return options
 
 
 def _kind(value: Any, what: str, at: _At, where: tuple, fail: _Fail) -> str | None:

@@ -259,6 +259,17 @@ def test_a_render_failure_is_a_prompt_error_with_its_line(tmp_path: Path) -> Non
     assert "division" in caught.value.reason
 
 
+def test_prompty_model_shorthand_and_option_names_mean_what_prompty_maps_them_to(tmp_path: Path) -> None:
+    head = ("model: gpt-4o-mini\n", "model:\n  id: gpt-4o-mini\n  options:\n    temperature: 0.2\n    maxOutputTokens: 500\n"
+            "    topP: 0.9\n    frequencyPenalty: 0.5\n    presencePenalty: 0\n    stopSequences: [END]\n    seed: 7\n"
+            "    additionalProperties:\n      reasoning_effort: low\n")
+    short, full = (load_one(tmp_path, good().replace("---\nsystem:", h + "---\nsystem:")) for h in head)
+    assert short[1] == [] and (short[0].model, short[0].options) == ("gpt-4o-mini", {})
+    assert full[1] == [] and full[0].options == {  # Prompty's spec: maxOutputTokens is max_completion_tokens
+        "temperature": 0.2, "max_completion_tokens": 500, "top_p": 0.9, "frequency_penalty": 0.5,
+        "presence_penalty": 0, "stop": ["END"], "seed": 7, "reasoning_effort": "low"}
+
+
 TEMPLATE_FORMS = [
     "template: jinja2",
     "template:\n  format: jinja2\n  parser: prompty",
@@ -366,6 +377,14 @@ RULES = [
     (FM + "model:\n  options:\n    reasoning_effort: max\n" + BODY, 6, "one of none, minimal, low"),
     (FM + "model:\n  options:\n    maxTokens: 10\n" + BODY, 6, "model.options.maxTokens: unknown key (allowed: temperature"),
     (FM + "model:\n  options:\n    max_tokens: 9\n    max_completion_tokens: 9\n" + BODY, 7, "not both"),
+    (FM + "model:\n  options:\n    maxOutputTokens: 9\n    max_tokens: 9\n" + BODY, 7, "not both"),
+    (FM + "model:\n  options:\n    maxOutputTokens: 0\n" + BODY, 6,
+     "model.options.maxOutputTokens: must be a positive whole number, got 0"),
+    (FM + "model:\n  options:\n    topK: 40\n" + BODY, 6, "model.options.topK: not supported (OpenAI's chat API has no"),
+    (FM + "model:\n  options:\n    additionalProperties:\n      logit_bias: {}\n" + BODY, 7,
+     "model.options.additionalProperties.logit_bias: unknown key (allowed: temperature"),
+    (FM + "model:\n  options:\n    topP: 0.5\n    top_p: 0.5\n" + BODY, 7, "model.options.top_p: top_p is already set, at line 6"),
+    (FM + "tools:\n  - name: lookup\n    kind: function\n" + BODY, 4, "tools: not supported (Flywheel prompts call no tools)"),
     (FM + "metadata:\n  slack:\n    command: /Demo\n" + BODY, 6, "metadata.slack.command: must be '/' followed by"),
     (FM + "metadata:\n  slack:\n    command: summarize\n" + BODY, 6, "got 'summarize'"),
     (FM + "metadata:\n  slack:\n    command: /d\n    aliases: [x]\n" + BODY, 7, "metadata.slack.aliases: unknown key"),
