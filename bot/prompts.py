@@ -1,14 +1,14 @@
 """Prompt files: load, validate, render, version.
 
 ``prompts/NAME.prompty`` is a Prompty-compatible subset: YAML front matter between
-``---`` lines, then a body split into messages by lines that hold only a role marker
-(``system:``, ``user:``, ``assistant:``). Each block is a sandboxed Jinja2 template.
-Text before the first marker is a ``system`` block (as in Prompty); a body with no
-marker at all is a ``system`` block followed by an implicit ``user: {{ text }}``.
+``---`` lines (checked here, in each shape Prompty reads), then a body of role-marked,
+sandboxed Jinja2 messages (read in ``bot/prompt_body.py``).
 
 Loading never raises: every invalid file becomes a ``PromptError`` (path, line,
-reason) in ``PromptSet.problems`` and the other files still load. A prompt's version
-is the sha256 of its file's bytes, so any edit is a new version in the call log.
+reason) in ``PromptSet.problems`` and the other files still load; a prompt that loads but
+probably does not do what was meant (it never uses ``{{ text }}``) is in
+``PromptSet.warnings``. A prompt's version is the sha256 of its file's bytes, so any edit
+is a new version in the call log.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import re
-import traceback
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -24,13 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from jinja2 import StrictUndefined, TemplateSyntaxError, meta, nodes
-from jinja2.environment import Template
-from jinja2.sandbox import SandboxedEnvironment
 
 from bot.errors import PromptError
+from bot.prompt_body import KNOWN_VARIABLES, Block, compile_body, render, render_name
 
-KNOWN_VARIABLES = ("text", "user", "channel", "date", "thread")
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 COMMAND_RE = re.compile(r"^/[a-z0-9][a-z0-9_-]{0,30}$")
 MAX_COMMANDS = 50  # Slack's limit per app manifest
@@ -46,19 +42,6 @@ _HINTS = {"parameters": "options", "configuration": "connection"}  # Prompty 1 s
 
 _Fail = Callable[[int | None, str], None]  # report a problem at a file line
 _At = Callable[..., int]  # file line of a front-matter key path, e.g. at("model", "options")
-# A role marker, alone on its line, as Prompty's parser reads it (any case): `user:`, `# user:`
-# (a markdown heading), `user[name="Alice", nonce=abc]:`. Prompty 2 also knows `developer`, and its
-# messages can be `tool`: both are recognised here only to be reported, never sent as text.
-_ROLES = ("system", "user", "assistant")
-_MARKER_RE = re.compile(r"^\s*#?\s*(system|user|assistant|developer|tool)(\[[^\]]*\])?\s*:\s*$", re.IGNORECASE)
-_NEAR_MARKER_RE = re.compile(r"^\s*#?\s*(system|user|assistant|developer|tool)\s*\[.*\]\s*:\s*$", re.IGNORECASE)
-_VARIABLE_MARKER_RE = re.compile(r"^\s*#?\s*\{\{[^}]*role[^}]*\}\}\s*(\[.*\])?\s*:\s*$")
-_THREAD_PLACEHOLDER_RE = re.compile(r"^\s*!\[thread\]")  # Prompty 1: "insert the conversation here"
-_ATTRIBUTE_RE = re.compile(r'\s*(\w+)\s*=\s*(?:"([^"]*)"|([^",]*))\s*(?:,|$)')
-# A message's name, as OpenAI's chat API accepts it on every server version (later ones allow more).
-_MESSAGE_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_ENV = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False,
-                            keep_trailing_newline=False, trim_blocks=True, lstrip_blocks=True)
 
 
 def _whole(v: Any) -> bool:
@@ -93,15 +76,6 @@ _PROMPTY_OPTIONS = {"maxOutputTokens": "max_completion_tokens", "topP": "top_p",
 
 
 @dataclass(frozen=True)
-class _Block:
-    role: str
-    line: int  # file line of the block's first template line
-    template: Template
-    name: Template | None = None  # the marker's name="..." attribute, itself a template
-    marker_line: int = 0
-
-
-@dataclass(frozen=True)
 class Prompt:
     name: str
     description: str
@@ -117,7 +91,7 @@ class Prompt:
     uses_thread: bool = False  # the template reads {{ thread }}: history is then not inserted
     # things worth fixing that do not stop the prompt from working (path, line, reason)
     warnings: tuple[PromptError, ...] = field(default=(), compare=False)
-    _blocks: tuple[_Block, ...] = field(default=(), repr=False, compare=False)
+    _blocks: tuple[Block, ...] = field(default=(), repr=False, compare=False)
     _command_line: int | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -142,44 +116,18 @@ class Prompt:
         out: list[dict] = []
         last = len(self._blocks) - 1
         for i, block in enumerate(self._blocks):
-            content = _render(block, values, self.path)
+            content = render(block, values, self.path)
             if i == last and not content:
                 content = text
             if content or i == last:
                 message = {"role": block.role, "content": content}
-                name = _render_name(block, values, self.path) if block.name else ""
+                name = render_name(block, values, self.path) if block.name else ""
                 if name:
                     message["name"] = name
                 out.append(message)
         if not self.uses_thread:
             out[-1:-1] = [dict(turn) for turn in history]
         return out
-
-
-def _render(block: _Block, values: dict[str, Any], path: Path) -> str:
-    try:
-        return block.template.render(values).strip()
-    except Exception as exc:  # any failure inside a template is the prompt's fault
-        frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == "<template>"]
-        line = block.line + (frames[-1].lineno or 1) - 1 if frames else block.line
-        raise PromptError(path, line, f"template error in the {block.role} block: {exc}") from exc
-
-
-def _render_name(block: _Block, values: dict[str, Any], path: Path) -> str:
-    assert block.name is not None
-    try:
-        name = block.name.render(values).strip()
-    except Exception as exc:
-        raise PromptError(path, block.marker_line, f"template error in the name of the {block.role} "
-                                                   f"block: {exc}") from exc
-    if name and not _MESSAGE_NAME_RE.match(name):
-        raise PromptError(path, block.marker_line, _bad_name(block.role, name))
-    return name
-
-
-def _bad_name(role: str, name: str) -> str:
-    return (f"{role}[name=...]: the name is {name!r}; a message name may hold only letters, digits, "
-            "'_' and '-' (at most 64), as OpenAI's chat API requires")
 
 
 @dataclass
@@ -375,7 +323,7 @@ def _parse(path: Path, raw: bytes) -> tuple[Prompt | None, list[PromptError]]:
         return None, problems  # the body is not Jinja2: compiling it would only add noise
     # a variable whose input was reported above (or all of them, if inputs: itself was) is not reported again
     quiet = None if excused is None else set(KNOWN_VARIABLES) | set(inputs) | excused
-    blocks, used = _compile_body(lines[close + 1:], close + 2, quiet, fail)
+    blocks, used = compile_body(lines[close + 1:], close + 2, quiet, fail)
     if problems:
         return None, problems
     warnings = () if "text" in used else (PromptError(path, blocks[-1].marker_line, (
@@ -590,138 +538,3 @@ def _check_inputs(raw: Any, at: _At, fail: _Fail) -> tuple[dict[str, Any], set[s
     return inputs, excused
 
 
-@dataclass
-class _Chunk:
-    role: str
-    marker_line: int  # file line of its role marker (for the text before the first one: its first line)
-    start: int  # file line of its first template line
-    lines: list[str] = field(default_factory=list)
-    name: str | None = None  # the marker's name attribute, as written
-    rejected: bool = False  # its marker has been reported
-
-
-def _marker(line: str, number: int, fail: _Fail) -> _Chunk | None:
-    """The chunk a role-marker line starts (reporting what Flywheel cannot send), or None for text."""
-    found = _MARKER_RE.match(line) or _NEAR_MARKER_RE.match(line)
-    if not found:
-        if _THREAD_PLACEHOLDER_RE.match(line):
-            fail(number, "![thread] (Prompty 1's place for the conversation) is not supported: Flywheel adds the "
-                         "Slack thread itself, as conversation turns just before the last message; remove the "
-                         "line (or use {{ thread }} for the thread as a transcript)")
-        elif _VARIABLE_MARKER_RE.match(line):
-            fail(number, "a role marker that comes from a variable is not supported: Flywheel splits the messages "
-                         "at role markers before filling in variables (so nothing a person types can start a "
-                         "message); the thread is added to the conversation by itself (see 'Thread context')")
-        return None
-    role = found.group(1).lower()
-    chunk = _Chunk(role, number, number + 1)
-    written = found.group(0).strip()
-    attributes = _attributes(found.group(2)) if found.re is _MARKER_RE and found.group(2) else {}
-    if attributes is None or found.re is _NEAR_MARKER_RE:
-        fail(number, f"malformed role marker {written!r}: write it as {role}: or "
-                     f'{role}[name="Alice"]: (no space before the bracket; values quoted or plain)')
-        chunk.rejected = True
-        return chunk
-    unsupported = {
-        "developer": "developer messages are not supported (not every OpenAI-compatible server accepts the "
-                     "role); put these instructions under 'system:'",
-        "tool": "tool messages are not supported (a tool message answers a model's tool call, and Flywheel "
-                "prompts call no tools)"}
-    if role in unsupported:
-        fail(number, f"{written!r}: {unsupported[role]}")
-        chunk.rejected = True
-        return chunk
-    for key in (k for k in attributes if k not in ("name", "nonce")):
-        fail(number, f"{written!r}: the '{key}' attribute is not supported (Flywheel reads name=, and ignores "
-                     "Prompty's nonce=)")
-        chunk.rejected = True
-    name = attributes.get("name")
-    if name is not None and "{" not in name and not _MESSAGE_NAME_RE.match(name):
-        fail(number, _bad_name(role, name))
-        chunk.rejected = True
-    elif name:
-        chunk.name = name
-    return chunk
-
-
-def _attributes(raw: str) -> dict[str, str] | None:
-    """``[name="Alice", nonce=abc]`` -> {"name": "Alice", "nonce": "abc"}; None if malformed."""
-    inside, attributes, at = raw[1:-1], {}, 0
-    while at < len(inside):
-        pair = _ATTRIBUTE_RE.match(inside, at)
-        if not pair or pair.end() == at:
-            return None
-        attributes[pair.group(1)] = pair.group(2) if pair.group(2) is not None else pair.group(3).strip()
-        at = pair.end()
-    return attributes or None
-
-
-def _compile_body(lines: list[str], first: int, quiet: set[str] | None,
-                  fail: _Fail) -> tuple[list[_Block], set[str]]:
-    """The message blocks, and the variables they use that the template does not set. An undeclared variable is reported once,
-    at its first use, unless it is in ``quiet`` (known, or reported already); None: report none."""
-    chunks = [_Chunk("system", first, first)]  # Prompty: text before the first marker is a system message
-    for offset, line in enumerate(lines):
-        chunk = _marker(line, first + offset, fail)
-        if chunk:
-            chunks.append(chunk)
-        else:
-            chunks[-1].lines.append(line)
-    if not any(c.role in ("user", "assistant") for c in chunks):
-        # only system text (or no marker at all): the person's text follows as the user message
-        end = first + len(lines) - 1
-        chunks.append(_Chunk("user", end, end, ["{{ text }}"]))
-    elif not any(c.role == "user" for c in chunks):
-        fail(first, "the body has no 'user:' block; end it with a line 'user:' followed by '{{ text }}'")
-    elif chunks[-1].role != "user" and not chunks[-1].rejected:
-        fail(chunks[-1].marker_line, f"the last block must be 'user:' (it carries the request), "
-                                     f"not '{chunks[-1].role}:'")
-    if not "\n".join(chunks[0].lines).strip():
-        chunks.pop(0)
-
-    blocks: list[_Block] = []
-    used: set[str] = set()
-    left_open = False  # the block before left a {% if %} / {% for %} open: its end here is the same mistake
-    for i, chunk in enumerate(chunks):
-        sources = [("\n".join(chunk.lines), chunk.start)] + ([(chunk.name, chunk.marker_line)] if chunk.name else [])
-        try:
-            (template, undeclared), *name = [_compile(source, line, quiet, fail) for source, line in sources]
-        except _SyntaxError as exc:
-            unclosed = exc.message.startswith("Unexpected end of template")
-            if not (left_open and exc.message.startswith("Encountered unknown tag")):
-                hint = (" (a {% if %} or {% for %} cannot contain a role marker: Flywheel splits the messages at "
-                        "role markers before it fills in the template)" if unclosed and i < len(chunks) - 1 else "")
-                fail(exc.line, f"template syntax error: {exc.message}{hint}")
-            left_open = unclosed
-            continue
-        left_open = False
-        used |= undeclared.union(*(n[1] for n in name))
-        blocks.append(_Block(chunk.role, chunk.start, template, name[0][0] if name else None, chunk.marker_line))
-    return blocks, used
-
-
-class _SyntaxError(Exception):
-    def __init__(self, line: int, message: str):
-        super().__init__(message)
-        self.line, self.message = line, message
-
-
-def _compile(source: str, start: int, quiet: set[str] | None, fail: _Fail) -> tuple[Template, set[str]]:
-    """One Jinja2 template whose first line is file line ``start``, checked; raises ``_SyntaxError``."""
-    try:
-        ast = _ENV.parse(source)
-        template = _ENV.from_string(ast)
-    except TemplateSyntaxError as exc:
-        raise _SyntaxError(start + (exc.lineno or 1) - 1, exc.message or str(exc)) from exc
-    for tag in ast.find_all((nodes.Extends, nodes.Include, nodes.Import, nodes.FromImport)):
-        fail(start + tag.lineno - 1, "include/extends/import are not supported: a prompt is one file")
-    undeclared = meta.find_undeclared_variables(ast)
-    first_use: dict[str, int] = {}
-    for n in ast.find_all(nodes.Name):
-        if n.ctx == "load":
-            first_use[n.name] = min(n.lineno, first_use.get(n.name, n.lineno))
-    for var in sorted(undeclared - quiet if quiet is not None else (), key=first_use.__getitem__):
-        fail(start + first_use[var] - 1, f"unknown template variable '{var}': use one of "
-                                         f"{', '.join(KNOWN_VARIABLES)}, or declare it under inputs:")
-        quiet.add(var)  # type: ignore[union-attr]  # once per file: its other uses are the same mistake
-    return template, undeclared
