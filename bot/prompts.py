@@ -299,6 +299,7 @@ def _parse(path: Path, raw: bytes) -> tuple[Prompt | None, list[PromptError]]:
     at = partial(_line, root)
     for line, reason in duplicates:
         fail(line, reason)
+    dropped = _drop_references(data, (), at, fail)
     _unknown(data, TOP_KEYS, (), "", at, fail)
 
     name = data.get("name")
@@ -319,6 +320,8 @@ def _parse(path: Path, raw: bytes) -> tuple[Prompt | None, list[PromptError]]:
         fail(at("metadata", "slack", "command"),
              "description: is required for a slash command (Slack shows it in the command menu)")
     inputs, excused = _check_inputs(data.get("inputs"), at, fail)
+    if ("inputs",) in dropped:
+        excused = None  # the inputs are in another file: no variable can be called unknown
     if not _check_template(data.get("template"), at, fail):
         return None, problems  # the body is not Jinja2: compiling it would only add noise
     # a variable whose input was reported above (or all of them, if inputs: itself was) is not reported again
@@ -343,6 +346,33 @@ def _parse(path: Path, raw: bytes) -> tuple[Prompt | None, list[PromptError]]:
     return prompt, []
 
 
+_REFERENCE_RE = re.compile(r"^\$\{(env|file):.*\}$")
+
+
+def _drop_references(node: Any, where: tuple, at: _At, fail: _Fail) -> set[tuple]:
+    """Report (and drop, so nothing else trips on them) Prompty's ${env:...} / ${file:...} values.
+
+    Flywheel reads its environment in one place (its settings) and a prompt is one file. Under
+    model.connection they are harmless: the connection always comes from the bot's settings.
+    """
+    items = list(node.items()) if isinstance(node, dict) else list(enumerate(node)) if isinstance(node, list) else []
+    dropped: set[tuple] = set()
+    for key, value in items:
+        path = (*where, key)
+        if path[:2] == ("model", "connection"):
+            continue
+        found = _REFERENCE_RE.match(value) if isinstance(value, str) else None
+        if found:
+            fail(at(*path), f"{'.'.join(map(str, path))}: Prompty's ${{{found.group(1)}:...}} references are not "
+                            "supported; write the value itself")
+            if isinstance(node, dict):
+                del node[key]
+                dropped.add(path)
+        else:
+            dropped |= _drop_references(value, path, at, fail)
+    return dropped
+
+
 def _check_model(model: Any, at: _At, fail: _Fail) -> tuple[str | None, dict[str, Any]]:
     if isinstance(model, str):  # Prompty's shorthand: `model: gpt-4o` is its id
         model = {"id": model} if model.strip() else None
@@ -351,9 +381,11 @@ def _check_model(model: Any, at: _At, fail: _Fail) -> tuple[str | None, dict[str
     if not isinstance(model, dict):
         return None, {}
     _unknown(model, MODEL_KEYS, ("model",), "model", at, fail)
-    for key in ("api", "apiType"):
-        if key in model and model[key] != "chat":
-            fail(at("model", key), f"model.{key}: only 'chat' is supported, got {model[key]!r}")
+    wrong_api = [key for key in ("api", "apiType") if key in model and model[key] != "chat"]
+    for key in wrong_api:
+        fail(at("model", key), f"model.{key}: only 'chat' is supported, got {model[key]!r}")
+    if wrong_api:
+        return None, {}  # options meant for another API (image sizes...) would only add noise
     model_id = model.get("id")
     if model_id is not None and not (isinstance(model_id, str) and model_id.strip()):
         fail(at("model", "id"), f"model.id: must be a model name such as gpt-5-mini, got {model_id!r}")

@@ -385,6 +385,12 @@ RULES = [
      "model.options.additionalProperties.logit_bias: unknown key (allowed: temperature"),
     (FM + "model:\n  options:\n    topP: 0.5\n    top_p: 0.5\n" + BODY, 7, "model.options.top_p: top_p is already set, at line 6"),
     (FM + "tools:\n  - name: lookup\n    kind: function\n" + BODY, 4, "tools: not supported (Flywheel prompts call no tools)"),
+    (FM + "model:\n  id: ${env:CHAT_MODEL:gpt-5-mini}\n" + BODY, 5,
+     "model.id: Prompty's ${env:...} references are not supported; write the value itself"),
+    (FM + "inputs: ${file:inputs.json}\n---\nuser:\n{{ text }} {{ lang }}\n", 4,  # and nothing about {{ lang }}
+     "inputs: Prompty's ${file:...} references are not supported"),
+    (FM + "model:\n  apiType: image\n  options:\n    additionalProperties: {size: 1024x1024}\n" + BODY, 5,
+     "model.apiType: only 'chat' is supported, got 'image'"),  # and nothing about image sizes
     (FM + "metadata:\n  slack:\n    command: /Demo\n" + BODY, 6, "metadata.slack.command: must be '/' followed by"),
     (FM + "metadata:\n  slack:\n    command: summarize\n" + BODY, 6, "got 'summarize'"),
     (FM + "metadata:\n  slack:\n    command: /d\n    aliases: [x]\n" + BODY, 7, "metadata.slack.aliases: unknown key"),
