@@ -347,20 +347,22 @@ def _parse(path: Path, raw: bytes) -> tuple[Prompt | None, list[PromptError]]:
 
 
 _REFERENCE_RE = re.compile(r"^\$\{(env|file):.*\}$")
+_READ_KEYS = ("name", "description", "model", "inputs", "template", "metadata")  # what Flywheel uses
+_READ_MODEL_KEYS = ("id", "api", "apiType", "provider", "options")
 
 
 def _drop_references(node: Any, where: tuple, at: _At, fail: _Fail) -> set[tuple]:
     """Report (and drop, so nothing else trips on them) Prompty's ${env:...} / ${file:...} values.
 
-    Flywheel reads its environment in one place (its settings) and a prompt is one file. Under
-    model.connection they are harmless: the connection always comes from the bot's settings.
+    Flywheel reads its environment in one place (its settings) and a prompt is one file. In what
+    Flywheel ignores they are harmless, model.connection included: the bot's settings replace it.
     """
     items = list(node.items()) if isinstance(node, dict) else list(enumerate(node)) if isinstance(node, list) else []
     dropped: set[tuple] = set()
     for key, value in items:
         path = (*where, key)
-        if path[:2] == ("model", "connection"):
-            continue
+        if path[0] not in _READ_KEYS or (path[0] == "model" and len(path) > 1 and path[1] not in _READ_MODEL_KEYS):
+            continue  # ignored (or reported as unknown) anyway
         found = _REFERENCE_RE.match(value) if isinstance(value, str) else None
         if found:
             fail(at(*path), f"{'.'.join(map(str, path))}: Prompty's ${{{found.group(1)}:...}} references are not "

@@ -385,6 +385,7 @@ RULES = [
      "model.options.additionalProperties.logit_bias: unknown key (allowed: temperature"),
     (FM + "model:\n  options:\n    topP: 0.5\n    top_p: 0.5\n" + BODY, 7, "model.options.top_p: top_p is already set, at line 6"),
     (FM + "tools:\n  - name: lookup\n    kind: function\n" + BODY, 4, "tools: not supported (Flywheel prompts call no tools)"),
+    (FM + "model:\n  configuration:\n    api_key: ${env:KEY}\n" + BODY, 5, "model.configuration: unknown key"),  # once
     (FM + "model:\n  id: ${env:CHAT_MODEL:gpt-5-mini}\n" + BODY, 5,
      "model.id: Prompty's ${env:...} references are not supported; write the value itself"),
     (FM + "inputs: ${file:inputs.json}\n---\nuser:\n{{ text }} {{ lang }}\n", 4,  # and nothing about {{ lang }}
