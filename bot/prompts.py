@@ -413,7 +413,11 @@ def _check_options(raw: Any, at: _At, fail: _Fail) -> dict[str, Any]:
     lines: dict[str, int] = {}
     for name, value, where in written:
         label = ".".join(map(str, where))
-        if name == "topK":
+        if name == "stream" and value is True:
+            continue  # Flywheel always streams
+        if name == "stream":
+            fail(at(*where), f"{label}: Flywheel always streams its answers; leave this out")
+        elif name == "topK":
             fail(at(*where), f"{label}: not supported (OpenAI's chat API has no top_k)")
         elif name not in _OPTIONS:
             fail(at(*where), f"{label}: unknown key (allowed: {', '.join(_OPTIONS)}; or Prompty's "

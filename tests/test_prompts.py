@@ -262,7 +262,7 @@ def test_a_render_failure_is_a_prompt_error_with_its_line(tmp_path: Path) -> Non
 def test_prompty_model_shorthand_and_option_names_mean_what_prompty_maps_them_to(tmp_path: Path) -> None:
     head = ("model: gpt-4o-mini\n", "model:\n  id: gpt-4o-mini\n  options:\n    temperature: 0.2\n    maxOutputTokens: 500\n"
             "    topP: 0.9\n    frequencyPenalty: 0.5\n    presencePenalty: 0\n    stopSequences: [END]\n    seed: 7\n"
-            "    additionalProperties:\n      reasoning_effort: low\n")
+            "    additionalProperties:\n      reasoning_effort: low\n      stream: true\n")
     short, full = (load_one(tmp_path, good().replace("---\nsystem:", h + "---\nsystem:")) for h in head)
     assert short[1] == [] and (short[0].model, short[0].options) == ("gpt-4o-mini", {})
     assert full[1] == [] and full[0].options == {  # Prompty's spec: maxOutputTokens is max_completion_tokens
@@ -380,6 +380,7 @@ RULES = [
     (FM + "model:\n  options:\n    maxOutputTokens: 9\n    max_tokens: 9\n" + BODY, 7, "not both"),
     (FM + "model:\n  options:\n    maxOutputTokens: 0\n" + BODY, 6,
      "model.options.maxOutputTokens: must be a positive whole number, got 0"),
+    (FM + "model:\n  options:\n    stream: false\n" + BODY, 6, "model.options.stream: Flywheel always streams its answers"),
     (FM + "model:\n  options:\n    topK: 40\n" + BODY, 6, "model.options.topK: not supported (OpenAI's chat API has no"),
     (FM + "model:\n  options:\n    additionalProperties:\n      logit_bias: {}\n" + BODY, 7,
      "model.options.additionalProperties.logit_bias: unknown key (allowed: temperature"),
