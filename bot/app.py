@@ -49,6 +49,8 @@ class Prompts:
         prompts = PromptSet.load(self.directory)
         for problem in prompts.problems:
             log.error("prompt skipped: %s", problem)
+        for warning in prompts.warnings:
+            log.warning("prompt warning: %s", warning)
         log.info("prompts: %s", ", ".join(sorted(prompts.prompts)) or "none")
         return prompts
 

@@ -155,6 +155,8 @@ def cmd_prompts(_: argparse.Namespace, settings: Settings) -> int:
         print(f"no prompts in {settings.prompts_dir}/")
     for problem in prompts.problems:
         print(f"invalid: {problem}", file=sys.stderr)
+    for warning in prompts.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     return 1 if prompts.problems else 0
 
 

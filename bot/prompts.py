@@ -1,14 +1,14 @@
 """Prompt files: load, validate, render, version.
 
 ``prompts/NAME.prompty`` is a Prompty-compatible subset: YAML front matter between
-``---`` lines, then a body split into messages by lines that hold only a role marker
-(``system:``, ``user:``, ``assistant:``). Each block is a sandboxed Jinja2 template.
-Text before the first marker is a ``system`` block (as in Prompty); a body with no
-marker at all is a ``system`` block followed by an implicit ``user: {{ text }}``.
+``---`` lines (checked here, in each shape Prompty reads), then a body of role-marked,
+sandboxed Jinja2 messages (read in ``bot/prompt_body.py``).
 
 Loading never raises: every invalid file becomes a ``PromptError`` (path, line,
-reason) in ``PromptSet.problems`` and the other files still load. A prompt's version
-is the sha256 of its file's bytes, so any edit is a new version in the call log.
+reason) in ``PromptSet.problems`` and the other files still load; a prompt that loads but
+probably does not do what was meant (it never uses ``{{ text }}``) is in
+``PromptSet.warnings``. A prompt's version is the sha256 of its file's bytes, so any edit
+is a new version in the call log.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import re
-import traceback
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -24,13 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from jinja2 import StrictUndefined, TemplateSyntaxError, meta, nodes
-from jinja2.environment import Template
-from jinja2.sandbox import SandboxedEnvironment
 
 from bot.errors import PromptError
+from bot.prompt_body import KNOWN_VARIABLES, Block, compile_body, render, render_name
 
-KNOWN_VARIABLES = ("text", "user", "channel", "date", "thread")
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 COMMAND_RE = re.compile(r"^/[a-z0-9][a-z0-9_-]{0,30}$")
 MAX_COMMANDS = 50  # Slack's limit per app manifest
@@ -46,9 +42,6 @@ _HINTS = {"parameters": "options", "configuration": "connection"}  # Prompty 1 s
 
 _Fail = Callable[[int | None, str], None]  # report a problem at a file line
 _At = Callable[..., int]  # file line of a front-matter key path, e.g. at("model", "options")
-_MARKER_RE = re.compile(r"^\s*(system|user|assistant)\s*:\s*$", re.IGNORECASE)
-_ENV = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False,
-                            keep_trailing_newline=False, trim_blocks=True, lstrip_blocks=True)
 
 
 def _whole(v: Any) -> bool:
@@ -76,13 +69,10 @@ _OPTIONS: dict[str, tuple[Any, str]] = {  # name -> (check, what it must be)
     "reasoning_effort": _one_of("none", "minimal", "low", "medium", "high", "xhigh"),
     "verbosity": _one_of("low", "medium", "high"),
 }
-
-
-@dataclass(frozen=True)
-class _Block:
-    role: str
-    line: int  # file line of the block's first template line
-    template: Template
+# Prompty 2's option names and the OpenAI parameter each maps to (its spec, "Options Mapping");
+# `temperature` and `seed` are spelt alike, and `additionalProperties` are passed on as written.
+_PROMPTY_OPTIONS = {"maxOutputTokens": "max_completion_tokens", "topP": "top_p", "frequencyPenalty":
+                    "frequency_penalty", "presencePenalty": "presence_penalty", "stopSequences": "stop"}
 
 
 @dataclass(frozen=True)
@@ -99,7 +89,9 @@ class Prompt:
     feedback: dict[str, Any]
     inputs: dict[str, Any]
     uses_thread: bool = False  # the template reads {{ thread }}: history is then not inserted
-    _blocks: tuple[_Block, ...] = field(default=(), repr=False, compare=False)
+    # things worth fixing that do not stop the prompt from working (path, line, reason)
+    warnings: tuple[PromptError, ...] = field(default=(), compare=False)
+    _blocks: tuple[Block, ...] = field(default=(), repr=False, compare=False)
     _command_line: int | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -124,31 +116,27 @@ class Prompt:
         out: list[dict] = []
         last = len(self._blocks) - 1
         for i, block in enumerate(self._blocks):
-            content = _render(block, values, self.path)
+            content = render(block, values, self.path)
             if i == last and not content:
                 content = text
             if content or i == last:
-                out.append({"role": block.role, "content": content})
+                message = {"role": block.role, "content": content}
+                name = render_name(block, values, self.path) if block.name else ""
+                if name:
+                    message["name"] = name
+                out.append(message)
         if not self.uses_thread:
             out[-1:-1] = [dict(turn) for turn in history]
         return out
 
 
-def _render(block: _Block, values: dict[str, Any], path: Path) -> str:
-    try:
-        return block.template.render(values).strip()
-    except Exception as exc:  # any failure inside a template is the prompt's fault
-        frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == "<template>"]
-        line = block.line + (frames[-1].lineno or 1) - 1 if frames else block.line
-        raise PromptError(path, line, f"template error in the {block.role} block: {exc}") from exc
-
-
 @dataclass
 class PromptSet:
     prompts: dict[str, Prompt]
-    problems: list[PromptError]
+    problems: list[PromptError]  # files left out, and why
     directory: Path
     _snapshot: dict[str, tuple[int, int]] | None = field(default=None, repr=False)
+    warnings: list[PromptError] = field(default_factory=list)  # loaded prompts that may not do what was meant
 
     @classmethod
     def load(cls, directory: Path | str) -> PromptSet:
@@ -182,7 +170,8 @@ class PromptSet:
             elif prompt.command:
                 commands[prompt.command] = path
             prompts[prompt.name] = prompt
-        return cls(dict(sorted(prompts.items())), problems, directory, snapshot)
+        warnings = [w for p in prompts.values() for w in p.warnings]
+        return cls(dict(sorted(prompts.items())), problems, directory, snapshot, warnings)
 
     def get(self, name: str) -> Prompt | None:
         return self.prompts.get(name.strip().lower())
@@ -261,7 +250,9 @@ def _duplicate_keys(node: yaml.Node | None) -> Iterator[tuple[int, str]]:
 
 def _unknown(mapping: dict, allowed: tuple[str, ...], where: tuple, label: str, at: _At, fail: _Fail) -> None:
     for key in (k for k in mapping if k not in allowed):
-        if not label:
+        if not label and key == "tools":  # Prompty's, so not "unknown"
+            fail(at(key), "tools: not supported (Flywheel prompts call no tools)")
+        elif not label:
             fail(at(key), f"unknown key '{key}' (allowed: {', '.join(allowed)}; "
                           "Flywheel's own settings go under metadata)")
         else:
@@ -308,6 +299,7 @@ def _parse(path: Path, raw: bytes) -> tuple[Prompt | None, list[PromptError]]:
     at = partial(_line, root)
     for line, reason in duplicates:
         fail(line, reason)
+    dropped = _drop_references(data, (), at, fail)
     _unknown(data, TOP_KEYS, (), "", at, fail)
 
     name = data.get("name")
@@ -327,20 +319,24 @@ def _parse(path: Path, raw: bytes) -> tuple[Prompt | None, list[PromptError]]:
     if command and not description.strip():
         fail(at("metadata", "slack", "command"),
              "description: is required for a slash command (Slack shows it in the command menu)")
-    inputs = _check_inputs(data.get("inputs"), at, fail)
-    template = data.get("template")
-    fmt = template.get("format", "jinja2") if isinstance(template, dict) else template
-    if template is not None and fmt != "jinja2":
-        fail(at("template"), f"template: only the jinja2 format is supported, got {fmt!r}")
-    allowed = set(KNOWN_VARIABLES) | set(inputs)
-    blocks, uses_thread = _compile_body(lines[close + 1:], close + 2, allowed, fail)
+    inputs, excused = _check_inputs(data.get("inputs"), at, fail)
+    if ("inputs",) in dropped:
+        excused = None  # the inputs are in another file: no variable can be called unknown
+    if not _check_template(data.get("template"), at, fail):
+        return None, problems  # the body is not Jinja2: compiling it would only add noise
+    # a variable whose input was reported above (or all of them, if inputs: itself was) is not reported again
+    quiet = None if excused is None else set(KNOWN_VARIABLES) | set(inputs) | excused
+    blocks, used = compile_body(lines[close + 1:], close + 2, quiet, fail)
     if problems:
         return None, problems
+    warnings = () if "text" in used else (PromptError(path, blocks[-1].marker_line, (
+        "the template never uses {{ text }}, so what people write is not sent to the model (unless the last "
+        "message renders empty); put {{ text }} where their words belong")),)
 
     prompt = Prompt(name=name, description=description.strip(), path=path,
                     version=hashlib.sha256(raw).hexdigest(), source=text, model=model_id,
                     options=options, command=command, usage_hint=usage_hint, feedback=feedback,
-                    inputs=inputs, uses_thread=uses_thread, _blocks=tuple(blocks),
+                    inputs=inputs, uses_thread="thread" in used, warnings=warnings, _blocks=tuple(blocks),
                     _command_line=at("metadata", "slack", "command") if command else None)
     try:  # a trial render catches runtime template errors now, not in a user's thread
         for sample, thread in (("example request", "someone: example message"), ("", "")):
@@ -350,32 +346,154 @@ def _parse(path: Path, raw: bytes) -> tuple[Prompt | None, list[PromptError]]:
     return prompt, []
 
 
+_REFERENCE_RE = re.compile(r"^\$\{(env|file):.*\}$")
+_READ_KEYS = ("name", "description", "model", "inputs", "template", "metadata")  # what Flywheel uses
+_READ_MODEL_KEYS = ("id", "api", "apiType", "provider", "options")
+
+
+def _drop_references(node: Any, where: tuple, at: _At, fail: _Fail) -> set[tuple]:
+    """Report (and drop, so nothing else trips on them) Prompty's ${env:...} / ${file:...} values.
+
+    Flywheel reads its environment in one place (its settings) and a prompt is one file. In what
+    Flywheel ignores they are harmless, model.connection included: the bot's settings replace it.
+    """
+    items = list(node.items()) if isinstance(node, dict) else list(enumerate(node)) if isinstance(node, list) else []
+    dropped: set[tuple] = set()
+    for key, value in items:
+        path = (*where, key)
+        if path[0] not in _READ_KEYS or (path[0] == "model" and len(path) > 1 and path[1] not in _READ_MODEL_KEYS):
+            continue  # ignored (or reported as unknown) anyway
+        found = _REFERENCE_RE.match(value) if isinstance(value, str) else None
+        if found:
+            fail(at(*path), f"{'.'.join(map(str, path))}: Prompty's ${{{found.group(1)}:...}} references are not "
+                            "supported; write the value itself")
+            if isinstance(node, dict):
+                del node[key]
+                dropped.add(path)
+        else:
+            dropped |= _drop_references(value, path, at, fail)
+    return dropped
+
+
 def _check_model(model: Any, at: _At, fail: _Fail) -> tuple[str | None, dict[str, Any]]:
+    if isinstance(model, str):  # Prompty's shorthand: `model: gpt-4o` is its id
+        model = {"id": model} if model.strip() else None
     if not isinstance(model, dict | None):
         fail(at("model"), "model: must be a mapping with keys like id: and options:")
     if not isinstance(model, dict):
         return None, {}
     _unknown(model, MODEL_KEYS, ("model",), "model", at, fail)
-    for key in ("api", "apiType"):
-        if key in model and model[key] != "chat":
-            fail(at("model", key), f"model.{key}: only 'chat' is supported, got {model[key]!r}")
+    wrong_api = [key for key in ("api", "apiType") if key in model and model[key] != "chat"]
+    for key in wrong_api:
+        fail(at("model", key), f"model.{key}: only 'chat' is supported, got {model[key]!r}")
+    if wrong_api:
+        return None, {}  # options meant for another API (image sizes...) would only add noise
     model_id = model.get("id")
     if model_id is not None and not (isinstance(model_id, str) and model_id.strip()):
         fail(at("model", "id"), f"model.id: must be a model name such as gpt-5-mini, got {model_id!r}")
         model_id = None
-    options = model.get("options") or {}
-    if not isinstance(options, dict):
+    return (model_id.strip() if model_id else None), _check_options(model.get("options"), at, fail)
+
+
+def _check_options(raw: Any, at: _At, fail: _Fail) -> dict[str, Any]:
+    """``model.options`` as OpenAI request parameters, in our spelling or Prompty 2's."""
+    raw = raw or {}
+    if not isinstance(raw, dict):
         fail(at("model", "options"), "model.options: must be a mapping such as {max_tokens: 800}")
-        options = {}
-    _unknown(options, tuple(_OPTIONS), ("model", "options"), "model.options", at, fail)
-    for key, value in options.items():
-        if key in _OPTIONS and not _OPTIONS[key][0](value):
-            fail(at("model", "options", key),
-                 f"model.options.{key}: must be {_OPTIONS[key][1]}, got {value!r}")
+        return {}
+    written: list[tuple[str, Any, tuple]] = []  # (OpenAI name, value, key path in the file)
+    for key, value in raw.items():
+        if key != "additionalProperties":
+            written.append((_PROMPTY_OPTIONS.get(key, key), value, ("model", "options", key)))
+        elif isinstance(value, dict):
+            written += [(k, v, ("model", "options", key, k)) for k, v in value.items()]
+        else:
+            fail(at("model", "options", key), "model.options.additionalProperties: must be a mapping")
+    options: dict[str, Any] = {}
+    lines: dict[str, int] = {}
+    for name, value, where in written:
+        label = ".".join(map(str, where))
+        if name == "stream" and value is True:
+            continue  # Flywheel always streams
+        if name == "stream":
+            fail(at(*where), f"{label}: Flywheel always streams its answers; leave this out")
+        elif name == "topK":
+            fail(at(*where), f"{label}: not supported (OpenAI's chat API has no top_k)")
+        elif name not in _OPTIONS:
+            fail(at(*where), f"{label}: unknown key (allowed: {', '.join(_OPTIONS)}; or Prompty's "
+                             f"{', '.join(_PROMPTY_OPTIONS)}, additionalProperties)")
+        elif not _OPTIONS[name][0](value):
+            fail(at(*where), f"{label}: must be {_OPTIONS[name][1]}, got {value!r}")
+        elif name in options:
+            fail(at(*where), f"{label}: {name} is already set, at line {lines[name]}")
+        else:
+            options[name], lines[name] = value, at(*where)
     if "max_tokens" in options and "max_completion_tokens" in options:
-        fail(at("model", "options", "max_completion_tokens"),
-             "model.options: set either max_tokens or max_completion_tokens, not both")
-    return (model_id.strip() if model_id else None), dict(options)
+        fail(max(lines["max_tokens"], lines["max_completion_tokens"]),
+             "model.options: set either max_tokens or max_completion_tokens (Prompty: maxOutputTokens), not both")
+    return options
+
+
+def _kind(value: Any, what: str, at: _At, where: tuple, fail: _Fail) -> str | None:
+    """The ``kind`` of a Prompty format/parser setting, written as ``jinja2`` or ``{kind: jinja2}``.
+
+    None or Prompty's ``*`` / empty kind means "the default". Settings that would change how
+    the template renders (``options``) are reported rather than ignored.
+    """
+    if value is None or isinstance(value, str):
+        return value or None
+    if not isinstance(value, dict):
+        fail(at(*where), f"{what}: must be a name such as jinja2, or {{kind: jinja2}}, got {value!r}")
+        return None
+    _unknown(value, ("kind", "strict", "options"), where, what, at, fail)
+    if value.get("options"):
+        fail(at(*where, "options"), f"{what}.options: not supported (Flywheel renders with fixed settings)")
+    if not isinstance(value.get("strict", False), bool):
+        fail(at(*where, "strict"), f"{what}.strict: must be true or false")
+    kind = value.get("kind")
+    if kind is not None and not isinstance(kind, str):
+        fail(at(*where, "kind"), f"{what}.kind: must be a name such as jinja2, got {kind!r}")
+        return None
+    return kind or None
+
+
+def _check_template(template: Any, at: _At, fail: _Fail) -> bool:
+    """Prompty's ``template`` setting, in each shape Prompty reads; whether the body is Jinja2.
+
+    ``template: jinja2`` (shorthand), ``{format: jinja2, parser: prompty}`` (Prompty 1; its
+    older ``type:`` for ``format:`` too) and ``{format: {kind: jinja2}, parser: {kind: prompty}}``
+    (Prompty 2). ``strict`` is accepted: Flywheel always splits the messages before filling in
+    variables, so a person's text can never add a role marker.
+    """
+    if template is None:
+        return True
+    if isinstance(template, str):
+        fmt, parser, where = template or None, None, ("template",)
+    elif isinstance(template, dict):
+        _unknown(template, ("format", "type", "parser", "strict", "options"), ("template",), "template", at, fail)
+        if "format" in template and "type" in template:
+            fail(at("template", "type"), "template: set format or type (its older name), not both")
+        key = "type" if "type" in template else "format"
+        where = ("template", key)
+        if template.get("options"):
+            fail(at("template", "options"), "template.options: not supported (Flywheel renders with fixed settings)")
+        if not isinstance(template.get("strict", False), bool):
+            fail(at("template", "strict"), "template.strict: must be true or false")
+        fmt = _kind(template.get(key), f"template.{key}", at, where, fail)
+        parser = _kind(template.get("parser"), "template.parser", at, ("template", "parser"), fail)
+    else:
+        fail(at("template"), f"template: must be jinja2, or {{format: {{kind: jinja2}}}}, got {template!r}")
+        return False
+    if parser not in (None, "*", "prompty"):
+        fail(at("template", "parser", "kind"), f"template.parser: only Prompty's own parser ('prompty') is "
+                                               f"supported, got {parser!r}")
+    if fmt in (None, "*", "jinja2"):
+        return True
+    hint = (" (Prompty's TypeScript runtime renders Jinja2-like templates with nunjucks; if this one uses only "
+            "syntax Jinja2 shares, set the kind to jinja2)" if fmt == "nunjucks" else "")
+    fail(at(*where, "kind"), f"template: the {fmt!r} format is not supported; Flywheel renders Jinja2 "
+                             f"templates only (format kind 'jinja2'){hint}")
+    return False
 
 
 def _check_metadata(metadata: Any, at: _At, fail: _Fail) -> tuple[str | None, str, dict[str, Any]]:
@@ -413,70 +531,48 @@ def _check_metadata(metadata: Any, at: _At, fail: _Fail) -> tuple[str | None, st
     return command, usage_hint.strip(), checked
 
 
-def _check_inputs(raw: Any, at: _At, fail: _Fail) -> dict[str, Any]:
+_RICH_KINDS = {  # Prompty's input kinds that are not text
+    "thread": "Flywheel adds the Slack thread itself, as conversation turns just before the last message "
+              "(or use {{ thread }} for it as a transcript)",
+    **{k: "Flywheel sends the model text only" for k in ("image", "file", "audio")}}
+_SHORTHAND_TYPES = {bool: "boolean", int: "integer", float: "float", list: "array", dict: "object"}
+
+
+def _check_inputs(raw: Any, at: _At, fail: _Fail) -> tuple[dict[str, Any], set[str] | None]:
+    """The declared inputs, and the names of those reported (None: ``inputs:`` itself was reported)."""
     if isinstance(raw, dict):
         items = [(name, spec, ("inputs", name)) for name, spec in raw.items()]
     elif isinstance(raw, list):
         items = [(spec.get("name") if isinstance(spec, dict) else None, spec, ("inputs", i))
                  for i, spec in enumerate(raw)]
     else:
-        if raw is not None:
-            fail(at("inputs"), "inputs: must be a mapping (name: {type, default, description}) or a list")
-        return {}
+        if raw is None:
+            return {}, set()
+        fail(at("inputs"), "inputs: must be a mapping (name: {type, default, description}) or a list")
+        return {}, None
     inputs: dict[str, Any] = {}
+    excused: set[str] = set()
     for name, spec, where in items:
-        spec = {} if spec is None else spec
+        if spec is None:
+            spec = {}
+        elif not isinstance(spec, dict):  # Prompty's shorthand `style: bullets` is the input's default
+            spec = {"type": _SHORTHAND_TYPES.get(type(spec), "string"), "default": spec}
         if not (isinstance(name, str) and name.isidentifier()):
             fail(at(*where), f"inputs: {name!r} is not a valid variable name (letters, digits, '_')"
                  if name is not None else "inputs: each item of the list needs a name: key")
             continue
-        if not isinstance(spec, dict):
-            fail(at(*where), f"inputs.{name}: must be a mapping with type:, default:, description:")
-            continue
         _unknown(spec, INPUT_KEYS, where, f"inputs.{name}", at, fail)
-        if spec.get("default") is None and name not in KNOWN_VARIABLES:
-            fail(at(*where), f"inputs.{name}: needs a default, because the bot only fills "
-                             f"{', '.join(KNOWN_VARIABLES)}")
-        inputs[name] = {"type": spec.get("type", spec.get("kind", "string")),
-                        "default": spec.get("default"), "description": spec.get("description", "")}
-    return inputs
-
-
-def _compile_body(lines: list[str], first: int, allowed: set[str], fail: _Fail) -> tuple[list[_Block], bool]:
-    # Prompty: text before the first marker is a system message
-    chunks: list[tuple[str, int, list[str]]] = [("system", first, [])]
-    for offset, line in enumerate(lines):
-        marker = _MARKER_RE.match(line)
-        if marker:
-            chunks.append((marker.group(1).lower(), first + offset + 1, []))
-        else:
-            chunks[-1][2].append(line)
-    if len(chunks) == 1:  # no marker at all: the body is the system message, the user's text follows
-        chunks.append(("user", first + len(lines), ["{{ text }}"]))
-    elif not any(role == "user" for role, _, _ in chunks):
-        fail(first, "the body has no 'user:' block; end it with a line 'user:' followed by '{{ text }}'")
-    elif chunks[-1][0] != "user":
-        fail(chunks[-1][1] - 1,
-             f"the last block must be 'user:' (it carries the request), not '{chunks[-1][0]}:'")
-    if not "\n".join(chunks[0][2]).strip():
-        chunks.pop(0)
-
-    blocks: list[_Block] = []
-    uses_thread = False
-    for role, start, body in chunks:
-        try:
-            ast = _ENV.parse("\n".join(body))
-            template = _ENV.from_string(ast)
-        except TemplateSyntaxError as exc:
-            fail(start + (exc.lineno or 1) - 1, f"template syntax error: {exc.message}")
+        kind = spec.get("kind", spec.get("type", "string"))
+        if kind in _RICH_KINDS:
+            fail(at(*where, "kind" if "kind" in spec else "type"), f"inputs.{name}: kind {kind!r} is not supported: "
+                                                                   f"{_RICH_KINDS[kind]}")
+            excused.add(name)
             continue
-        for tag in ast.find_all((nodes.Extends, nodes.Include, nodes.Import, nodes.FromImport)):
-            fail(start + tag.lineno - 1, "include/extends/import are not supported: a prompt is one file")
-        undeclared = meta.find_undeclared_variables(ast)
-        for var in sorted(undeclared - allowed):
-            line = min(n.lineno for n in ast.find_all(nodes.Name) if n.name == var and n.ctx == "load")
-            fail(start + line - 1, f"unknown template variable '{var}': use one of "
-                                   f"{', '.join(KNOWN_VARIABLES)}, or declare it under inputs:")
-        uses_thread = uses_thread or "thread" in undeclared
-        blocks.append(_Block(role, start, template))
-    return blocks, uses_thread
+        if spec.get("default") is None and name not in KNOWN_VARIABLES:
+            fail(at(*where), f"inputs.{name}: needs a default, because the bot fills only "
+                             f"{', '.join(KNOWN_VARIABLES)} (if this is where the person's words go, "
+                             "use {{ text }} instead)")
+        inputs[name] = {"type": kind, "default": spec.get("default"), "description": spec.get("description", "")}
+    return inputs, excused
+
+

@@ -74,6 +74,7 @@ def web_app(fw: Flywheel) -> web.Application:
             "slack_api": settings.slack_api_url,
             "prompts": len(prompts),
             "prompt_problems": [str(p) for p in prompts.problems],
+            "prompt_warnings": [str(w) for w in prompts.warnings],
             "answers_in_flight": fw.conversation.inflight,
             # Votes, corrections and call rows kept on local disk, not yet in the database.
             "backlog": {"pending": fw.journal.backlog, "oldest_seconds": fw.journal.oldest_seconds,

@@ -102,11 +102,13 @@ async def test_prompts_lists_prompts_and_reports_invalid_files_with_path_and_lin
     shutil.copy(REPO / "prompts" / "ask.prompty", prompts)
     (prompts / "broken.prompty").write_text("---\nname: broken\nmodel:\n  options: {temperature: hot}\n---\n"
                                             "user:\n{{ text }}\n")
+    (prompts / "deaf.prompty").write_text("---\nname: deaf\n---\nsystem:\nSay hi.\nuser:\nHello!\n")
     code, out, err = await run("prompts", cwd=tmp_path, env=clean_env())
     assert code == 1
-    assert "ask" in out and "/ask" in out
+    assert "ask" in out and "/ask" in out and "deaf" in out  # a warning does not leave the prompt out
     assert f"{prompts / 'broken.prompty'}:4:" in err or "broken.prompty:4:" in err
     assert "temperature" in err
+    assert "warning: " in err and "deaf.prompty:6: the template never uses {{ text }}" in err
 
 
 async def test_try_prints_the_answer_and_logs_the_call(tmp_path: Path):

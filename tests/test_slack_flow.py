@@ -252,7 +252,7 @@ async def test_healthz_reports_the_database(bot: Harness):
     async with aiohttp.ClientSession() as session, session.get(f"{bot.url}/healthz") as resp:
         body = await resp.json()
     assert resp.status == 200 and body["ok"] is True and body["database"] == "ok"
-    assert body["prompts"] >= 2 and body["prompt_problems"] == []
+    assert body["prompts"] >= 2 and body["prompt_problems"] == [] and body["prompt_warnings"] == []
     assert (body["mode"], body["model"], body["answers_in_flight"]) == ("http", "gpt-5.4-mini", 0)
     assert bot.model.api_key not in str(body) and bot.slack.bot_token not in str(body)
 
