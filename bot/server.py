@@ -11,19 +11,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import hashlib
+import hmac
 import json
 import logging
+import re
 import signal
 import socket as _socket
+import time
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qs, parse_qsl
 
 import aiohttp
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.errors import SlackApiError
-from slack_sdk.signature import SignatureVerifier
 
 from bot.app import Flywheel
 from bot.errors import ConfigError
@@ -37,27 +40,35 @@ MAX_BODY = 1024 * 1024  # Slack's payloads are far smaller
 
 
 def web_app(fw: Flywheel) -> web.Application:
-    verifier = SignatureVerifier(fw.settings.slack_signing_secret or "")
+    secret = (fw.settings.slack_signing_secret or "").encode()
+    if not secret.strip():
+        raise ConfigError(["SLACK_SIGNING_SECRET is not set: HTTP mode cannot verify Slack's requests without it."])
 
     async def slack_events(request: web.Request) -> web.Response:
         if fw.stopping:  # not acknowledged: Slack delivers it again
             return _reject(503, "shutting down")
         fw.traffic.arrived()
-        raw = await request.read()
+        raw = await request.read()  # over MAX_BODY: aiohttp answers 413
+        # The signature first, on the bytes as received: nothing an unverified sender wrote
+        # (headers or body) is parsed, and none of it can reach Bolt.
+        if not signature_is_valid(secret, raw, request.headers.get("X-Slack-Request-Timestamp"),
+                                  request.headers.get("X-Slack-Signature")):
+            if is_ssl_check(raw):  # Slack's certificate check comes unsigned: 200, nothing else read
+                return web.Response(status=200)
+            return _reject(401, "invalid request")
         parsed = parse_slack_body(raw, request.content_type)
         if isinstance(parsed, str):
+            log.warning("refused a signed request that is not one Slack sends: %s", parsed)
             return _reject(400, parsed)
-        if parsed.get("ssl_check") == "1":  # Slack's certificate check: unsigned by design
+        if parsed.get("ssl_check") == "1":
             return web.Response(status=200)
-        headers = {k.lower(): v for k, v in request.headers.items()}
-        if not verifier.is_valid_request(raw, headers):
-            return _reject(401, "invalid request")
         # Verified: hand Bolt the parsed body. (Bolt's own parser takes any form body that
         # contains the word "payload" for interactivity, so "/ask about the payload" was lost.)
         try:  # Bolt reads ids out of the body here, outside its own error handling
             bolt_request = AsyncBoltRequest(body=parsed, query=request.query_string,
                                             headers=dict(request.headers), mode="socket_mode")
-        except (TypeError, AttributeError, KeyError, ValueError, IndexError):
+        except (TypeError, AttributeError, KeyError, ValueError, IndexError) as exc:
+            log.warning("refused a signed request Bolt cannot read (%s)", type(exc).__name__)
             return _reject(400, "body is not a Slack request")
         return await to_aiohttp_response(await fw.app.async_dispatch(bolt_request))
 
@@ -87,6 +98,31 @@ def web_app(fw: Flywheel) -> web.Application:
     return app
 
 
+def signature_is_valid(secret: bytes, raw: bytes, timestamp: str | None, signature: str | None,
+                       now: float | None = None) -> bool:
+    """Slack's request signature (``v0=`` + hex HMAC-SHA256 of ``v0:{timestamp}:{body}``), on the
+    raw bytes, sent within 5 minutes of ``now``. Whatever the headers hold, the answer is
+    True or False: a timestamp that is not plain decimal seconds, or a signature that is not
+    ASCII, is False (slack_sdk's SignatureVerifier raised on those, and on bodies that are
+    not UTF-8)."""
+    if not timestamp or not signature or not _TIMESTAMP.fullmatch(timestamp) or not signature.isascii():
+        return False
+    now = time.time() if now is None else now
+    if abs(now - int(timestamp)) > MAX_SKEW:
+        return False
+    expected = hmac.new(secret, b"v0:" + timestamp.encode() + b":" + raw, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(b"v0=" + expected.encode(), signature.encode())
+
+
+def is_ssl_check(raw: bytes) -> bool:
+    """Slack's certificate check (``ssl_check=1&token=…``, form-encoded, unsigned: Slack sends it
+    when a slash command's URL is saved). Only that one field is looked at."""
+    if len(raw) > 1024:  # Slack's is about 40 bytes
+        return False
+    fields = parse_qs(raw.decode("utf-8", "replace"), keep_blank_values=True)
+    return fields.get("ssl_check") == ["1"]
+
+
 def parse_slack_body(raw: bytes, content_type: str) -> dict[str, Any] | str:
     """The body Slack sent, as a dict; or a short reason why it is not one (a 400)."""
     try:
@@ -94,20 +130,20 @@ def parse_slack_body(raw: bytes, content_type: str) -> dict[str, Any] | str:
     except UnicodeDecodeError:
         return "body is not UTF-8"
     if content_type == "application/json" or text.lstrip().startswith("{"):
-        try:
-            body = json.loads(text)
-        except ValueError:
+        body = _json(text)
+        if body is None:
             return "body is not valid JSON"
     else:
         fields = dict(parse_qsl(text, keep_blank_values=True))
         body = fields
         if "payload" in fields:  # interactivity: the JSON lives in the payload field
-            try:
-                body = json.loads(fields["payload"])
-            except ValueError:
+            body = _json(fields["payload"])
+            if body is None:
                 return "payload is not valid JSON"
     if not isinstance(body, dict) or not body:
         return "body is not a Slack request"
+    if _nested_deeper_than(body, MAX_DEPTH):
+        return f"body is nested more than {MAX_DEPTH} levels deep"
     for key, kinds in _SHAPES.items():  # what Bolt's middleware reads without checking
         if key in body and not isinstance(body[key], kinds):
             return f"{key} has the wrong type"
@@ -121,6 +157,29 @@ def parse_slack_body(raw: bytes, content_type: str) -> dict[str, Any] | str:
     return body
 
 
+def _json(text: str) -> Any:
+    """``text`` parsed, or None if it is not JSON (nested too deep for the parser included)."""
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+
+
+def _nested_deeper_than(value: dict[str, Any], limit: int) -> bool:
+    """Whether lists and objects nest more than ``limit`` levels (walked without recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = node.values() if isinstance(node, dict) else node
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
+
+
+_TIMESTAMP = re.compile(r"[0-9]{1,12}")  # epoch seconds, as Slack sends them
+MAX_SKEW = 60 * 5  # seconds: Slack's rule for a request's age (replays)
+MAX_DEPTH = 100  # levels of lists and objects; Slack's deepest payloads have about 15
 _SHAPES: dict[str, tuple[type, ...]] = {
     "type": (str,), "event": (dict,), "team": (dict, str), "user": (dict, str), "channel": (dict, str),
     "enterprise": (dict, str, type(None)), "container": (dict,), "authorizations": (list,),

@@ -1,0 +1,146 @@
+"""POST /slack/events against hostile and malformed requests: never a 500, never a traceback.
+
+The signature is checked first, on the bytes as received; only a verified body is parsed.
+So an unverified request gets a 401 whatever its body or headers hold, a verified one that
+is not a Slack request a 400 (or a quiet 200 / 404), and no request reaches a listener
+without a valid signature.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from urllib.parse import urlencode, urlsplit
+
+import pytest
+
+from conftest import SIGNING_SECRET, Harness
+from fakes.slack_sender import sign
+
+
+@pytest.fixture
+def database_url(tmp_path) -> str:
+    """Requests are answered before anything is stored: SQLite is enough here."""
+    return f"sqlite:///{tmp_path / 'flywheel.db'}"
+
+
+@pytest.fixture
+def logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    caplog.set_level(logging.DEBUG)
+    return caplog
+
+
+def no_errors_logged(caplog: pytest.LogCaptureFixture) -> None:
+    bad = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    assert not bad, "\n".join(f"{r.levelname} {r.name}: {r.getMessage()}" for r in bad)
+
+
+async def post_raw(url: str, head: bytes, body: bytes) -> int:
+    """POST with header bytes as given (aiohttp's client would refuse to send some of them)."""
+    parts = urlsplit(url)
+    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+    try:
+        writer.write(b"POST " + parts.path.encode() + b" HTTP/1.1\r\nHost: " + parts.netloc.encode() + b"\r\n"
+                     + head + b"Content-Length: " + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n"
+                     + body)
+        await writer.drain()
+        status_line = await reader.readline()
+        await reader.read()
+        return int(status_line.split()[1])
+    finally:
+        writer.close()
+
+
+NESTED = b"[" * 5000
+EVENT = json.dumps({"type": "event_callback", "event_id": "Ev1", "team_id": "T1",
+                    "event": {"type": "app_mention", "user": "U1", "channel": "C1", "text": "<@UBOT> hi",
+                              "ts": "1.000001", "event_ts": "1.000001"}}).encode()
+
+
+# -- the shapes that gave a 500 and a traceback, with no secret needed ----------------------------
+
+
+@pytest.mark.parametrize(("body", "content_type", "headers"), [
+    pytest.param(NESTED, "application/json", {"sign": False}, id="nested-json-unsigned"),
+    pytest.param(b"payload=" + NESTED, "application/x-www-form-urlencoded", {"sign": False},
+                 id="nested-payload-unsigned"),
+    pytest.param(b'{"a":' * 5000, "text/plain", {"sign": False}, id="nested-object-unsigned"),
+    pytest.param(EVENT, "application/json", {"timestamp": "abc"}, id="timestamp-abc"),
+    pytest.param(EVENT, "application/json", {"timestamp": "1.5"}, id="timestamp-1.5"),
+    pytest.param(EVENT, "application/json", {"timestamp": "9" * 5000}, id="timestamp-5000-digits"),
+    pytest.param(EVENT, "application/json", {"timestamp": ""}, id="timestamp-empty"),
+    pytest.param(EVENT, "application/json", {"signature": "v0=\u00e9"}, id="signature-non-ascii"),
+])
+async def test_requests_that_gave_a_500_are_refused_without_a_traceback(
+        bot: Harness, logs: pytest.LogCaptureFixture, body: bytes, content_type: str, headers: dict[str, str]):
+    status, text = await bot.sender.raw(body, content_type=content_type, **headers)
+    assert status == 401, text
+    await bot.settle(0.1)
+    assert bot.model.requests == [] and await bot.store.list_calls() == []
+    no_errors_logged(logs)
+
+
+async def test_a_deeply_nested_body_with_a_valid_signature_is_a_400(bot: Harness, logs: pytest.LogCaptureFixture):
+    for body, content_type in [(NESTED, "application/json"), (b"payload=" + NESTED, "application/x-www-form-urlencoded"),
+                               (b'{"a":' * 5000, "text/plain"),
+                               (b'{"type": "event_callback", "x": ' + b"[" * 200 + b"]" * 200 + b"}",
+                                "application/json")]:
+        status, text = await bot.sender.raw(body, content_type=content_type)
+        assert status == 400, (body[:40], text)
+    no_errors_logged(logs)
+
+
+@pytest.mark.parametrize("header", [b"X-Slack-Signature: v0=\xe9\xff\r\n", b"X-Slack-Request-Timestamp: 1\xe9\r\n"],
+                         ids=["signature-latin-1", "timestamp-latin-1"])
+async def test_header_bytes_that_are_not_utf8_are_a_401(bot: Harness, logs: pytest.LogCaptureFixture, header: bytes):
+    now = str(int(time.time())).encode()
+    head = b"Content-Type: application/json\r\n" + header
+    if b"Timestamp" not in header:
+        head += b"X-Slack-Request-Timestamp: " + now + b"\r\n"
+    else:
+        head += b"X-Slack-Signature: " + sign(SIGNING_SECRET, 1, EVENT).encode() + b"\r\n"
+    assert await post_raw(f"{bot.url}/slack/events", head, EVENT) == 401
+    no_errors_logged(logs)
+
+
+@pytest.mark.parametrize("timestamp", ["+%d", " %d", "%d ", "%d.0", "-%d", "\u0661%d", "%d\u0660"])
+async def test_a_timestamp_that_is_not_plain_decimal_seconds_is_a_401_even_when_signed(
+        bot: Harness, logs: pytest.LogCaptureFixture, timestamp: str):
+    ts = timestamp % int(time.time())
+    status, _ = await bot.sender.raw(b'{"type": "url_verification", "challenge": "c"}',
+                                     content_type="application/json", timestamp=ts)
+    assert status == 401
+    no_errors_logged(logs)
+
+
+# -- Slack's certificate check ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("signed", [False, True])
+async def test_ssl_check_is_answered_200(bot: Harness, signed: bool):
+    # Slack's certificate check arrives without signature headers (bolt-js#1397): 200, empty.
+    status, text = await bot.sender.raw(b"ssl_check=1&token=legacy-verification-token",
+                                        content_type="application/x-www-form-urlencoded", sign=signed)
+    assert (status, text) == (200, "")
+
+
+async def test_nothing_else_in_an_unsigned_ssl_check_is_read(bot: Harness, logs: pytest.LogCaptureFixture):
+    for fields in ({"command": "/ask", "text": "hello", "channel_id": "C1", "user_id": "U1", "team_id": "T1"},
+                   {"payload": json.dumps({"type": "block_actions", "actions": [{"action_id": "x"}]})},
+                   {"payload": "[" * 200}):
+        status, text = await bot.sender.raw(urlencode({"ssl_check": "1", **fields}),
+                                            content_type="application/x-www-form-urlencoded", sign=False)
+        assert (status, text) == (200, "")
+    await bot.settle(0.1)
+    assert bot.model.requests == [] and bot.slack.bot_messages() == [] and await bot.store.list_calls() == []
+    no_errors_logged(logs)
+
+
+@pytest.mark.parametrize("body", [b"ssl_check=0&token=x", b"ssl_check=true", b"\xffssl_check=1", b'{"ssl_check": "1"}',
+                                  b"ssl_check=" + NESTED, b"ssl_check=1&token=x" + b"&pad=x" * 200])
+async def test_anything_else_unsigned_is_a_401(bot: Harness, logs: pytest.LogCaptureFixture, body: bytes):
+    status, _ = await bot.sender.raw(body, content_type="application/x-www-form-urlencoded", sign=False)
+    assert status == 401
+    no_errors_logged(logs)
