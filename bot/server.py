@@ -154,7 +154,7 @@ def parse_slack_body(raw: bytes, content_type: str) -> dict[str, Any] | str:
                 return f"event.{key} has the wrong type"
     if not all(isinstance(a, dict) for a in body.get("authorizations") or ()):
         return "authorizations has the wrong type"
-    return body
+    return _interactivity_problem(body) or body
 
 
 def _json(text: str) -> Any:
@@ -175,6 +175,29 @@ def _nested_deeper_than(value: dict[str, Any], limit: int) -> bool:
         children = node.values() if isinstance(node, dict) else node
         stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
     return False
+
+
+def _interactivity_problem(body: dict[str, Any]) -> str | None:
+    """What Bolt reads out of an interactivity payload without checking that it is there
+    (slack_bolt/request/payload_utils.py, listener_matcher/builtins.py, logger/messages.py:
+    each is read for every request, while Bolt builds a middleware's arguments or looks for
+    a listener). Slack always sends these; a payload without them carries no action anyone
+    took, so it gets a 400 rather than Bolt's KeyError, a traceback and a 500."""
+    kind = body.get("type")
+    actions = body.get("actions")
+    if kind == "block_actions" and "actions" in body or kind == "interactive_message" and "callback_id" in body:
+        if not actions or not isinstance(actions[0], dict):
+            return f"{kind} without actions"
+        if kind == "block_actions" and "action_id" not in actions[0]:
+            return "block_actions without an action_id"
+    view = body.get("view")
+    if kind == "view_submission" and isinstance(view, dict) and "callback_id" in view and "type" not in view:
+        return "view_submission without view.type"
+    if kind == "workflow_step_edit" and "callback_id" in body and not isinstance(body.get("workflow_step"), dict):
+        return "workflow_step_edit without workflow_step"
+    if kind == "block_suggestion" and not isinstance(body.get("action_id", ""), str):
+        return "action_id has the wrong type"
+    return None
 
 
 _TIMESTAMP = re.compile(r"[0-9]{1,12}")  # epoch seconds, as Slack sends them

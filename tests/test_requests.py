@@ -144,3 +144,97 @@ async def test_anything_else_unsigned_is_a_401(bot: Harness, logs: pytest.LogCap
     status, _ = await bot.sender.raw(body, content_type="application/x-www-form-urlencoded", sign=False)
     assert status == 401
     no_errors_logged(logs)
+
+
+# -- interactivity payloads Bolt reads without checking ---------------------------------------------
+# Shapes as in bolt-python's tests/scenario_tests_async (legacy attachment buttons, dialogs, steps
+# from apps, external selects, modals); the values are made up here.
+
+
+def attachment_click(**changes) -> dict:
+    """A legacy message-attachment button click (``interactive_message``)."""
+    payload = {
+        "type": "interactive_message", "callback_id": "pick_a_colour", "attachment_id": "1",
+        "actions": [{"name": "colour", "type": "button", "value": "green"}],
+        "team": {"id": "T1", "domain": "flywheel-test"}, "channel": {"id": "C1", "name": "general"},
+        "user": {"id": "U1", "name": "alice"}, "action_ts": "1700000001.000100",
+        "message_ts": "1700000000.000100", "token": "legacy-verification-token", "is_app_unfurl": False,
+        "original_message": {"type": "message", "subtype": "bot_message", "text": "", "ts": "1700000000.000100",
+                             "attachments": [{"id": 1, "callback_id": "pick_a_colour", "fallback": "Pick",
+                                              "actions": [{"id": "1", "name": "colour", "type": "button"}]}]},
+        "response_url": "https://hooks.slack.com/actions/T1/1/x", "trigger_id": "1.2.x",
+    }
+    return {k: v for k, v in {**payload, **changes}.items() if v is not DROP}
+
+
+def block_click(**changes) -> dict:
+    payload = {
+        "type": "block_actions", "api_app_id": "A1", "token": "t", "trigger_id": "1.2.x",
+        "user": {"id": "U2", "username": "bob", "team_id": "T1"}, "team": {"id": "T1", "domain": "flywheel-test"},
+        "container": {"type": "message", "message_ts": "1700000000.000100", "channel_id": "C1"},
+        "channel": {"id": "C1", "name": "general"}, "response_url": "https://hooks.slack.com/actions/T1/2/x",
+        "actions": [{"action_id": "not_ours", "block_id": "b", "type": "button", "value": "v",
+                     "action_ts": "1700000001.000200"}],
+    }
+    return {k: v for k, v in {**payload, **changes}.items() if v is not DROP}
+
+
+def step_edit(**changes) -> dict:
+    payload = {
+        "type": "workflow_step_edit", "token": "t", "action_ts": "1700000001.000300", "callback_id": "copy_review",
+        "team": {"id": "T1", "domain": "flywheel-test"}, "user": {"id": "U1", "username": "alice", "team_id": "T1"},
+        "trigger_id": "1.2.x", "workflow_step": {"workflow_id": "1", "step_id": "s1", "inputs": {}, "outputs": []},
+    }
+    return {k: v for k, v in {**payload, **changes}.items() if v is not DROP}
+
+
+def modal_submission(view: dict) -> dict:
+    return {"type": "view_submission", "api_app_id": "A1", "token": "t", "trigger_id": "1.2.x",
+            "team": {"id": "T1", "domain": "flywheel-test"}, "user": {"id": "U1", "username": "alice", "team_id": "T1"},
+            "view": view}
+
+
+def suggestion(**changes) -> dict:
+    payload = {"type": "block_suggestion", "api_app_id": "A1", "token": "t", "action_id": "es_a", "block_id": "es_b",
+               "value": "search", "user": {"id": "U1", "team_id": "T1"}, "team": {"id": "T1"},
+               "container": {"type": "view", "view_id": "V1"}}
+    return {**payload, **changes}
+
+
+DROP = object()
+DIALOG = {"type": "dialog_submission", "token": "t", "action_ts": "1700000001.000400", "callback_id": "d1",
+          "team": {"id": "T1"}, "user": {"id": "U1", "name": "alice"}, "channel": {"id": "C1"},
+          "submission": {"where": "Tokyo"}, "response_url": "https://hooks.slack.com/app/T1/3/x", "state": "s"}
+MODAL = {"id": "V1", "team_id": "T1", "type": "modal", "callback_id": "not_ours", "private_metadata": "",
+         "state": {"values": {}}, "hash": "h", "blocks": []}
+
+
+@pytest.mark.parametrize(("payload", "expected"), [
+    # As Slack sends them: nobody here listens to these, so Bolt's 404 (and one warning line).
+    pytest.param(attachment_click(), 404, id="interactive_message"),
+    pytest.param(block_click(), 404, id="block_actions-not-ours"),
+    pytest.param(step_edit(), 404, id="workflow_step_edit"),
+    pytest.param(modal_submission(MODAL), 404, id="view_submission-not-ours"),
+    pytest.param(suggestion(), 404, id="block_suggestion"),
+    pytest.param(DIALOG, 404, id="dialog_submission"),
+    # Missing what Slack always sends, and what Bolt reads unchecked: a 400, nothing dispatched.
+    pytest.param(attachment_click(actions=DROP), 400, id="interactive_message-without-actions"),
+    pytest.param(attachment_click(actions=[]), 400, id="interactive_message-empty-actions"),
+    pytest.param(attachment_click(actions=["colour"]), 400, id="interactive_message-action-not-an-object"),
+    pytest.param(block_click(actions=[]), 400, id="block_actions-empty-actions"),
+    pytest.param(block_click(actions=[{"block_id": "b", "value": "v"}]), 400, id="block_actions-without-action_id"),
+    pytest.param(block_click(actions=[None]), 400, id="block_actions-action-null"),
+    pytest.param(step_edit(workflow_step=DROP), 400, id="workflow_step_edit-without-workflow_step"),
+    pytest.param(modal_submission({k: v for k, v in MODAL.items() if k != "type"}), 400,
+                 id="view_submission-without-view-type"),
+    pytest.param(suggestion(action_id=7), 400, id="block_suggestion-action_id-not-a-string"),
+    pytest.param({**{k: v for k, v in DIALOG.items() if k != "response_url"}, "response_urls": "https://x"},
+                 400, id="response_urls-not-a-list"),
+])
+async def test_interactivity_payloads_bolt_cannot_read_are_a_400_not_a_500(
+        bot: Harness, logs: pytest.LogCaptureFixture, payload: dict, expected: int):
+    status, text = await bot.sender.action(payload)
+    assert status == expected, text
+    await bot.settle(0.1)
+    assert bot.slack.bot_messages() == [] and bot.model.requests == []
+    no_errors_logged(logs)
