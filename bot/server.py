@@ -62,8 +62,14 @@ def web_app(fw: Flywheel) -> web.Application:
             return _reject(400, parsed)
         if parsed.get("ssl_check") == "1":
             return web.Response(status=200)
-        # Verified: hand Bolt the parsed body. (Bolt's own parser takes any form body that
-        # contains the word "payload" for interactivity, so "/ask about the payload" was lost.)
+        # Bolt gets the body parsed here, as a dict, because its own parser (parse_body in
+        # slack_bolt/request/internals.py) takes any form body containing the substring
+        # "payload" for interactivity: "/ask about the payload" became {} and was lost.
+        # AsyncBoltRequest takes a dict only with mode="socket_mode"; otherwise the mode only
+        # decides whether Bolt's RequestVerification skips the request (and what a lazy
+        # listener's copy carries). That check is off anyway (request_verification_enabled=False
+        # in bot/app.py): the one above, on the raw bytes, is the only one, and nothing reaches
+        # Bolt without passing it.
         try:  # Bolt reads ids out of the body here, outside its own error handling
             bolt_request = AsyncBoltRequest(body=parsed, query=request.query_string,
                                             headers=dict(request.headers), mode="socket_mode")

@@ -12,12 +12,17 @@ import asyncio
 import json
 import logging
 import time
+from types import SimpleNamespace
 from urllib.parse import urlencode, urlsplit
 
 import pytest
 
+from bot.errors import ConfigError
+from bot.feedback import FIX_ACTION, VOTE_ACTION
+from bot.server import web_app
+
 from conftest import SIGNING_SECRET, Harness
-from fakes.slack_sender import sign
+from fakes.slack_sender import click, mention, reaction, sign
 
 
 @pytest.fixture
@@ -113,6 +118,87 @@ async def test_a_timestamp_that_is_not_plain_decimal_seconds_is_a_401_even_when_
                                      content_type="application/json", timestamp=ts)
     assert status == 401
     no_errors_logged(logs)
+
+
+# -- the signature is the only gate to Bolt ---------------------------------------------------------
+
+
+@pytest.fixture
+def reached(bot: Harness) -> list[dict]:
+    """Every body that gets as far as Bolt's global middleware (registered through Bolt's API)."""
+    bodies: list[dict] = []
+
+    async def probe(body, next):
+        bodies.append(body)
+        await next()
+
+    bot.fw.app.middleware(probe)
+    return bodies
+
+
+def everything_slack_sends(h: Harness) -> list[tuple[bytes, str]]:
+    answer = {"type": "message", "user": "UBOT", "text": "An answer.", "ts": "1700000000.000100"}
+    bodies = [
+        {"type": "url_verification", "challenge": "c-1", "token": "t"},
+        {"type": "event_callback", "team_id": "T1", "api_app_id": "A1", "event_id": "Ev77",
+         "event": mention(f"<@{h.slack.bot_user_id}> hello", channel="C1")},
+        {"type": "event_callback", "team_id": "T1", "api_app_id": "A1", "event_id": "Ev78",
+         "event": reaction("reaction_added", "+1", user="U2", channel="C1", ts=answer["ts"])},
+    ]
+    forms = [
+        {"command": "/ask", "text": "about the payload", "user_id": "U1", "channel_id": "C1", "team_id": "T1",
+         "response_url": "https://hooks.slack.com/commands/T1/1/x", "trigger_id": "1.2.x"},
+        {"payload": json.dumps(click(answer, "C1", VOTE_ACTION, "up"))},
+        {"payload": json.dumps(click(answer, "C1", FIX_ACTION, "fix"))},
+    ]
+    return ([(json.dumps(b).encode(), "application/json") for b in bodies]
+            + [(urlencode(f).encode(), "application/x-www-form-urlencoded") for f in forms])
+
+
+@pytest.mark.parametrize("how", ["unsigned", "other secret", "stale", "tampered body", "signature of another body",
+                                 "no timestamp"])
+async def test_a_request_without_a_valid_signature_never_reaches_bolt(bot: Harness, reached: list[dict], how: str):
+    now = int(time.time())
+    for body, content_type in everything_slack_sends(bot):
+        kwargs = {
+            "unsigned": {"sign": False},
+            "other secret": {"signature": sign("not-the-secret", now, body), "timestamp": now},
+            "stale": {"signature": sign(SIGNING_SECRET, now - 301, body), "timestamp": now - 301},
+            "tampered body": {"signature": sign(SIGNING_SECRET, now, body + b" "), "timestamp": now},
+            "signature of another body": {"signature": sign(SIGNING_SECRET, now, b"{}"), "timestamp": now},
+            "no timestamp": {"sign": False, "signature": sign(SIGNING_SECRET, now, body)},
+        }[how]
+        status, _ = await bot.sender.raw(body, content_type=content_type, **kwargs)
+        assert status == 401, body[:60]
+    await bot.settle(0.1)
+    assert reached == []
+    assert bot.model.requests == [] and bot.slack.bot_messages() == [] and bot.fw.journal.backlog == 0
+    assert [r.method for r in bot.slack.requests] == []  # not even auth.test
+
+    # The same requests, signed, do reach it (url_verification is answered by Bolt's own middleware,
+    # before the probe): the probe works.
+    for body, content_type in everything_slack_sends(bot):
+        status, _ = await bot.sender.raw(body, content_type=content_type)
+        assert status == 200, body[:60]
+    assert [b.get("command") or b.get("event", {}).get("type") or b["actions"][0]["action_id"] for b in reached] == [
+        "app_mention", "reaction_added", "/ask", VOTE_ACTION, FIX_ACTION]
+
+
+@pytest.mark.parametrize("text", ["about the payload", "payload", "what is payload={}?", 'payload={"type": "x"}',
+                                  "payload&payload=1"])
+async def test_a_slash_command_whose_text_says_payload_is_answered_with_its_text(bot: Harness, text: str):
+    bot.model.reply("Answered.")
+    status, _ = await bot.sender.command("/ask", text, channel_id="C5")
+    assert status == 200
+    [call] = await bot.calls(1)
+    assert call.request_text == text and call.status == "ok"
+
+
+@pytest.mark.parametrize("secret", [None, "", "  "])
+def test_http_mode_refuses_to_start_without_a_signing_secret(secret: str | None):
+    fw = SimpleNamespace(settings=SimpleNamespace(slack_signing_secret=secret))
+    with pytest.raises(ConfigError, match="SLACK_SIGNING_SECRET"):
+        web_app(fw)  # type: ignore[arg-type]
 
 
 # -- Slack's certificate check ---------------------------------------------------------------------
