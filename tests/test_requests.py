@@ -110,6 +110,14 @@ async def test_header_bytes_that_are_not_utf8_are_a_401(bot: Harness, logs: pyte
     no_errors_logged(logs)
 
 
+async def test_a_header_too_long_for_http_is_a_400_and_one_warning_line(bot: Harness,
+                                                                        logs: pytest.LogCaptureFixture):
+    status, _ = await bot.sender.raw(EVENT, content_type="application/json", signature="v0=" + "a" * 10_000)
+    assert status == 400  # aiohttp's own answer: it stops reading at 8,190 bytes a line
+    no_errors_logged(logs)
+    assert "refused a request that is not valid HTTP (LineTooLong, 400)" in logs.messages
+
+
 @pytest.mark.parametrize("timestamp", ["+%d", " %d", "%d ", "%d.0", "-%d", "\u0661%d", "%d\u0660"])
 async def test_a_timestamp_that_is_not_plain_decimal_seconds_is_a_401_even_when_signed(
         bot: Harness, logs: pytest.LogCaptureFixture, timestamp: str):
