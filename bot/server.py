@@ -204,9 +204,41 @@ def _interactivity_problem(body: dict[str, Any]) -> str | None:
         return "workflow_step_edit without workflow_step"
     if kind == "block_suggestion" and not isinstance(body.get("action_id", ""), str):
         return "action_id has the wrong type"
+    if kind in _INTERACTIVE:
+        for path, kinds in _PAYLOAD_SHAPES:
+            if _wrong_type(body, path, kinds):
+                return ".".join(map(str, path)) + " has the wrong type"
     return None
 
 
+def _wrong_type(node: Any, path: tuple[str, ...], kinds: tuple[type, ...]) -> bool:
+    """Whether a value at ``path`` ("*": every item of an object or list) is there with another
+    type. A missing value is no problem: whatever reads it reads it with .get()."""
+    if not path:
+        return not isinstance(node, kinds)
+    key, rest = path[0], path[1:]
+    if key == "*":
+        items = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        return any(_wrong_type(item, rest, kinds) for item in items)
+    return isinstance(node, dict) and key in node and _wrong_type(node[key], rest, kinds)
+
+
+# What the listeners (handlers/actions.py, bot/feedback.py) read out of an interactivity payload,
+# trusting Slack's types: a click, a shortcut or a modal with other types is a 400, not a
+# listener's AttributeError (and, before the ack, Bolt's 500).
+_INTERACTIVE = {"block_actions", "interactive_message", "message_action", "shortcut", "view_submission",
+                "view_closed", "block_suggestion", "dialog_submission", "dialog_cancellation",
+                "dialog_suggestion", "workflow_step_edit"}
+_STR, _OBJECT, _NONE = (str,), (dict,), type(None)
+_PAYLOAD_SHAPES: list[tuple[tuple[str, ...], tuple[type, ...]]] = [
+    (("user",), _OBJECT), (("user", "id"), _STR), (("user", "team_id"), _STR),
+    (("team",), (dict, _NONE)), (("channel",), (dict, _NONE)), (("channel", "id"), _STR),
+    (("container", "channel_id"), _STR), (("container", "message_ts"), _STR), (("message", "ts"), _STR),
+    (("trigger_id",), _STR), (("actions", "*"), _OBJECT), (("actions", "*", "value"), (str, _NONE)),
+    (("actions", "*", "action_ts"), _STR), (("view", "private_metadata"), _STR), (("view", "state"), _OBJECT),
+    (("view", "state", "values"), _OBJECT), (("view", "state", "values", "*"), _OBJECT),
+    (("view", "state", "values", "*", "*"), _OBJECT), (("view", "state", "values", "*", "*", "value"), (str, _NONE)),
+]
 _TIMESTAMP = re.compile(r"[0-9]{1,12}")  # epoch seconds, as Slack sends them
 MAX_SKEW = 60 * 5  # seconds: Slack's rule for a request's age (replays)
 MAX_DEPTH = 100  # levels of lists and objects; Slack's deepest payloads have about 15

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bot.feedback import FIX_ACTION, FIX_SHORTCUT, FIX_VIEW, REGENERATE_ACTION, VOTE_ACTION
 from bot.server import MAX_BODY, is_ssl_check
 
 from conftest import SIGNING_SECRET, Harness
@@ -197,6 +198,57 @@ async def test_fuzzed_requests_never_cause_a_500_or_an_error_in_the_logs(fuzz_bo
         header_too_long = any(len(str(v).encode()) > 8190 for v in kwargs.values())  # aiohttp's 400
         assert status == 401 or status == 200 and is_ssl_check(body) or status == 400 and header_too_long
     await fuzz_bot.settle(0.02)  # listeners run after the ack: let them fail, if they would
+    errors = [f"{r.levelname} {r.name}: {r.getMessage()}" for r in caplog.records
+              if r.levelno >= logging.ERROR or r.exc_info]
+    assert errors == []
+
+
+# Signed requests for this bot's own listeners, with Slack's fields missing or of other types.
+ODD = st.none() | st.booleans() | st.integers() | st.text(max_size=5) | st.sampled_from(
+    ["C1", "U1", "UBOT", "1.000001", "+1", "message", "up"]) | st.dictionaries(
+    st.sampled_from(["id", "ts", "channel", "type", "channel_id", "message_ts", "team_id", "values", "value"]),
+    st.none() | st.integers() | st.text(max_size=5) | st.sampled_from(["C1", "1.000001", "message"]), max_size=4)
+EVENT_FIELDS = ["user", "channel", "ts", "text", "thread_ts", "event_ts", "item", "reaction", "item_user", "tab",
+                "channel_type", "subtype", "bot_id"]
+
+
+@st.composite
+def listener_requests(draw) -> tuple[str, dict]:
+    def some(keys: list[str], size: int = 5) -> dict:
+        return draw(st.dictionaries(st.sampled_from(keys), ODD, max_size=size))
+
+    kind = draw(st.sampled_from(["event", "click", "shortcut", "modal"]))
+    if kind == "event":
+        event = {"type": draw(st.sampled_from(["app_mention", "message", "reaction_added", "reaction_removed",
+                                               "app_home_opened"])), **some(EVENT_FIELDS, 6)}
+        return "event", {"type": "event_callback", "team_id": "T1", "event": event,
+                         "event_id": f"Ev{draw(st.integers(0, 10**9))}"}
+    if kind == "click":
+        action = {"action_id": draw(st.sampled_from([VOTE_ACTION, FIX_ACTION, REGENERATE_ACTION])),
+                  **some(["value", "action_ts", "block_id"], 3)}
+        return "form", {"type": "block_actions", "actions": [action],
+                        **some(["user", "channel", "container", "message", "trigger_id", "team"])}
+    if kind == "shortcut":
+        return "form", {"type": "message_action", "callback_id": FIX_SHORTCUT,
+                        **some(["user", "channel", "message", "trigger_id", "team"])}
+    view = {"callback_id": FIX_VIEW, "type": "modal", **some(["private_metadata", "state", "id"], 3)}
+    return "form", {"type": "view_submission", "view": view, **some(["user", "team", "trigger_id"], 3)}
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                  HealthCheck.too_slow])
+@given(request=listener_requests())
+async def test_fuzzed_requests_to_the_listeners_never_cause_a_500_or_an_error_in_the_logs(
+        fuzz_bot: Harness, request, caplog: pytest.LogCaptureFixture):
+    how, body = request
+    caplog.clear()
+    caplog.set_level(logging.DEBUG)
+    if how == "event":
+        status, _ = await fuzz_bot.sender.raw(json.dumps(body), content_type="application/json")
+    else:
+        status, _ = await fuzz_bot.sender.action(body)
+    assert status in ALLOWED
+    await fuzz_bot.settle(0.02)
     errors = [f"{r.levelname} {r.name}: {r.getMessage()}" for r in caplog.records
               if r.levelno >= logging.ERROR or r.exc_info]
     assert errors == []

@@ -18,7 +18,7 @@ from urllib.parse import urlencode, urlsplit
 import pytest
 
 from bot.errors import ConfigError
-from bot.feedback import FIX_ACTION, VOTE_ACTION
+from bot.feedback import FIX_ACTION, FIX_SHORTCUT, FIX_VIEW, VOTE_ACTION
 from bot.server import web_app
 
 from conftest import SIGNING_SECRET, Harness
@@ -331,4 +331,29 @@ async def test_interactivity_payloads_bolt_cannot_read_are_a_400_not_a_500(
     assert status == expected, text
     await bot.settle(0.1)
     assert bot.slack.bot_messages() == [] and bot.model.requests == []
+    no_errors_logged(logs)
+
+
+@pytest.mark.parametrize(("how", "body", "expected"), [
+    # Found by the listener fuzz: each was a listener's KeyError/AttributeError at ERROR, the modal a 500.
+    ("event", {"type": "event_callback", "event_id": "Ev90", "event": {"type": "app_mention", "text": "<@UBOT> hi"}},
+     200),
+    ("form", modal_submission({**MODAL, "callback_id": FIX_VIEW, "state": True}), 400),
+    ("form", modal_submission({**MODAL, "callback_id": FIX_VIEW,
+                               "state": {"values": {"part_0": {"text": {"value": 7}}}}}), 400),
+    ("form", {"type": "message_action", "callback_id": FIX_SHORTCUT, "user": "U1", "trigger_id": "1.2.x",
+              "channel": {"id": "C1"}, "message": {"ts": "1700000000.000100"}}, 400),
+    ("form", block_click(actions=[{"action_id": VOTE_ACTION, "value": "up"}], user="U2"), 400),
+    ("form", block_click(actions=[{"action_id": FIX_ACTION}], container={"channel_id": 5, "message_ts": "1.1"}),
+     400),
+])
+async def test_requests_for_our_listeners_with_other_types_are_refused_quietly(
+        bot: Harness, logs: pytest.LogCaptureFixture, how: str, body: dict, expected: int):
+    if how == "event":
+        status, text = await bot.sender.raw(json.dumps(body), content_type="application/json")
+    else:
+        status, text = await bot.sender.action(body)
+    assert status == expected, text
+    await bot.settle(0.1)
+    assert bot.model.requests == [] and bot.slack.bot_messages() == []
     no_errors_logged(logs)
