@@ -20,7 +20,7 @@ import signal
 import socket as _socket
 import time
 from typing import Any
-from urllib.parse import parse_qs, parse_qsl
+from urllib.parse import parse_qs, parse_qsl, urlsplit
 
 import aiohttp
 from aiohttp import web
@@ -88,8 +88,9 @@ def web_app(fw: Flywheel) -> web.Application:
             "database": "ok" if database else "unreachable",
             "mode": "socket" if settings.socket_mode else "http",
             "model": settings.model,
-            "model_server": settings.openai_base_url or "https://api.openai.com/v1",
-            "slack_api": settings.slack_api_url,
+            # Unauthenticated: where, never how (no user:password@, no ?api-key=…).
+            "model_server": public_url(settings.openai_base_url or "https://api.openai.com/v1"),
+            "slack_api": public_url(settings.slack_api_url),
             "prompts": len(prompts),
             "prompt_problems": [str(p) for p in prompts.problems],
             "answers_in_flight": fw.conversation.inflight,
@@ -103,6 +104,19 @@ def web_app(fw: Flywheel) -> web.Application:
     app.router.add_post("/slack/events", slack_events)
     app.router.add_get("/healthz", healthz)
     return app
+
+
+def public_url(url: str) -> str:
+    """``url`` as scheme, host, port and path only: no user name or password, no query (where
+    keys such as Azure's ``?api-key=`` travel), no fragment."""
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname or "", parts.port
+    except ValueError:  # settings only accept http(s) URLs with a host, but never show a bad one
+        return "(not a valid URL)"
+    if ":" in host:  # IPv6
+        host = f"[{host}]"
+    return f"{parts.scheme}://{host}{f':{port}' if port is not None else ''}{parts.path}"
 
 
 def signature_is_valid(secret: bytes, raw: bytes, timestamp: str | None, signature: str | None,

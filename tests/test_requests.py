@@ -15,13 +15,15 @@ import time
 from types import SimpleNamespace
 from urllib.parse import urlencode, urlsplit
 
+import aiohttp
 import pytest
 
 from bot.errors import ConfigError
 from bot.feedback import FIX_ACTION, FIX_SHORTCUT, FIX_VIEW, VOTE_ACTION
-from bot.server import web_app
+from bot.server import public_url, web_app
 
-from conftest import SIGNING_SECRET, Harness
+from conftest import SIGNING_SECRET, Harness, serve_bot
+from fakes import FakeOpenAI, FakeSlack
 from fakes.slack_sender import click, mention, reaction, sign
 
 
@@ -357,3 +359,38 @@ async def test_requests_for_our_listeners_with_other_types_are_refused_quietly(
     await bot.settle(0.1)
     assert bot.model.requests == [] and bot.slack.bot_messages() == []
     no_errors_logged(logs)
+
+
+# -- GET /healthz, unauthenticated: where the bot talks to, never the credentials ----------------------
+
+
+async def test_healthz_shows_the_servers_without_credentials_or_query(database_url: str):
+    async with FakeSlack() as slack, FakeOpenAI() as model:
+        model_url = urlsplit(model.url)
+        slack_url = urlsplit(slack.url)
+        overrides = {
+            "OPENAI_BASE_URL": f"http://svc-user:model-pa55word@{model_url.netloc}{model_url.path}"
+                               "?api-key=query-key-123&api-version=2024-06-01#frag",
+            "SLACK_API_URL": f"http://proxy:slack-pa55word@{slack_url.netloc}{slack_url.path}?token=query-token-456",
+        }
+        async with serve_bot(slack, model, database_url, **overrides) as h, aiohttp.ClientSession() as session, \
+                session.get(f"{h.url}/healthz") as resp:
+            text = await resp.text()
+    body = json.loads(text)
+    assert body["model_server"] == f"http://{model_url.netloc}{model_url.path}"
+    assert body["slack_api"].startswith(f"http://{slack_url.netloc}{slack_url.path}")
+    for secret in ("svc-user", "model-pa55word", "query-key-123", "2024-06-01", "frag", "proxy", "slack-pa55word",
+                   "query-token-456", "?", "@"):
+        assert secret not in text
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("https://user:pass@example.openai.azure.com/openai/deployments/d1?api-key=k&api-version=v",
+     "https://example.openai.azure.com/openai/deployments/d1"),
+    ("https://user@api.example.com:8443/v1#x", "https://api.example.com:8443/v1"),
+    ("http://:pw@[::1]:11434/v1/", "http://[::1]:11434/v1/"),
+    ("https://api.openai.com/v1", "https://api.openai.com/v1"),
+    ("http://user:pw@host:99999/v1", "(not a valid URL)"),
+])
+def test_public_url_keeps_scheme_host_port_and_path_only(url: str, shown: str):
+    assert public_url(url) == shown
