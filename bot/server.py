@@ -313,7 +313,7 @@ async def check_tokens(fw: Flywheel, *, socket: bool) -> None:
                 log.warning("checking %s with Slack failed (%s); starting anyway", name, error)
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             log.warning("could not reach Slack at %s to check %s (%s); starting anyway",
-                        fw.settings.slack_api_url, name, type(exc).__name__)
+                        public_url(fw.settings.slack_api_url), name, type(exc).__name__)
     if problems:
         raise ConfigError(problems)
 
