@@ -11,19 +11,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import hashlib
+import hmac
 import json
 import logging
+import re
 import signal
 import socket as _socket
+import time
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qs, parse_qsl, urlsplit
 
 import aiohttp
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.errors import SlackApiError
-from slack_sdk.signature import SignatureVerifier
 
 from bot.app import Flywheel
 from bot.errors import ConfigError
@@ -37,27 +41,41 @@ MAX_BODY = 1024 * 1024  # Slack's payloads are far smaller
 
 
 def web_app(fw: Flywheel) -> web.Application:
-    verifier = SignatureVerifier(fw.settings.slack_signing_secret or "")
+    secret = (fw.settings.slack_signing_secret or "").encode()
+    if not secret.strip():
+        raise ConfigError(["SLACK_SIGNING_SECRET is not set: HTTP mode cannot verify Slack's requests without it."])
 
     async def slack_events(request: web.Request) -> web.Response:
         if fw.stopping:  # not acknowledged: Slack delivers it again
             return _reject(503, "shutting down")
         fw.traffic.arrived()
-        raw = await request.read()
+        raw = await request.read()  # over MAX_BODY: aiohttp answers 413
+        # The signature first, on the bytes as received: nothing an unverified sender wrote
+        # (headers or body) is parsed, and none of it can reach Bolt.
+        if not signature_is_valid(secret, raw, request.headers.get("X-Slack-Request-Timestamp"),
+                                  request.headers.get("X-Slack-Signature")):
+            if is_ssl_check(raw):  # Slack's certificate check comes unsigned: 200, nothing else read
+                return web.Response(status=200)
+            return _reject(401, "invalid request")
         parsed = parse_slack_body(raw, request.content_type)
         if isinstance(parsed, str):
+            log.warning("refused a signed request that is not one Slack sends: %s", parsed)
             return _reject(400, parsed)
-        if parsed.get("ssl_check") == "1":  # Slack's certificate check: unsigned by design
+        if parsed.get("ssl_check") == "1":
             return web.Response(status=200)
-        headers = {k.lower(): v for k, v in request.headers.items()}
-        if not verifier.is_valid_request(raw, headers):
-            return _reject(401, "invalid request")
-        # Verified: hand Bolt the parsed body. (Bolt's own parser takes any form body that
-        # contains the word "payload" for interactivity, so "/ask about the payload" was lost.)
+        # Bolt gets the body parsed here, as a dict, because its own parser (parse_body in
+        # slack_bolt/request/internals.py) takes any form body containing the substring
+        # "payload" for interactivity: "/ask about the payload" became {} and was lost.
+        # AsyncBoltRequest takes a dict only with mode="socket_mode"; otherwise the mode only
+        # decides whether Bolt's RequestVerification skips the request (and what a lazy
+        # listener's copy carries). That check is off anyway (request_verification_enabled=False
+        # in bot/app.py): the one above, on the raw bytes, is the only one, and nothing reaches
+        # Bolt without passing it.
         try:  # Bolt reads ids out of the body here, outside its own error handling
             bolt_request = AsyncBoltRequest(body=parsed, query=request.query_string,
                                             headers=dict(request.headers), mode="socket_mode")
-        except (TypeError, AttributeError, KeyError, ValueError, IndexError):
+        except (TypeError, AttributeError, KeyError, ValueError, IndexError) as exc:
+            log.warning("refused a signed request Bolt cannot read (%s)", type(exc).__name__)
             return _reject(400, "body is not a Slack request")
         return await to_aiohttp_response(await fw.app.async_dispatch(bolt_request))
 
@@ -70,8 +88,9 @@ def web_app(fw: Flywheel) -> web.Application:
             "database": "ok" if database else "unreachable",
             "mode": "socket" if settings.socket_mode else "http",
             "model": settings.model,
-            "model_server": settings.openai_base_url or "https://api.openai.com/v1",
-            "slack_api": settings.slack_api_url,
+            # Unauthenticated: where, never how (no user:password@, no ?api-key=…).
+            "model_server": public_url(settings.openai_base_url or "https://api.openai.com/v1"),
+            "slack_api": public_url(settings.slack_api_url),
             "prompts": len(prompts),
             "prompt_problems": [str(p) for p in prompts.problems],
             "prompt_warnings": [str(w) for w in prompts.warnings],
@@ -82,10 +101,48 @@ def web_app(fw: Flywheel) -> web.Application:
         }
         return web.json_response(body, status=200 if database else 503)
 
-    app = web.Application(client_max_size=MAX_BODY)
+    app = web.Application(client_max_size=MAX_BODY, handler_args={"logger": _http_log})
     app.router.add_post("/slack/events", slack_events)
     app.router.add_get("/healthz", healthz)
     return app
+
+
+def public_url(url: str) -> str:
+    """``url`` as scheme, host, port and path only: no user name or password, no query (where
+    keys such as Azure's ``?api-key=`` travel), no fragment."""
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname or "", parts.port
+    except ValueError:  # settings only accept http(s) URLs with a host, but never show a bad one
+        return "(not a valid URL)"
+    if ":" in host:  # IPv6
+        host = f"[{host}]"
+    return f"{parts.scheme}://{host}{f':{port}' if port is not None else ''}{parts.path}"
+
+
+def signature_is_valid(secret: bytes, raw: bytes, timestamp: str | None, signature: str | None,
+                       now: float | None = None) -> bool:
+    """Slack's request signature (``v0=`` + hex HMAC-SHA256 of ``v0:{timestamp}:{body}``), on the
+    raw bytes, sent within 5 minutes of ``now``. Whatever the headers hold, the answer is
+    True or False: a timestamp that is not plain decimal seconds, or a signature that is not
+    ASCII, is False (slack_sdk's SignatureVerifier raised on those, and on bodies that are
+    not UTF-8)."""
+    if not timestamp or not signature or not _TIMESTAMP.fullmatch(timestamp) or not signature.isascii():
+        return False
+    now = time.time() if now is None else now
+    if abs(now - int(timestamp)) > MAX_SKEW:
+        return False
+    expected = hmac.new(secret, b"v0:" + timestamp.encode() + b":" + raw, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(b"v0=" + expected.encode(), signature.encode())
+
+
+def is_ssl_check(raw: bytes) -> bool:
+    """Slack's certificate check (``ssl_check=1&token=…``, form-encoded, unsigned: Slack sends it
+    when a slash command's URL is saved). Only that one field is looked at."""
+    if len(raw) > 1024:  # Slack's is about 40 bytes
+        return False
+    fields = parse_qs(raw.decode("utf-8", "replace"), keep_blank_values=True)
+    return fields.get("ssl_check") == ["1"]
 
 
 def parse_slack_body(raw: bytes, content_type: str) -> dict[str, Any] | str:
@@ -95,20 +152,20 @@ def parse_slack_body(raw: bytes, content_type: str) -> dict[str, Any] | str:
     except UnicodeDecodeError:
         return "body is not UTF-8"
     if content_type == "application/json" or text.lstrip().startswith("{"):
-        try:
-            body = json.loads(text)
-        except ValueError:
+        body = _json(text)
+        if body is None:
             return "body is not valid JSON"
     else:
         fields = dict(parse_qsl(text, keep_blank_values=True))
         body = fields
         if "payload" in fields:  # interactivity: the JSON lives in the payload field
-            try:
-                body = json.loads(fields["payload"])
-            except ValueError:
+            body = _json(fields["payload"])
+            if body is None:
                 return "payload is not valid JSON"
     if not isinstance(body, dict) or not body:
         return "body is not a Slack request"
+    if _nested_deeper_than(body, MAX_DEPTH):
+        return f"body is nested more than {MAX_DEPTH} levels deep"
     for key, kinds in _SHAPES.items():  # what Bolt's middleware reads without checking
         if key in body and not isinstance(body[key], kinds):
             return f"{key} has the wrong type"
@@ -119,9 +176,87 @@ def parse_slack_body(raw: bytes, content_type: str) -> dict[str, Any] | str:
                 return f"event.{key} has the wrong type"
     if not all(isinstance(a, dict) for a in body.get("authorizations") or ()):
         return "authorizations has the wrong type"
-    return body
+    return _interactivity_problem(body) or body
 
 
+def _json(text: str) -> Any:
+    """``text`` parsed, or None if it is not JSON (nested too deep for the parser included)."""
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+
+
+def _nested_deeper_than(value: dict[str, Any], limit: int) -> bool:
+    """Whether lists and objects nest more than ``limit`` levels (walked without recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = node.values() if isinstance(node, dict) else node
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
+
+
+def _interactivity_problem(body: dict[str, Any]) -> str | None:
+    """What Bolt reads out of an interactivity payload without checking that it is there
+    (slack_bolt/request/payload_utils.py, listener_matcher/builtins.py, logger/messages.py:
+    each is read for every request, while Bolt builds a middleware's arguments or looks for
+    a listener). Slack always sends these; a payload without them carries no action anyone
+    took, so it gets a 400 rather than Bolt's KeyError, a traceback and a 500."""
+    kind = body.get("type")
+    actions = body.get("actions")
+    if kind == "block_actions" and "actions" in body or kind == "interactive_message" and "callback_id" in body:
+        if not actions or not isinstance(actions[0], dict):
+            return f"{kind} without actions"
+        if kind == "block_actions" and "action_id" not in actions[0]:
+            return "block_actions without an action_id"
+    view = body.get("view")
+    if kind == "view_submission" and isinstance(view, dict) and "callback_id" in view and "type" not in view:
+        return "view_submission without view.type"
+    if kind == "workflow_step_edit" and "callback_id" in body and not isinstance(body.get("workflow_step"), dict):
+        return "workflow_step_edit without workflow_step"
+    if kind == "block_suggestion" and not isinstance(body.get("action_id", ""), str):
+        return "action_id has the wrong type"
+    if kind in _INTERACTIVE:
+        for path, kinds in _PAYLOAD_SHAPES:
+            if _wrong_type(body, path, kinds):
+                return ".".join(map(str, path)) + " has the wrong type"
+    return None
+
+
+def _wrong_type(node: Any, path: tuple[str, ...], kinds: tuple[type, ...]) -> bool:
+    """Whether a value at ``path`` ("*": every item of an object or list) is there with another
+    type. A missing value is no problem: whatever reads it reads it with .get()."""
+    if not path:
+        return not isinstance(node, kinds)
+    key, rest = path[0], path[1:]
+    if key == "*":
+        items = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        return any(_wrong_type(item, rest, kinds) for item in items)
+    return isinstance(node, dict) and key in node and _wrong_type(node[key], rest, kinds)
+
+
+# What the listeners (handlers/actions.py, bot/feedback.py) read out of an interactivity payload,
+# trusting Slack's types: a click, a shortcut or a modal with other types is a 400, not a
+# listener's AttributeError (and, before the ack, Bolt's 500).
+_INTERACTIVE = {"block_actions", "interactive_message", "message_action", "shortcut", "view_submission",
+                "view_closed", "block_suggestion", "dialog_submission", "dialog_cancellation",
+                "dialog_suggestion", "workflow_step_edit"}
+_STR, _OBJECT, _NONE = (str,), (dict,), type(None)
+_PAYLOAD_SHAPES: list[tuple[tuple[str, ...], tuple[type, ...]]] = [
+    (("user",), _OBJECT), (("user", "id"), _STR), (("user", "team_id"), _STR),
+    (("team",), (dict, _NONE)), (("channel",), (dict, _NONE)), (("channel", "id"), _STR),
+    (("container", "channel_id"), _STR), (("container", "message_ts"), _STR), (("message", "ts"), _STR),
+    (("trigger_id",), _STR), (("actions", "*"), _OBJECT), (("actions", "*", "value"), (str, _NONE)),
+    (("actions", "*", "action_ts"), _STR), (("view", "private_metadata"), _STR), (("view", "state"), _OBJECT),
+    (("view", "state", "values"), _OBJECT), (("view", "state", "values", "*"), _OBJECT),
+    (("view", "state", "values", "*", "*"), _OBJECT), (("view", "state", "values", "*", "*", "value"), (str, _NONE)),
+]
+_TIMESTAMP = re.compile(r"[0-9]{1,12}")  # epoch seconds, as Slack sends them
+MAX_SKEW = 60 * 5  # seconds: Slack's rule for a request's age (replays)
+MAX_DEPTH = 100  # levels of lists and objects; Slack's deepest payloads have about 15
 _SHAPES: dict[str, tuple[type, ...]] = {
     "type": (str,), "event": (dict,), "team": (dict, str), "user": (dict, str), "channel": (dict, str),
     "enterprise": (dict, str, type(None)), "container": (dict,), "authorizations": (list,),
@@ -136,6 +271,25 @@ _EVENT_SHAPES: dict[str, tuple[type, ...]] = {
     "reaction": (str,), "message": (dict,), "assistant_thread": (dict,), "team": (str,),
     "event_ts": (str,), "channel_type": (str,), "bot_profile": (dict,),
 }
+
+
+class _NotHttp(logging.Filter):
+    """aiohttp logs a request it cannot even parse as HTTP (a header line over 8 KB, a broken
+    request line…) at ERROR, with its parser's traceback, then answers 400 itself. That is the
+    sender's doing, not a fault here: one warning line instead. Everything else aiohttp logs
+    for this endpoint (an exception escaping a handler: a bug) keeps its ERROR and traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, HttpProcessingError):
+            return True
+        level = logging.WARNING if record.levelno >= logging.WARNING else logging.DEBUG
+        log.log(level, "refused a request that is not valid HTTP (%s, %s)", type(exc).__name__, exc.code)
+        return False
+
+
+_http_log = logging.getLogger("bot.server.http")  # aiohttp's server log, for this endpoint's connections
+_http_log.addFilter(_NotHttp())
 
 
 def _reject(status: int, reason: str) -> web.Response:
@@ -160,7 +314,7 @@ async def check_tokens(fw: Flywheel, *, socket: bool) -> None:
                 log.warning("checking %s with Slack failed (%s); starting anyway", name, error)
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             log.warning("could not reach Slack at %s to check %s (%s); starting anyway",
-                        fw.settings.slack_api_url, name, type(exc).__name__)
+                        public_url(fw.settings.slack_api_url), name, type(exc).__name__)
     if problems:
         raise ConfigError(problems)
 

@@ -9,14 +9,15 @@ from bot.slack_text import strip_mention, unescape
 
 async def on_app_mention(event: dict, context: AsyncBoltContext, client: AsyncWebClient,
                          conversation: Conversation) -> None:
-    if event.get("bot_id") or event.get("subtype") == "message_changed":
+    channel, ts = event.get("channel"), event.get("ts")
+    if event.get("bot_id") or event.get("subtype") == "message_changed" or not channel or not ts:
         return
     text = unescape(strip_mention(event.get("text") or "", context.bot_user_id or ""))
     prompt, text = conversation.prompts.route(text)
     if prompt is None:
         return
     ask = Ask(
-        trigger="mention", prompt=prompt, text=text, channel_id=event["channel"], user_id=event.get("user"),
-        team_id=context.team_id, ts=event["ts"], thread_ts=event.get("thread_ts") or event["ts"],
+        trigger="mention", prompt=prompt, text=text, channel_id=channel, user_id=event.get("user"),
+        team_id=context.team_id, ts=ts, thread_ts=event.get("thread_ts") or ts,
     )
     await conversation.reply_to_message(ask, client, BotIdentity(context.bot_user_id, context.bot_id))
