@@ -84,7 +84,7 @@ async def test_requests_that_gave_a_500_are_refused_without_a_traceback(
         bot: Harness, logs: pytest.LogCaptureFixture, body: bytes, content_type: str, headers: dict[str, str]):
     status, text = await bot.sender.raw(body, content_type=content_type, **headers)
     assert status == 401, text
-    await bot.settle(0.1)
+    await bot.settle()
     assert bot.model.requests == [] and await bot.store.list_calls() == []
     no_errors_logged(logs)
 
@@ -180,7 +180,7 @@ async def test_a_request_without_a_valid_signature_never_reaches_bolt(bot: Harne
         }[how]
         status, _ = await bot.sender.raw(body, content_type=content_type, **kwargs)
         assert status == 401, body[:60]
-    await bot.settle(0.1)
+    await bot.settle()
     assert reached == []
     assert bot.model.requests == [] and bot.slack.bot_messages() == [] and bot.fw.journal.backlog == 0
     assert [r.method for r in bot.slack.requests] == []  # not even auth.test
@@ -229,7 +229,7 @@ async def test_nothing_else_in_an_unsigned_ssl_check_is_read(bot: Harness, logs:
         status, text = await bot.sender.raw(urlencode({"ssl_check": "1", **fields}),
                                             content_type="application/x-www-form-urlencoded", sign=False)
         assert (status, text) == (200, "")
-    await bot.settle(0.1)
+    await bot.settle()
     assert bot.model.requests == [] and bot.slack.bot_messages() == [] and await bot.store.list_calls() == []
     no_errors_logged(logs)
 
@@ -331,7 +331,7 @@ async def test_interactivity_payloads_bolt_cannot_read_are_a_400_not_a_500(
         bot: Harness, logs: pytest.LogCaptureFixture, payload: dict, expected: int):
     status, text = await bot.sender.action(payload)
     assert status == expected, text
-    await bot.settle(0.1)
+    await bot.settle()
     assert bot.slack.bot_messages() == [] and bot.model.requests == []
     no_errors_logged(logs)
 
@@ -356,7 +356,7 @@ async def test_requests_for_our_listeners_with_other_types_are_refused_quietly(
     else:
         status, text = await bot.sender.action(body)
     assert status == expected, text
-    await bot.settle(0.1)
+    await bot.settle()
     assert bot.model.requests == [] and bot.slack.bot_messages() == []
     no_errors_logged(logs)
 
