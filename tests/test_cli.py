@@ -13,8 +13,9 @@ from pathlib import Path
 
 import aiohttp
 import yaml
+from sqlalchemy import make_url
 
-from conftest import FLYWHEEL, REPO, SIGNING_SECRET, clean_env
+from conftest import FLYWHEEL, REPO, SIGNING_SECRET, clean_env, flywheel_process, free_port
 from fakes import FakeOpenAI, FakeSlack, SlackSender, wait_until
 from fakes.slack_sender import mention
 
@@ -248,3 +249,39 @@ async def test_dev_with_no_settings_answers_a_mention_with_the_echo_model_within
     assert proc.returncode == 0
     logged = sqlite3.connect(tmp_path / "flywheel.db").execute("select model, status from calls").fetchall()
     assert logged == [("echo", "ok")]
+
+
+async def _dev_banner(tmp_path: Path, env: dict[str, str]) -> str:
+    """What `flywheel dev` prints up to its database line (it is stopped then)."""
+    async with flywheel_process("dev", "--port", str(free_port()), cwd=tmp_path, env=env) as proc:
+        assert proc.stdout is not None
+        lines: list[str] = []
+        try:
+            while not any("database:" in line for line in lines):
+                line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
+                if not line:
+                    break
+                lines.append(line)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(proc.communicate(), 30)
+    return "".join(lines)
+
+
+async def test_dev_names_the_database_and_the_model_server_without_their_credentials(
+        tmp_path: Path, database_url: str):
+    if database_url.startswith("postgresql"):  # the local server trusts loopback: any password goes
+        url = make_url(database_url)
+        database_url = url.set(password="db-pass-word-1", query={"application_name": "qs-secret-2"}
+                               ).render_as_string(hide_password=False)
+        shown = f"postgresql://{url.host}:{url.port}/{url.database}"
+    else:
+        shown = database_url
+    env = clean_env(DATABASE_URL=database_url, OPENAI_API_KEY="sk-test-key-3",
+                    OPENAI_BASE_URL="http://llm-user:llm-pass-4@127.0.0.1:9/v1?api-key=llm-key-5",
+                    PROMPTS_DIR=str(REPO / "prompts"))
+    out = await _dev_banner(tmp_path, env)
+    assert f"database: {shown}\n" in out, out
+    assert "at http://127.0.0.1:9/v1\n" in out, out
+    for secret in ("db-pass-word-1", "qs-secret-2", "sk-test-key-3", "llm-user", "llm-pass-4", "llm-key-5"):
+        assert secret not in out

@@ -26,6 +26,7 @@ from bot.playground.echo import ECHO_MODEL, EchoLLM
 from bot.playground.slack import StandIn
 from bot.server import serve_app
 from bot.settings import Settings
+from bot.urls import display_url
 
 log = logging.getLogger(__name__)
 DEFAULT_STATE = Path(".flywheel-playground.json")
@@ -62,9 +63,10 @@ async def playground(settings: Settings, *, host: str, port: int, state: Path,
     app = web_app_with(fw, stand_in)
     print(f"Flywheel playground: {base_url}/", flush=True)
     print("  model: " + ("the offline echo model (set OPENAI_API_KEY or OPENAI_BASE_URL for a real one)"
-                         if echo else f"{settings.model} at {settings.openai_base_url or 'OpenAI'}"), flush=True)
+                         if echo else f"{settings.model} at {display_url(settings.openai_base_url) or 'OpenAI'}"),
+          flush=True)
     print(f"  prompts: {settings.prompts_dir}/ (edits apply to the next message)  ·  database: "
-          f"{settings.database_url}", flush=True)
+          f"{display_url(settings.database_url)}", flush=True)
     try:
         await serve_app(fw, app, sock=sock, stop=stop, ready=ready, drain_first=True)
     finally:
