@@ -285,3 +285,11 @@ async def test_dev_names_the_database_and_the_model_server_without_their_credent
     assert "at http://127.0.0.1:9/v1\n" in out, out
     for secret in ("db-pass-word-1", "qs-secret-2", "sk-test-key-3", "llm-user", "llm-pass-4", "llm-key-5"):
         assert secret not in out
+
+
+async def test_dev_with_a_database_it_cannot_open_says_so_in_one_line(tmp_path: Path):
+    env = clean_env(DATABASE_URL="postgresql://flywheel:db-pass-word-1@127.0.0.1:1/none")
+    code, out, err = await run("dev", "--port", str(free_port()), cwd=tmp_path, env=env)
+    assert code == 2 and out == ""
+    assert err.startswith("flywheel: DATABASE_URL: cannot open or migrate the database") and len(err.splitlines()) == 1
+    assert "Traceback" not in err and "db-pass-word-1" not in err

@@ -21,6 +21,7 @@ from pathlib import Path
 from aiohttp import web
 
 from bot.app import Prompts, create_app
+from bot.cli import _upgrade as upgrade  # the same one-line translation as `flywheel run`
 from bot.errors import ConfigError
 from bot.playground.echo import ECHO_MODEL, EchoLLM
 from bot.playground.slack import StandIn
@@ -58,7 +59,12 @@ async def playground(settings: Settings, *, host: str, port: int, state: Path,
         slack_api_url=stand_in.api_url, model=ECHO_MODEL if echo else settings.model,
     )
     fw = create_app(bot_settings, llm=EchoLLM() if echo else None, prompts=prompts)
-    await fw.store.upgrade()
+    try:
+        await upgrade(fw.store)
+    except ConfigError:
+        await fw.close()
+        sock.close()
+        raise
     await fw.start()
     app = web_app_with(fw, stand_in)
     print(f"Flywheel playground: {base_url}/", flush=True)
