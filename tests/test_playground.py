@@ -497,12 +497,12 @@ async def test_the_page_is_served_from_its_folder_with_its_content_types(tmp_pat
     await standin.close()
 
 
-async def test_the_page_hears_when_a_prompt_file_changes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr("bot.playground.slack.PROMPT_POLL_SECONDS", 0.05)
+async def test_the_page_hears_when_a_prompt_file_changes(tmp_path: Path):
     prompts_dir = tmp_path / "prompts"
     shutil.copytree(REPO / "prompts", prompts_dir)
     standin = StandIn(state_path=tmp_path / "s.json", signing_secret=SECRET, bot_token=TOKEN,
-                      prompts=Prompts(prompts_dir), model={"name": "echo", "offline": True})
+                      prompts=Prompts(prompts_dir), model={"name": "echo", "offline": True},
+                      prompt_poll_seconds=0.05)
     app = web.Application()
     app.add_routes(standin.routes())
     async with serve(app) as (_, url, _), aiohttp.ClientSession(url) as http:
@@ -512,9 +512,13 @@ async def test_the_page_hears_when_a_prompt_file_changes(tmp_path: Path, monkeyp
         await asyncio.sleep(0.1)
         with (prompts_dir / "ask.prompty").open("a") as f:
             f.write("\nAlways answer in one sentence.\n")
-        frame = json.loads((await ws.receive(timeout=3)).data)
+        # Told within a fraction of the default interval (1 s): the interval given is the one used.
+        frame = json.loads((await ws.receive(timeout=0.6)).data)
         assert frame["type"] == "prompts"
         [after] = [p for p in frame["prompts"] if p["name"] == "ask"]
         assert after["version"] != before["version"] and after["command"] == "/ask"
         await standin.close()
         assert (await ws.receive(timeout=3)).type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+    with pytest.raises(ValueError, match="prompt_poll_seconds"):
+        StandIn(state_path=tmp_path / "s.json", signing_secret=SECRET, bot_token=TOKEN, prompts=list,
+                model={}, prompt_poll_seconds=0)

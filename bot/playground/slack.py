@@ -49,20 +49,26 @@ NO_PAGE = ("The Flywheel playground is running, but its page (bot/playground/sta
            "The bot and the local Slack work: see bot/playground/PROTOCOL.md for the HTTP API.\n")
 RESPONSE_URL_USES = 5  # Slack: 5 posts per response_url, within 30 minutes
 RESPONSE_URL_SECONDS = 30 * 60
-PROMPT_POLL_SECONDS = 1.0
+PROMPT_POLL_SECONDS = 1.0  # default: how often the prompt files are checked while a page is open
 CLIENT_QUEUE = 5000  # frames waiting for one slow page; past that it is disconnected (it reloads)
 
 
 class StandIn:
     def __init__(self, *, state_path: Path, signing_secret: str, bot_token: str,
                  prompts: Callable[[], PromptSet], model: dict, bot_user_id: str = "UBOT", bot_id: str = "BBOT",
-                 team_id: str = "T_PLAY", static_dir: Path | None = None):
+                 team_id: str = "T_PLAY", static_dir: Path | None = None,
+                 prompt_poll_seconds: float = PROMPT_POLL_SECONDS):
+        """``prompt_poll_seconds``: while a page is connected, the prompt files are read this often
+        and a changed list is pushed to the pages as a ``prompts`` frame."""
+        if prompt_poll_seconds <= 0:
+            raise ValueError("prompt_poll_seconds must be positive")
         self.signing_secret = signing_secret
         self.bot_token = bot_token
         self.prompts = prompts
         self.model = dict(model)
         self.bot_user_id, self.bot_id, self.team_id = bot_user_id, bot_id, team_id
         self.static_dir = Path(static_dir) if static_dir is not None else STATIC_DIR
+        self.prompt_poll_seconds = prompt_poll_seconds
         self.base_url = ""
         self.state = State(state_path, bot_user_id=bot_user_id, bot_id=bot_id, team_id=team_id)
         self.api = WebApi(self)
@@ -160,7 +166,7 @@ class StandIn:
     async def _watch_prompts(self) -> None:
         """Tell the pages when the prompt files change (the bot reloads them itself)."""
         while True:
-            await asyncio.sleep(PROMPT_POLL_SECONDS)
+            await asyncio.sleep(self.prompt_poll_seconds)
             if not self._clients:
                 continue
             prompts = self.prompt_list()
