@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import signal
 import socket
@@ -12,6 +13,7 @@ import time
 from pathlib import Path
 
 import aiohttp
+import pytest
 import yaml
 from sqlalchemy import make_url
 
@@ -293,3 +295,28 @@ async def test_dev_with_a_database_it_cannot_open_says_so_in_one_line(tmp_path: 
     assert code == 2 and out == ""
     assert err.startswith("flywheel: DATABASE_URL: cannot open or migrate the database") and len(err.splitlines()) == 1
     assert "Traceback" not in err and "db-pass-word-1" not in err
+
+
+async def test_dev_refuses_a_page_that_rebinds_its_name_to_this_machine(tmp_path: Path):
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    evil = {"Host": f"evil.example:{port}", "Origin": f"http://evil.example:{port}"}
+    async with flywheel_process("dev", "--port", str(port), cwd=tmp_path, env=clean_env()) as proc, \
+            aiohttp.ClientSession(base) as session:
+        for _ in range(200):
+            with contextlib.suppress(aiohttp.ClientError):
+                async with session.get("/") as resp:
+                    if resp.status == 200:
+                        break
+            await asyncio.sleep(0.05)
+        for method, path, body in [("GET", "/", None), ("GET", "/playground/api/state", None), ("GET", "/healthz", None),
+                                   ("POST", "/playground/api/messages", {"channel": "C_GENERAL", "text": "hi"})]:
+            async with session.request(method, path, json=body, headers=evil) as resp:
+                assert resp.status == 403, (path, resp.status)
+        with pytest.raises(aiohttp.WSServerHandshakeError):
+            await session.ws_connect("/playground/ws", headers=evil)
+        async with session.get("/playground/api/state") as resp:
+            assert resp.status == 200 and (await resp.json())["messages"]["C_GENERAL"] == []
+        proc.send_signal(signal.SIGTERM)
+        out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0 and "token" not in out.decode() and "warning" not in err.decode()
