@@ -48,7 +48,9 @@ def parser() -> argparse.ArgumentParser:
 
     dev = sub.add_parser("dev", help="the playground: the bot on a local Slack stand-in, in your browser")
     dev.add_argument("--port", type=int, default=3000, help="port of the page (default 3000)")
-    dev.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
+    dev.add_argument("--host", default="127.0.0.1",
+                     help="address to listen on (default 127.0.0.1: this machine only; with any other, "
+                     "the page needs the token in the URL printed at start)")
     dev.add_argument("--state", type=Path, default=None,
                      help="file keeping the playground's channels and messages (default .flywheel-playground.json)")
     dev.set_defaults(func=cmd_dev)

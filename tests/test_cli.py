@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import signal
 import socket
@@ -12,9 +13,11 @@ import time
 from pathlib import Path
 
 import aiohttp
+import pytest
 import yaml
+from sqlalchemy import make_url
 
-from conftest import FLYWHEEL, REPO, SIGNING_SECRET, clean_env
+from conftest import FLYWHEEL, REPO, SIGNING_SECRET, clean_env, flywheel_process, free_port
 from fakes import FakeOpenAI, FakeSlack, SlackSender, wait_until
 from fakes.slack_sender import mention
 
@@ -268,3 +271,72 @@ async def test_dev_with_no_settings_answers_a_mention_with_the_echo_model_within
     assert proc.returncode == 0
     logged = sqlite3.connect(tmp_path / "flywheel.db").execute("select model, status from calls").fetchall()
     assert logged == [("echo", "ok")]
+
+
+async def _dev_banner(tmp_path: Path, env: dict[str, str]) -> str:
+    """What `flywheel dev` prints up to its database line (it is stopped then)."""
+    async with flywheel_process("dev", "--port", str(free_port()), cwd=tmp_path, env=env) as proc:
+        assert proc.stdout is not None
+        lines: list[str] = []
+        try:
+            while not any("database:" in line for line in lines):
+                line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
+                if not line:
+                    break
+                lines.append(line)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(proc.communicate(), 30)
+    return "".join(lines)
+
+
+async def test_dev_names_the_database_and_the_model_server_without_their_credentials(
+        tmp_path: Path, database_url: str):
+    if database_url.startswith("postgresql"):  # the local server trusts loopback: any password goes
+        url = make_url(database_url)
+        database_url = url.set(password="db-pass-word-1", query={"application_name": "qs-secret-2"}
+                               ).render_as_string(hide_password=False)
+        shown = f"postgresql://{url.host}:{url.port}/{url.database}"
+    else:
+        shown = database_url
+    env = clean_env(DATABASE_URL=database_url, OPENAI_API_KEY="sk-test-key-3",
+                    OPENAI_BASE_URL="http://llm-user:llm-pass-4@127.0.0.1:9/v1?api-key=llm-key-5",
+                    PROMPTS_DIR=str(REPO / "prompts"))
+    out = await _dev_banner(tmp_path, env)
+    assert f"database: {shown}\n" in out, out
+    assert "at http://127.0.0.1:9/v1\n" in out, out
+    for secret in ("db-pass-word-1", "qs-secret-2", "sk-test-key-3", "llm-user", "llm-pass-4", "llm-key-5"):
+        assert secret not in out
+
+
+async def test_dev_with_a_database_it_cannot_open_says_so_in_one_line(tmp_path: Path):
+    env = clean_env(DATABASE_URL="postgresql://flywheel:db-pass-word-1@127.0.0.1:1/none")
+    code, out, err = await run("dev", "--port", str(free_port()), cwd=tmp_path, env=env)
+    assert code == 2 and out == ""
+    assert err.startswith("flywheel: DATABASE_URL: cannot open or migrate the database") and len(err.splitlines()) == 1
+    assert "Traceback" not in err and "db-pass-word-1" not in err
+
+
+async def test_dev_refuses_a_page_that_rebinds_its_name_to_this_machine(tmp_path: Path):
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    evil = {"Host": f"evil.example:{port}", "Origin": f"http://evil.example:{port}"}
+    async with flywheel_process("dev", "--port", str(port), cwd=tmp_path, env=clean_env()) as proc, \
+            aiohttp.ClientSession(base) as session:
+        for _ in range(200):
+            with contextlib.suppress(aiohttp.ClientError):
+                async with session.get("/") as resp:
+                    if resp.status == 200:
+                        break
+            await asyncio.sleep(0.05)
+        for method, path, body in [("GET", "/", None), ("GET", "/playground/api/state", None), ("GET", "/healthz", None),
+                                   ("POST", "/playground/api/messages", {"channel": "C_GENERAL", "text": "hi"})]:
+            async with session.request(method, path, json=body, headers=evil) as resp:
+                assert resp.status == 403, (path, resp.status)
+        with pytest.raises(aiohttp.WSServerHandshakeError):
+            await session.ws_connect("/playground/ws", headers=evil)
+        async with session.get("/playground/api/state") as resp:
+            assert resp.status == 200 and (await resp.json())["messages"]["C_GENERAL"] == []
+        proc.send_signal(signal.SIGTERM)
+        out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0 and "token" not in out.decode() and "warning" not in err.decode()

@@ -21,8 +21,11 @@ import aiohttp
 import pytest
 from aiohttp import web
 from slack_sdk.web.async_client import AsyncWebClient
+from yarl import URL
 
 from bot.app import Flywheel, Prompts, create_app
+from bot.playground.access import TOKEN_HEADER, Access
+from bot.playground.run import local_url, welcome
 from bot.playground.slack import StandIn
 from bot.server import web_app
 from bot.settings import Settings
@@ -132,7 +135,7 @@ async def play(tmp_path: Path) -> AsyncIterator[Play]:
         await fw.store.upgrade()
         await fw.start()
         app = web_app(fw)
-        app.add_routes(standin.routes())
+        standin.attach(app)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
         await runner.setup()
         await web.SockSite(runner, sock).start()
@@ -431,6 +434,123 @@ async def test_the_page_refuses_other_web_sites(play: Play):
         await play.http.ws_connect("/playground/ws", headers={"Origin": "https://evil.example"})
 
 
+def _every_route(standin: StandIn) -> list[tuple[str, str]]:
+    """(method, path) of each stand-in route, its placeholders filled in, and the bot's own."""
+    key = standin.response_url(GENERAL).rpartition("/")[2]
+    fill = {"{method}": "chat.postMessage", "{id}": key, "{name:.+}": "app.js"}
+    routes = []
+    for route in standin.routes():
+        path = route.path
+        for placeholder, value in fill.items():
+            path = path.replace(placeholder, value)
+        routes.append(("POST" if route.method == "*" else route.method, path))
+    return [*routes, ("POST", "/slack/events"), ("GET", "/healthz"), ("GET", "/no/such/page")]
+
+
+async def test_a_page_that_rebinds_its_name_to_this_machine_is_refused_on_every_route(play: Play):
+    """DNS rebinding: evil.example's page, once its name points at 127.0.0.1, is the playground's
+    own origin for the browser (Origin and Host agree), but its requests still name evil.example."""
+    port = URL(play.standin.base_url).port
+    evil = {"Host": f"evil.example:{port}", "Origin": f"http://evil.example:{port}",
+            "Authorization": f"Bearer {TOKEN}"}  # even with the bot's token
+    ts = (await play.say("mine"))["ts"]
+    await wait_until(lambda: play.fw.conversation.inflight == 0)
+    before = await play.state()
+    bodies = {"/playground/api/messages": {"channel": GENERAL, "text": "@flywheel sent by evil.example"},
+              "/playground/api/reactions": {"channel": GENERAL, "ts": ts, "name": "-1", "add": True},
+              "/api/chat.postMessage": {"channel": GENERAL, "text": "posted by evil.example"}}
+    routes = _every_route(play.standin)
+    assert len(routes) >= 17
+    for method, path in routes:
+        async with play.http.request(method, path, json=bodies.get(path, {"text": "x"}), headers=evil) as resp:
+            assert resp.status == 403, (method, path, resp.status, await resp.text())
+            assert "this machine" in await resp.text()
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await play.http.ws_connect("/playground/ws", headers=evil)
+    assert refused.value.status == 403
+    assert await play.state() == before and not [f for f in play.frames if "evil.example" in json.dumps(f)]
+    for name in ("127.0.0.1", "localhost", "[::1]", "LocalHost."):  # this machine, by any of its names
+        async with play.http.get("/playground/api/state", headers={"Host": f"{name}:{port}"}) as resp:
+            assert resp.status == 200, name
+
+
+async def test_beyond_this_machine_every_request_needs_the_runs_token(tmp_path: Path):
+    access = Access.for_host("0.0.0.0")  # as `flywheel dev --host 0.0.0.0`; the test listens on loopback
+    assert access.token and len(access.token) >= 32 and Access.for_host("0.0.0.0").token != access.token
+    assert access.token not in repr(access)
+    standin = StandIn(state_path=tmp_path / "s.json", signing_secret=SECRET, bot_token=TOKEN, prompts=list,
+                      model={"name": "echo", "offline": True}, access=access)
+    app = web.Application()
+    standin.attach(app)
+    async with serve(app) as (_, url, _):
+        standin.base_url = url
+        port = URL(url).port
+        lan = {"Host": f"192.168.1.20:{port}"}  # another machine, by this one's address (only the header)
+        async with aiohttp.ClientSession(url) as http:
+            for where in ({}, lan):
+                for method, path in _every_route(standin):
+                    if path == "/slack/events" or path.startswith(("/api/", "/playground/response/")):
+                        continue  # these check a secret of their own (below)
+                    for given in ({}, {TOKEN_HEADER: "wrong"}):
+                        async with http.request(method, path, json={}, headers={**where, **given}) as resp:
+                            assert resp.status == 403, (method, path, resp.status)
+                async with http.get("/?token=wrong", headers=where, allow_redirects=False) as resp:
+                    assert resp.status == 403 and "?token=" in await resp.text()
+                with pytest.raises(aiohttp.WSServerHandshakeError):
+                    await http.ws_connect("/playground/ws", headers=where)
+            # A script may send the token as a header; routes with a secret of their own need none.
+            async with http.get("/playground/api/state", headers={**lan, TOKEN_HEADER: access.token}) as resp:
+                assert resp.status == 200 and (await resp.json())["ok"]
+            async with http.post("/api/auth.test", headers={**lan, "Authorization": f"Bearer {TOKEN}"}) as resp:
+                assert (await resp.json())["ok"]
+            # Rebinding is refused, token or not.
+            async with http.get("/playground/api/state",
+                                headers={"Host": f"evil.example:{port}", TOKEN_HEADER: access.token}) as resp:
+                assert resp.status == 403
+
+        # The printed URL: the token becomes a cookie and leaves the address bar.
+        async with aiohttp.ClientSession(url, cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:
+            async with browser.get(f"/?token={access.token}", allow_redirects=False) as resp:
+                assert (resp.status, resp.headers["Location"]) == (303, "/")
+                cookie = resp.cookies[f"flywheel_playground_{port}"]
+                assert cookie.value == access.token and cookie["httponly"] and cookie["samesite"] == "Strict"
+            async with browser.get("/") as resp:
+                assert resp.status == 200 and "<html" in (await resp.text()).lower()
+            ws = await browser.ws_connect("/playground/ws")
+            async with browser.post("/playground/api/messages", json={"channel": GENERAL, "text": "hi"}) as resp:
+                assert resp.status == 200
+            assert json.loads((await ws.receive(timeout=3)).data)["message"]["text"] == "hi"
+            await ws.close()
+    await standin.delivery.idle()
+    await standin.close()
+
+
+@pytest.mark.parametrize(("host", "token"), [
+    ("127.0.0.1", False), ("localhost", False), ("::1", False), ("127.0.0.2", False),
+    ("0.0.0.0", True), ("::", True), ("", True), ("192.168.1.20", True), ("devbox.lan", True),
+])
+def test_only_a_loopback_host_goes_without_a_token(host: str, token: bool):
+    assert (Access.for_host(host).token is not None) is token
+
+
+def test_what_dev_prints_on_this_machine_and_beyond_it():
+    lines, warning = welcome(Access.for_host("127.0.0.1"), local_url("127.0.0.1", 3000))
+    assert (lines, warning) == (["Flywheel playground: http://127.0.0.1:3000/"], None)
+    assert local_url("::1", 3000) == "http://[::1]:3000" and local_url("::", 3000) == "http://[::1]:3000"
+
+    lan = Access.for_host("192.168.1.20")
+    lines, warning = welcome(lan, local_url("192.168.1.20", 3000))
+    assert lines == [f"Flywheel playground: http://192.168.1.20:3000/?token={lan.token}"]
+    assert warning and "reachable from the network" in warning and "--host 127.0.0.1" in warning
+    assert lan.host_allowed("192.168.1.20:3000") and not lan.host_allowed("10.0.0.1:3000")
+
+    everywhere = Access.for_host("0.0.0.0")
+    lines, warning = welcome(everywhere, local_url("0.0.0.0", 3000))
+    assert lines[0] == f"Flywheel playground: http://127.0.0.1:3000/?token={everywhere.token}"
+    assert "from other machines" in lines[1] and f":3000/?token={everywhere.token}" in lines[1]
+    assert warning and "--host 0.0.0.0" in warning
+
+
 # -- the workspace across restarts -----------------------------------------------------------------------
 
 
@@ -448,7 +568,7 @@ async def test_the_conversation_survives_a_restart(play: Play, tmp_path: Path):
     again = StandIn(state_path=tmp_path / "playground.json", signing_secret=SECRET, bot_token=TOKEN,
                     prompts=lambda: play.fw.conversation.prompts, model={"name": "echo", "offline": True})
     app = web.Application()
-    app.add_routes(again.routes())
+    again.attach(app)
     async with serve(app) as (_, url, _), aiohttp.ClientSession() as http:
         again.base_url = url
         async with http.get(f"{url}/playground/api/state") as resp:
@@ -479,7 +599,7 @@ async def test_the_page_is_served_from_its_folder_with_its_content_types(tmp_pat
     standin = StandIn(state_path=tmp_path / "s.json", signing_secret=SECRET, bot_token=TOKEN,
                       prompts=list, model={"name": "echo", "offline": True}, static_dir=static)
     app = web.Application()
-    app.add_routes(standin.routes())
+    standin.attach(app)
     async with serve(app) as (_, url, _), aiohttp.ClientSession(url) as http:
         async with http.get("/") as resp:
             assert resp.status == 200 and resp.content_type == "text/plain"
@@ -497,14 +617,14 @@ async def test_the_page_is_served_from_its_folder_with_its_content_types(tmp_pat
     await standin.close()
 
 
-async def test_the_page_hears_when_a_prompt_file_changes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr("bot.playground.slack.PROMPT_POLL_SECONDS", 0.05)
+async def test_the_page_hears_when_a_prompt_file_changes(tmp_path: Path):
     prompts_dir = tmp_path / "prompts"
     shutil.copytree(REPO / "prompts", prompts_dir)
     standin = StandIn(state_path=tmp_path / "s.json", signing_secret=SECRET, bot_token=TOKEN,
-                      prompts=Prompts(prompts_dir), model={"name": "echo", "offline": True})
+                      prompts=Prompts(prompts_dir), model={"name": "echo", "offline": True},
+                      prompt_poll_seconds=0.05)
     app = web.Application()
-    app.add_routes(standin.routes())
+    standin.attach(app)
     async with serve(app) as (_, url, _), aiohttp.ClientSession(url) as http:
         async with http.get("/playground/api/state") as resp:
             [before] = [p for p in (await resp.json())["prompts"] if p["name"] == "ask"]
@@ -512,9 +632,13 @@ async def test_the_page_hears_when_a_prompt_file_changes(tmp_path: Path, monkeyp
         await asyncio.sleep(0.1)
         with (prompts_dir / "ask.prompty").open("a") as f:
             f.write("\nAlways answer in one sentence.\n")
-        frame = json.loads((await ws.receive(timeout=3)).data)
+        # Told within a fraction of the default interval (1 s): the interval given is the one used.
+        frame = json.loads((await ws.receive(timeout=0.6)).data)
         assert frame["type"] == "prompts"
         [after] = [p for p in frame["prompts"] if p["name"] == "ask"]
         assert after["version"] != before["version"] and after["command"] == "/ask"
         await standin.close()
         assert (await ws.receive(timeout=3)).type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+    with pytest.raises(ValueError, match="prompt_poll_seconds"):
+        StandIn(state_path=tmp_path / "s.json", signing_secret=SECRET, bot_token=TOKEN, prompts=list,
+                model={}, prompt_poll_seconds=0)

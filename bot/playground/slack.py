@@ -1,13 +1,16 @@
 """A local Slack for ``flywheel dev``: the real bot talks to it, a web page shows it.
 
-One aiohttp app serves the bot's endpoint (bot/server.py ``web_app``) and, from
-:meth:`StandIn.routes`, everything PROTOCOL.md gives to the stand-in:
+One aiohttp app serves the bot's endpoint (bot/server.py ``web_app``) and, added by
+:meth:`StandIn.attach`, everything PROTOCOL.md gives to the stand-in:
 
 - ``/api/{method}``: the Slack Web API subset the bot calls (:mod:`bot.playground.webapi`);
 - ``/playground/api/*``: what the page calls (:mod:`bot.playground.page`), delivered to the bot
   as signed Slack requests (:mod:`bot.playground.deliver`);
 - ``/playground/ws``: live updates for the page; ``/playground/response/{id}``: response URLs;
-- ``/`` and ``/static/*``: the page itself (bot/playground/static, nothing from a CDN).
+- ``/`` and ``/static/*``: the page itself (bot/playground/static, nothing from a CDN);
+
+and, in front of all of them and of the bot's endpoint, the checks of :mod:`bot.playground.access`
+(requests must be addressed to this machine; beyond it, carry the run's token).
 
 The workspace (:mod:`bot.playground.state`) survives restarts in the JSON file ``state_path``.
 """
@@ -27,6 +30,7 @@ from urllib.parse import parse_qsl
 
 from aiohttp import WSMsgType, web
 
+from bot.playground.access import Access
 from bot.playground.deliver import Delivery
 from bot.playground.page import PageApi, same_origin
 from bot.playground.state import ME, State
@@ -49,20 +53,28 @@ NO_PAGE = ("The Flywheel playground is running, but its page (bot/playground/sta
            "The bot and the local Slack work: see bot/playground/PROTOCOL.md for the HTTP API.\n")
 RESPONSE_URL_USES = 5  # Slack: 5 posts per response_url, within 30 minutes
 RESPONSE_URL_SECONDS = 30 * 60
-PROMPT_POLL_SECONDS = 1.0
+PROMPT_POLL_SECONDS = 1.0  # default: how often the prompt files are checked while a page is open
 CLIENT_QUEUE = 5000  # frames waiting for one slow page; past that it is disconnected (it reloads)
 
 
 class StandIn:
     def __init__(self, *, state_path: Path, signing_secret: str, bot_token: str,
                  prompts: Callable[[], PromptSet], model: dict, bot_user_id: str = "UBOT", bot_id: str = "BBOT",
-                 team_id: str = "T_PLAY", static_dir: Path | None = None):
+                 team_id: str = "T_PLAY", static_dir: Path | None = None,
+                 prompt_poll_seconds: float = PROMPT_POLL_SECONDS, access: Access | None = None):
+        """``prompt_poll_seconds``: while a page is connected, the prompt files are read this often
+        and a changed list is pushed to the pages as a ``prompts`` frame. ``access``: who may use
+        it (default: requests addressed to this machine, no token)."""
+        if prompt_poll_seconds <= 0:
+            raise ValueError("prompt_poll_seconds must be positive")
         self.signing_secret = signing_secret
         self.bot_token = bot_token
         self.prompts = prompts
         self.model = dict(model)
         self.bot_user_id, self.bot_id, self.team_id = bot_user_id, bot_id, team_id
         self.static_dir = Path(static_dir) if static_dir is not None else STATIC_DIR
+        self.prompt_poll_seconds = prompt_poll_seconds
+        self.access = access if access is not None else Access()
         self.base_url = ""
         self.state = State(state_path, bot_user_id=bot_user_id, bot_id=bot_id, team_id=team_id)
         self.api = WebApi(self)
@@ -80,7 +92,13 @@ class StandIn:
         """The bot's SLACK_API_URL."""
         return self.base_url.rstrip("/") + "/api/"
 
+    def attach(self, app: web.Application) -> None:
+        """Serve the stand-in from ``app``, and put the access checks in front of every route."""
+        app.middlewares.insert(0, self.access.middleware)
+        app.add_routes(self.routes())
+
     def routes(self) -> list[web.RouteDef]:
+        """The stand-in's routes alone, without the access checks: serve them with :meth:`attach`."""
         page = self.page
         return [
             web.route("*", "/api/{method}", self.api.handle),
@@ -160,7 +178,7 @@ class StandIn:
     async def _watch_prompts(self) -> None:
         """Tell the pages when the prompt files change (the bot reloads them itself)."""
         while True:
-            await asyncio.sleep(PROMPT_POLL_SECONDS)
+            await asyncio.sleep(self.prompt_poll_seconds)
             if not self._clients:
                 continue
             prompts = self.prompt_list()
