@@ -20,7 +20,7 @@ import signal
 import socket as _socket
 import time
 from typing import Any
-from urllib.parse import parse_qs, parse_qsl, urlsplit
+from urllib.parse import parse_qs, parse_qsl
 
 import aiohttp
 from aiohttp import web
@@ -31,6 +31,7 @@ from slack_sdk.errors import SlackApiError
 
 from bot.app import Flywheel
 from bot.errors import ConfigError
+from bot.urls import display_url
 
 log = logging.getLogger(__name__)
 SHUTDOWN_CLEANUP = 3.0  # seconds interrupted answers get to post their apology and keep their row
@@ -89,8 +90,8 @@ def web_app(fw: Flywheel) -> web.Application:
             "mode": "socket" if settings.socket_mode else "http",
             "model": settings.model,
             # Unauthenticated: where, never how (no user:password@, no ?api-key=…).
-            "model_server": public_url(settings.openai_base_url or "https://api.openai.com/v1"),
-            "slack_api": public_url(settings.slack_api_url),
+            "model_server": display_url(settings.openai_base_url or "https://api.openai.com/v1"),
+            "slack_api": display_url(settings.slack_api_url),
             "prompts": len(prompts),
             "prompt_problems": [str(p) for p in prompts.problems],
             "prompt_warnings": [str(w) for w in prompts.warnings],
@@ -105,19 +106,6 @@ def web_app(fw: Flywheel) -> web.Application:
     app.router.add_post("/slack/events", slack_events)
     app.router.add_get("/healthz", healthz)
     return app
-
-
-def public_url(url: str) -> str:
-    """``url`` as scheme, host, port and path only: no user name or password, no query (where
-    keys such as Azure's ``?api-key=`` travel), no fragment."""
-    try:
-        parts = urlsplit(url)
-        host, port = parts.hostname or "", parts.port
-    except ValueError:  # settings only accept http(s) URLs with a host, but never show a bad one
-        return "(not a valid URL)"
-    if ":" in host:  # IPv6
-        host = f"[{host}]"
-    return f"{parts.scheme}://{host}{f':{port}' if port is not None else ''}{parts.path}"
 
 
 def signature_is_valid(secret: bytes, raw: bytes, timestamp: str | None, signature: str | None,
@@ -314,7 +302,7 @@ async def check_tokens(fw: Flywheel, *, socket: bool) -> None:
                 log.warning("checking %s with Slack failed (%s); starting anyway", name, error)
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             log.warning("could not reach Slack at %s to check %s (%s); starting anyway",
-                        public_url(fw.settings.slack_api_url), name, type(exc).__name__)
+                        display_url(fw.settings.slack_api_url), name, type(exc).__name__)
     if problems:
         raise ConfigError(problems)
 

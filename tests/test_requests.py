@@ -20,7 +20,8 @@ import pytest
 
 from bot.errors import ConfigError
 from bot.feedback import FIX_ACTION, FIX_SHORTCUT, FIX_VIEW, VOTE_ACTION
-from bot.server import public_url, web_app
+from bot.server import web_app
+from bot.urls import display_url
 
 from conftest import SIGNING_SECRET, Harness, serve_bot
 from fakes import FakeOpenAI, FakeSlack
@@ -390,7 +391,7 @@ async def test_healthz_shows_the_servers_without_credentials_or_query(database_u
     ("https://user@api.example.com:8443/v1#x", "https://api.example.com:8443/v1"),
     ("http://:pw@[::1]:11434/v1/", "http://[::1]:11434/v1/"),
     ("https://api.openai.com/v1", "https://api.openai.com/v1"),
-    ("http://user:pw@host:99999/v1", "(not a valid URL)"),
+    ("http://user:pw@host:99999/v1", "http://host:99999/v1"),
 ])
-def test_public_url_keeps_scheme_host_port_and_path_only(url: str, shown: str):
-    assert public_url(url) == shown
+def test_server_urls_are_shown_with_scheme_host_port_and_path_only(url: str, shown: str):
+    assert display_url(url) == shown
