@@ -12,7 +12,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from bot.errors import ConfigError
 
@@ -213,9 +213,14 @@ class Settings:
     @property
     def secrets(self) -> tuple[str, ...]:
         """Values that must never appear in logs, user-visible text or exports."""
-        candidates = (self.slack_bot_token, self.slack_signing_secret, self.slack_app_token, self.openai_api_key,
-                      urlsplit(self.database_url).password)
-        return tuple(s for s in candidates if s and len(s) >= 8)
+        candidates = [self.slack_bot_token, self.slack_signing_secret, self.slack_app_token, self.openai_api_key]
+        for url in (self.database_url, self.openai_base_url):  # a password, or a key in the query (Azure)
+            try:
+                parts = urlsplit(url or "")
+                candidates += [parts.password, *(v for _, v in parse_qsl(parts.query))]
+            except ValueError:
+                continue
+        return tuple(dict.fromkeys(s for s in candidates if s and len(s) >= 8))
 
 
 SHIPPED_PROMPTS = Path(__file__).resolve().parent.parent / "prompts"

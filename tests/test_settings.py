@@ -91,5 +91,6 @@ def test_reactions_are_configurable_and_colons_are_optional():
 
 def test_secrets_lists_every_credential_including_a_database_password():
     s = Settings.parse({"SLACK_BOT_TOKEN": "xoxb-123456789", "OPENAI_API_KEY": "sk-abcdefgh123",
-                        "DATABASE_URL": "postgres://u:hunter2hunter2@h/db"})
-    assert set(s.secrets) == {"xoxb-123456789", "sk-abcdefgh123", "hunter2hunter2"}
+                        "DATABASE_URL": "postgres://u:hunter2hunter2@h/db",
+                        "OPENAI_BASE_URL": "https://proxy:pr0xy-pa55@llm.example.com/v1?api-key=azure-key-42&v=1"})
+    assert set(s.secrets) == {"xoxb-123456789", "sk-abcdefgh123", "hunter2hunter2", "pr0xy-pa55", "azure-key-42"}
