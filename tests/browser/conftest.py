@@ -240,15 +240,18 @@ class Playground:
         assert done.returncode == 0, f"flywheel {' '.join(args)} exited {done.returncode}:\n{done.stderr}"
         return done
 
-    def stats_and_export(self, fmt: str = "openai-chat") -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """``flywheel stats --json`` and ``flywheel export --format FMT``, run side by side."""
+    def stats_and_export(self, fmt: str = "openai-chat", *source: str
+                         ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """``flywheel stats --json`` and ``flywheel export --format FMT``, run side by side
+        (``source``: e.g. "--source", "playground"; without it, Slack traffic only)."""
         with ThreadPoolExecutor(2) as pool:
-            stats = pool.submit(self.cli, "stats", "--json")
-            export = pool.submit(self.cli, "export", "--format", fmt)
+            stats = pool.submit(self.cli, "stats", "--json", *source)
+            export = pool.submit(self.cli, "export", "--format", fmt, *source)
             return json.loads(stats.result().stdout), _jsonl(export.result().stdout)
 
     def export(self, fmt: str = "openai-chat") -> list[dict[str, Any]]:
-        return _jsonl(self.cli("export", "--format", fmt).stdout)
+        """The playground's calls (practice: an export has to ask for them)."""
+        return _jsonl(self.cli("export", "--format", fmt, "--source", "playground").stdout)
 
     def sql(self, query: str, *params: Any) -> list[tuple]:
         """Read the bot's SQLite database (to wait for what the bot has stored)."""

@@ -274,7 +274,8 @@ def test_a_thumbs_up_counts_in_stats_and_the_exchange_is_exported(page: Page):
     page.wait(lambda: sorted(page.pg.sql(query, ts)) == [("button", 1), ("reaction", 1)], 5,
               "the bot did not store the 👍 button and the 👍 reaction")
 
-    stats, export = page.pg.stats_and_export("openai-chat")
+    assert page.pg.stats_and_export("openai-chat") == ([], []), "practice is not data: not counted by default"
+    stats, export = page.pg.stats_and_export("openai-chat", "--source", "playground")
     [row] = [r for r in stats if r["prompt"] == "ask" and r["version"].startswith(answer["version"])]
     assert row["up"] == 1 and row["down"] == 0 and row["rated"] == 1, row  # one person, one vote
     messages = exported_exchange(export, "how do embeddings work?")
