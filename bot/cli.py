@@ -146,8 +146,8 @@ def cmd_prompts(_: argparse.Namespace, settings: Settings) -> int:
 
     settings.require()
     prompts = PromptSet.load(settings.prompts_dir)
-    rows = [(p.name, p.command or "-", p.short_version, p.model or f"{settings.model} (default)",
-             p.description) for p in prompts]
+    rows = [(p.name, (p.command or "-") if p.slack else "(not in Slack)", p.short_version,
+             p.model or f"{settings.model} (default)", p.description) for p in [*prompts, *prompts.helpers.values()]]
     if rows:
         header = ("PROMPT", "COMMAND", "VERSION", "MODEL", "DESCRIPTION")
         widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(4)]

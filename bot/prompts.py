@@ -91,6 +91,7 @@ class Prompt:
     uses_thread: bool = False  # the template reads {{ thread }}: history is then not inserted
     # things worth fixing that do not stop the prompt from working (path, line, reason)
     warnings: tuple[PromptError, ...] = field(default=(), compare=False)
+    slack: bool = True  # a Slack skill; `metadata: {slack: false}` keeps it out (a judge for `flywheel replay`)
     _blocks: tuple[Block, ...] = field(default=(), repr=False, compare=False)
     _command_line: int | None = field(default=None, repr=False, compare=False)
 
@@ -137,6 +138,7 @@ class PromptSet:
     directory: Path
     _snapshot: dict[str, tuple[int, int]] | None = field(default=None, repr=False)
     warnings: list[PromptError] = field(default_factory=list)  # loaded prompts that may not do what was meant
+    helpers: dict[str, Prompt] = field(default_factory=dict)  # `slack: false`: for tools, never in Slack
 
     @classmethod
     def load(cls, directory: Path | str) -> PromptSet:
@@ -148,6 +150,7 @@ class PromptSet:
         prompts: dict[str, Prompt] = {}
         problems: list[PromptError] = []
         commands: dict[str, Path] = {}
+        helpers: dict[str, Prompt] = {}
         for path in _prompt_files(directory):
             try:
                 raw = path.read_bytes()
@@ -161,6 +164,9 @@ class PromptSet:
             problems += errors
             if prompt is None:
                 continue
+            if not prompt.slack:
+                helpers[prompt.name] = prompt
+                continue
             if prompt.command and (prompt.command in commands or len(commands) >= MAX_COMMANDS):
                 why = (f"{prompt.command} is already declared by {commands[prompt.command].name}"
                        if prompt.command in commands else f"Slack allows at most {MAX_COMMANDS} per app")
@@ -170,8 +176,9 @@ class PromptSet:
             elif prompt.command:
                 commands[prompt.command] = path
             prompts[prompt.name] = prompt
-        warnings = [w for p in prompts.values() for w in p.warnings]
-        return cls(dict(sorted(prompts.items())), problems, directory, snapshot, warnings)
+        warnings = [w for p in [*prompts.values(), *helpers.values()] for w in p.warnings]
+        return cls(dict(sorted(prompts.items())), problems, directory, snapshot, warnings,
+                   dict(sorted(helpers.items())))
 
     def get(self, name: str) -> Prompt | None:
         return self.prompts.get(name.strip().lower())
@@ -199,6 +206,20 @@ class PromptSet:
 
     def __len__(self) -> int:
         return len(self.prompts)
+
+
+def load_file(path: Path | str, *, name: str | None = None, raw: bytes | None = None
+              ) -> tuple[Prompt | None, list[PromptError]]:
+    """One prompt file on its own, e.g. a candidate for `flywheel replay`. ``name``: the prompt
+    it stands in for, whatever the file is called (``my-ask.prompty`` holding ``name: ask``);
+    ``raw``: its bytes, when they come from elsewhere (a version's text kept in the log)."""
+    path = Path(path)
+    try:
+        return _parse(path, path.read_bytes() if raw is None else raw, name)
+    except OSError as exc:
+        return None, [PromptError(path, None, f"cannot read the file: {exc.strerror or exc}")]
+    except Exception as exc:  # as in PromptSet.load: a bug here is a problem with this file
+        return None, [PromptError(path, None, f"could not load: {exc!r}")]
 
 
 def _prompt_files(directory: Path) -> list[Path]:
@@ -260,8 +281,10 @@ def _unknown(mapping: dict, allowed: tuple[str, ...], where: tuple, label: str, 
             fail(at(*where, key), f"{label}.{key}: unknown key (allowed: {', '.join(allowed)}){hint}")
 
 
-def _parse(path: Path, raw: bytes) -> tuple[Prompt | None, list[PromptError]]:
+def _parse(path: Path, raw: bytes, stem: str | None = None) -> tuple[Prompt | None, list[PromptError]]:
     problems: list[PromptError] = []
+    file_name = "the file name" if stem is None else "the prompt it stands in for"
+    stem = stem or path.stem
 
     def fail(line: int | None, reason: str) -> None:
         problems.append(PromptError(path, line, reason))
@@ -292,7 +315,7 @@ def _parse(path: Path, raw: bytes) -> tuple[Prompt | None, list[PromptError]]:
     finally:
         loader.dispose()
     if data is None:
-        return broken(1, f"the front matter is empty; it needs at least 'name: {path.stem}'")
+        return broken(1, f"the front matter is empty; it needs at least 'name: {stem}'")
     if not isinstance(data, dict):
         return broken(1, "the front matter must be YAML keys (name:, description:, ...), "
                          f"not a {type(data).__name__}")
@@ -304,11 +327,11 @@ def _parse(path: Path, raw: bytes) -> tuple[Prompt | None, list[PromptError]]:
 
     name = data.get("name")
     if name is None:
-        fail(1, f"'name' is missing; add 'name: {path.stem}' (it must match the file name)")
-    elif name != path.stem:
-        fail(at("name"), f"name: must equal the file name '{path.stem}', got {name!r}")
-    if not NAME_RE.match(path.stem):
-        fail(at("name"), f"the file name '{path.stem}' must use only lowercase letters, digits, "
+        fail(1, f"'name' is missing; add 'name: {stem}' (it must match {file_name})")
+    elif name != stem:
+        fail(at("name"), f"name: must equal {file_name} '{stem}', got {name!r}")
+    if not NAME_RE.match(stem):
+        fail(at("name"), f"the file name '{stem}' must use only lowercase letters, digits, "
                          "'-' and '_' (it is also the skill name)")
     description = data.get("description", "")
     if not isinstance(description, str) or len(description) > 2000:
@@ -316,6 +339,7 @@ def _parse(path: Path, raw: bytes) -> tuple[Prompt | None, list[PromptError]]:
         description = ""
     model_id, options = _check_model(data.get("model"), at, fail)
     command, usage_hint, feedback = _check_metadata(data.get("metadata"), at, fail)
+    in_slack = not (isinstance(data.get("metadata"), dict) and data["metadata"].get("slack") is False)
     if command and not description.strip():
         fail(at("metadata", "slack", "command"),
              "description: is required for a slash command (Slack shows it in the command menu)")
@@ -336,7 +360,8 @@ def _parse(path: Path, raw: bytes) -> tuple[Prompt | None, list[PromptError]]:
     prompt = Prompt(name=name, description=description.strip(), path=path,
                     version=hashlib.sha256(raw).hexdigest(), source=text, model=model_id,
                     options=options, command=command, usage_hint=usage_hint, feedback=feedback,
-                    inputs=inputs, uses_thread="thread" in used, warnings=warnings, _blocks=tuple(blocks),
+                    inputs=inputs, uses_thread="thread" in used, warnings=warnings, slack=in_slack,
+                    _blocks=tuple(blocks),
                     _command_line=at("metadata", "slack", "command") if command else None)
     try:  # a trial render catches runtime template errors now, not in a user's thread
         for sample, thread in (("example request", "someone: example message"), ("", "")):
@@ -503,7 +528,8 @@ def _check_metadata(metadata: Any, at: _At, fail: _Fail) -> tuple[str | None, st
         return None, "", {}
     slack = metadata.get("slack") or {}
     if not isinstance(slack, dict):
-        fail(at("metadata", "slack"), "metadata.slack: must be a mapping with command: and usage_hint:")
+        fail(at("metadata", "slack"), "metadata.slack: must be a mapping with command: and usage_hint: (or false: "
+             "not a Slack skill)")
         slack = {}
     _unknown(slack, SLACK_KEYS, ("metadata", "slack"), "metadata.slack", at, fail)
     command, usage_hint = slack.get("command"), slack.get("usage_hint") or ""
