@@ -75,6 +75,11 @@ def parser() -> argparse.ArgumentParser:
     _module("stats").add_arguments(stats)
     stats.set_defaults(func=lambda args, settings: _module("stats").run(args, settings))
 
+    replay = sub.add_parser("replay", help="run a candidate prompt on logged inputs and compare it with the "
+                            "corrected or approved answers")
+    _module("replay").add_arguments(replay)
+    replay.set_defaults(func=lambda args, settings: _module("replay").run(args, settings))
+
     man = sub.add_parser("manifest", help="print a Slack app manifest (YAML) for these prompts")
     man_mode = man.add_mutually_exclusive_group()
     man_mode.add_argument("--http", dest="socket", action="store_false", default=None)
@@ -236,7 +241,7 @@ def cmd_manifest(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _module(name: str):
-    """bot.export / bot.stats: each module owns its command-line options."""
+    """bot.export / bot.stats / bot.replay: each module owns its command-line options."""
     return importlib.import_module(f"bot.{name}")
 
 

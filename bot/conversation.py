@@ -64,14 +64,15 @@ class Ask:
     team_id: str | None = None
     ts: str | None = None  # the asking message (a command's root message)
     thread_ts: str | None = None  # the thread answered in; None: top level
-    replay: Replay | None = None  # regenerate: send exactly what an earlier call sent
+    replay: Replay | None = None  # regenerate, `flywheel replay`: send exactly these messages
 
 
 @dataclass(frozen=True)
 class Replay:
-    """An earlier call to run again: same messages, model, options and prompt version."""
+    """Messages to send as they are, with the model, options and prompt version to log: an
+    earlier call's (regenerate), or a candidate prompt's rendering of one (`flywheel replay`)."""
 
-    call_id: int
+    call_id: int | None  # the call this one runs again (its row's parent_call_id)
     messages: list[dict[str, Any]]
     model: str
     options: dict[str, Any]
