@@ -165,11 +165,15 @@ class Runner:
     async def _one(self, r: Result, calls: asyncio.Semaphore, judging: asyncio.Semaphore) -> None:
         try:
             async with calls:
+                if self._stop.is_set():
+                    return
                 r.phase = "candidate"
                 await self._candidate(r)
             if r.status == "answered" and self.plan.judge is not None:
                 r.phase = "judge_queued"
                 async with judging:
+                    if self._stop.is_set():
+                        return
                     r.phase = "judge"
                     await self._judge(r)
         except asyncio.CancelledError:

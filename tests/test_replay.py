@@ -386,11 +386,12 @@ async def test_ctrl_c_stops_and_still_writes_a_valid_partial_report(tmp_path: Pa
             await wait_until(lambda: db.execute("select count(*) from calls where source = 'replay' and "
                                                 "trigger = 'replay'").fetchone()[0] >= 2, timeout=30)
             db.close()
+            before = len(model.requests)
             proc.send_signal(signal.SIGINT)
             started = time.monotonic()
             out, err = await asyncio.wait_for(proc.communicate(), 30)
         stopped_in = time.monotonic() - started
-        requested = len(model.requests)
+        started_after = len(model.requests) - before
     assert proc.returncode == 130, err.decode()
     assert stopped_in < 6  # in flight: finished within the grace period, or cut
     assert "interrupted" in err.decode() and "Traceback" not in err.decode()
@@ -398,7 +399,7 @@ async def test_ctrl_c_stops_and_still_writes_a_valid_partial_report(tmp_path: Pa
     assert result["partial"] is True and result["inputs"] == 9
     assert result["answered"] >= 2 and result["not_run"] >= 1
     assert result["answered"] + result["errors"] + result["not_run"] == 9
-    assert requested < 18  # nothing new started after Ctrl-C
+    assert started_after <= 1  # nothing new after Ctrl-C (but what was starting as it came)
     page = report.read_text()
     assert balanced(page) == [] and page.rstrip().endswith("</html>")
     assert 'id="partial"' in page
