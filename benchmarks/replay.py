@@ -31,6 +31,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from bot.prompts import PromptSet  # noqa: E402
 from bot.store import CallLog, Store  # noqa: E402
+
 from fakes import FakeOpenAI  # noqa: E402
 
 TURNS = [{"role": "user", "content": "The nightly export job failed again with exit code 137."},
