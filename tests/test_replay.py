@@ -571,3 +571,16 @@ def test_the_word_diff_marks_changed_words_and_escapes_everything() -> None:
     assert left == "Run &lt;<del>b</del>&gt;<del>make</del>&lt;/<del>b</del>&gt; &amp; wait"
     assert right.startswith("Run &lt;<ins>script</ins>&gt;<ins>alert(1)</ins>&lt;/<ins>script</ins>&gt; &amp; wait")
     assert "<script" not in left + right
+
+
+def test_the_checks_example_in_the_prompts_readme_is_valid(tmp_path: Path) -> None:
+    readme = (REPO / "prompts" / "README.md").read_text(encoding="utf-8")
+    example = re.search(r"```\n(metadata:\n.*?)```", readme, re.S).group(1)
+    (tmp_path / "summarize.prompty").write_text(f"---\nname: summarize\ndescription: d\n{example}---\nuser:\n"
+                                                "{{ text }}\n")
+    prompt, problems = load_file(tmp_path / "summarize.prompty")
+    assert problems == []
+    checks = checks_of(prompt)
+    assert [c.kind for c in checks] == ["contains", "not_contains", "regex", "json", "max_length", "min_length",
+                                        "max_length"]
+    assert checks[-1].name == "fits one Slack message"
