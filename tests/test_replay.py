@@ -386,6 +386,7 @@ async def test_ctrl_c_stops_and_still_writes_a_valid_partial_report(tmp_path: Pa
             await wait_until(lambda: db.execute("select count(*) from calls where source = 'replay' and "
                                                 "trigger = 'replay'").fetchone()[0] >= 2, timeout=30)
             db.close()
+            await asyncio.sleep(0.3)  # the calls that follow those answers are under way: 1 s to go
             before = len(model.requests)
             proc.send_signal(signal.SIGINT)
             started = time.monotonic()
@@ -399,7 +400,7 @@ async def test_ctrl_c_stops_and_still_writes_a_valid_partial_report(tmp_path: Pa
     assert result["partial"] is True and result["inputs"] == 9
     assert result["answered"] >= 2 and result["not_run"] >= 1
     assert result["answered"] + result["errors"] + result["not_run"] == 9
-    assert started_after <= 1  # nothing new after Ctrl-C (but what was starting as it came)
+    assert started_after == 0  # nothing new after Ctrl-C
     page = report.read_text()
     assert balanced(page) == [] and page.rstrip().endswith("</html>")
     assert 'id="partial"' in page
