@@ -94,7 +94,6 @@ class Result:
     error: str | None = None
     cost_usd: float | None = None
     latency_ms: int | None = None
-    tokens: tuple[int | None, int | None] = (None, None)
     checks: list[bool] = field(default_factory=list)
     reference_checks: list[bool] = field(default_factory=list)
     judge_call_id: int | None = None
@@ -200,8 +199,7 @@ class Runner:
             return
         call = await self._call("replay", plan.candidate, plan.model, messages, inp.text, inp.call_id)
         r.call_id, r.answer = call.id, call.answer or ""
-        r.cost_usd, r.latency_ms, r.tokens = call.cost_usd, call.latency_ms, (call.prompt_tokens,
-                                                                              call.completion_tokens)
+        r.cost_usd, r.latency_ms = call.cost_usd, call.latency_ms
         if call.status not in ANSWERED:
             r.status, r.error = "error", call.error_message or call.error_type or call.status
             return
