@@ -52,7 +52,7 @@ from bot.export_formats import (
     validate,
 )
 from bot.export_queries import Filters, best_query, dm_count_query, preference_query, selected_query
-from bot.models import SOURCES
+from bot.reports import add_traffic_arguments
 from bot.settings import Settings
 from bot.store import Store
 
@@ -392,11 +392,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="up: approved; down: more 👎 than 👍; any: any vote or correction "
                              "(default: approved or corrected)")
     parser.add_argument("--include-unrated", action="store_true", help="also calls nobody rated or corrected")
-    parser.add_argument("--source", action="append", choices=SOURCES, metavar="NAME", dest="sources",
-                        help=f"only calls from here (repeatable; one of {', '.join(SOURCES)}; default slack: the "
-                             "playground, `flywheel try` and replays are practice, not data)")
-    parser.add_argument("--model", action="append", metavar="NAME", dest="models",
-                        help="only calls to this model (repeatable)")
+    add_traffic_arguments(parser)
     parser.add_argument("--include-dms", action="store_true",
                         help="also calls in direct messages with the bot, left out of every format by default "
                              "(private conversations)")

@@ -40,9 +40,9 @@ from bot.errors import ConfigError, PromptError
 from bot.export import _check_schema, _when
 from bot.export_queries import Filters
 from bot.judge import check_judge, judge_messages, outcome, positions, verdict
-from bot.models import SOURCES
 from bot.prompts import Prompt, PromptSet, load_file
 from bot.replay_inputs import Input, InputError, from_eval, from_log
+from bot.reports import add_traffic_arguments
 from bot.settings import Settings
 from bot.stats import wilson_interval
 from bot.store import Store
@@ -397,10 +397,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--until", metavar="WHEN", help="logged calls before this UTC datetime (a date includes "
                         "that whole day)")
     parser.add_argument("--channel", metavar="ID", help="only logged calls in this Slack channel id")
-    parser.add_argument("--source", action="append", choices=SOURCES, metavar="NAME", dest="sources",
-                        help="logged calls from here (repeatable; default slack)")
-    parser.add_argument("--model", action="append", metavar="NAME", dest="models",
-                        help="only logged calls to this model (repeatable)")
+    add_traffic_arguments(parser)
     parser.add_argument("--include-dms", action="store_true", help="also calls in direct messages (left out by "
                         "default, as in exports)")
     parser.add_argument("--limit", type=int, metavar="N", help="at most N inputs (from the log: the newest; from "

@@ -3,13 +3,14 @@ per-version figures behind `flywheel stats` and the Home tab. The store writes; 
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import case, func, or_, select
 
-from bot.models import Call, Feedback, PromptVersion
+from bot.models import SOURCES, Call, Feedback, PromptVersion
 
 if TYPE_CHECKING:
     from bot.store import Store
@@ -40,6 +41,16 @@ def votes_per_call():
         .subquery("votes")
     )
 
+
+
+def add_traffic_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--source`` and ``--model``, as stats, export and replay all take them (the default,
+    real Slack traffic only, is applied by the caller: ``args.sources or ["slack"]``)."""
+    parser.add_argument("--source", action="append", choices=SOURCES, metavar="NAME", dest="sources",
+                        help=f"only calls from here (repeatable; one of {', '.join(SOURCES)}; default slack: "
+                             "the playground, `flywheel try` and replays are practice, not traffic)")
+    parser.add_argument("--model", action="append", metavar="NAME", dest="models",
+                        help="only calls to this model (repeatable)")
 
 
 GROUP = (Call.prompt_name, Call.prompt_version, Call.model, Call.source)  # one stats row each

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.errors import ConfigError
-from bot.models import SOURCES
+from bot.reports import add_traffic_arguments
 from bot.settings import Settings
 
 Z95 = 1.959963984540054  # two-sided 95 % normal quantile
@@ -338,11 +338,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--until", type=_until, metavar="WHEN",
                         help="only calls before this UTC datetime; a date includes that whole day")
     parser.add_argument("--prompt", metavar="NAME", help="only this prompt")
-    parser.add_argument("--source", action="append", choices=SOURCES, metavar="NAME", dest="sources",
-                        help=f"only calls from here (repeatable; one of {', '.join(SOURCES)}; default slack: "
-                             "the playground, `flywheel try` and replays are practice, not traffic)")
-    parser.add_argument("--model", action="append", metavar="NAME", dest="models",
-                        help="only calls to this model (repeatable)")
+    add_traffic_arguments(parser)
     parser.add_argument("--json", action="store_true",
                         help="print a JSON list, one object per prompt version, model and source")
 
