@@ -202,6 +202,7 @@ def cmd_try(args: argparse.Namespace, settings: Settings) -> int:
             conversation = Conversation(settings=settings, prompts=prompts, llm=llm, store=store, source="try",
                                         prices=PriceTable.load(settings.prices_file))
             call_id = await conversation.answer(Ask(trigger="cli", prompt=prompt, text=args.text), TerminalReply())
+            assert call_id is not None  # try writes its row directly: a database error raised already
             call = await store.get_call(call_id)
             assert call is not None
             cost = f"${call.cost_usd:.6f}" if call.cost_usd is not None else "cost unknown"

@@ -151,10 +151,11 @@ class StreamedReply(_Output):
         text, self._pending = self._pending, ""
         if self._streaming:
             self._streaming = False
-            extra = {"markdown_text": text} if text else {}
+            extra: dict[str, Any] = {"markdown_text": text} if text else {}
             try:
-                await self._call("chat.stopStream", ts=self.message_ts[-1], **extra,
-                                 **({"blocks": blocks} if blocks else {}), **_meta(metadata))
+                if blocks:
+                    extra["blocks"] = blocks
+                await self._call("chat.stopStream", ts=self.message_ts[-1], **extra, **_meta(metadata))
                 return
             except SlackApiError as exc:
                 log.warning("chat.stopStream refused (%s); posting its text instead", _error(exc))

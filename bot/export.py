@@ -22,12 +22,12 @@ import os
 import sys
 import tempfile
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from importlib import metadata
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NoReturn
 
 from sqlalchemy.engine import make_url
 
@@ -88,7 +88,7 @@ class ExportResult:
 
 
 async def examples(store: Store, fmt: str, filters: Filters, *, redact: bool = False,
-                   skipped: Counter[str] | None = None) -> AsyncIterator[Example]:
+                   skipped: Counter[str] | None = None) -> AsyncGenerator[Example, None]:
     """Stream the valid rows of ``fmt``; invalid candidates are counted in ``skipped``."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}")
@@ -402,7 +402,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also replace e-mail addresses, phone numbers, user mentions and channel mentions "
                              "with their names in texts (user and channel ids are always pseudonymised)")
 
-    def error(message: str) -> None:  # one line, no usage block
+    def error(message: str) -> NoReturn:  # one line, no usage block
         print(f"flywheel: {message}", file=sys.stderr)
         raise SystemExit(2)
 

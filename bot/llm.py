@@ -21,7 +21,7 @@ import json
 import logging
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -134,7 +134,7 @@ class ModelStream:
         self.completion = Completion()
         self._started = time.monotonic()
 
-    async def __aiter__(self) -> AsyncIterator[str]:
+    async def __aiter__(self) -> AsyncGenerator[str, None]:
         """Text deltas. Use inside ``contextlib.aclosing`` when you may stop early, so the
         HTTP response is closed and latency recorded at once, not at garbage collection."""
         started = time.monotonic()

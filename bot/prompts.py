@@ -357,7 +357,7 @@ def _parse(path: Path, raw: bytes, stem: str | None = None) -> tuple[Prompt | No
         "the template never uses {{ text }}, so what people write is not sent to the model (unless the last "
         "message renders empty); put {{ text }} where their words belong")),)
 
-    prompt = Prompt(name=name, description=description.strip(), path=path,
+    prompt = Prompt(name=stem, description=description.strip(), path=path,  # name == stem, checked above
                     version=hashlib.sha256(raw).hexdigest(), source=text, model=model_id,
                     options=options, command=command, usage_hint=usage_hint, feedback=feedback,
                     inputs=inputs, uses_thread="thread" in used, warnings=warnings, slack=in_slack,
@@ -429,7 +429,7 @@ def _check_options(raw: Any, at: _At, fail: _Fail) -> dict[str, Any]:
     written: list[tuple[str, Any, tuple]] = []  # (OpenAI name, value, key path in the file)
     for key, value in raw.items():
         if key != "additionalProperties":
-            written.append((_PROMPTY_OPTIONS.get(key, key), value, ("model", "options", key)))
+            written.append((_PROMPTY_OPTIONS.get(key) or key, value, ("model", "options", key)))
         elif isinstance(value, dict):
             written += [(k, v, ("model", "options", key, k)) for k, v in value.items()]
         else:
@@ -492,6 +492,7 @@ def _check_template(template: Any, at: _At, fail: _Fail) -> bool:
     """
     if template is None:
         return True
+    where: tuple[str, ...]
     if isinstance(template, str):
         fmt, parser, where = template or None, None, ("template",)
     elif isinstance(template, dict):

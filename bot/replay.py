@@ -33,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, NoReturn
 
 from bot.checks import Check, checks_of
 from bot.errors import ConfigError, PromptError
@@ -412,7 +412,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--report", metavar="FILE.html", help="write a self-contained HTML report")
     parser.add_argument("--json", action="store_true", help="print one JSON object with the figures")
 
-    def error(message: str) -> None:  # one line, no usage block; bad arguments exit 1 (SPEC)
+    def error(message: str) -> NoReturn:  # one line, no usage block; bad arguments exit 1 (SPEC)
         print(f"flywheel: {message}", file=sys.stderr)
         raise SystemExit(1)
 

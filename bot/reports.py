@@ -131,11 +131,11 @@ async def usage_by_version(store: Store, *, since: datetime | None = None, until
     async with store.session() as s:
         rows = {tuple(r[:len(GROUP)]): dict(r._mapping) for r in (await s.execute(aggregate)).all()}
         first_seen: dict[tuple[str, str], datetime] = {}
-        for name, version, at in [*(await s.execute(first_calls)).all(), *(await s.execute(saved)).all()]:
-            at = _aware(at)
+        for name, version, stored_at in [*(await s.execute(first_calls)).all(), *(await s.execute(saved)).all()]:
+            at = _aware(stored_at)
             if at is not None and ((name, version) not in first_seen or at < first_seen[(name, version)]):
                 first_seen[(name, version)] = at
-        ranks: dict[str, dict[tuple[str, str], dict[int, int]]] = {}
+        ranks: dict[str, dict[tuple[str, ...], dict[int, int]]] = {}
         for column in (Call.latency_ms, Call.ttft_ms):
             ranks[column.key] = await _percentiles(s, column, percentiles, where)
 

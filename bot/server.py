@@ -19,6 +19,7 @@ import re
 import signal
 import socket as _socket
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qs, parse_qsl
 
@@ -286,7 +287,8 @@ def _reject(status: int, reason: str) -> web.Response:
 
 async def check_tokens(fw: Flywheel, *, socket: bool) -> None:
     """Fail fast, with one line each, on tokens Slack refuses; only warn if Slack is unreachable."""
-    checks = [("SLACK_BOT_TOKEN", "OAuth & Permissions > Bot User OAuth Token", fw.identity.learn, {})]
+    checks: list[tuple[str, str, Callable[..., Awaitable[Any]], dict[str, Any]]] = [
+        ("SLACK_BOT_TOKEN", "OAuth & Permissions > Bot User OAuth Token", fw.identity.learn, {})]
     if socket:
         checks.append(("SLACK_APP_TOKEN", "Basic Information > App-Level Tokens (scope connections:write)",
                        fw.client.apps_connections_open, {"app_token": fw.settings.slack_app_token}))

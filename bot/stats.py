@@ -396,8 +396,9 @@ def _missing_sqlite_file(url: str) -> bool:
     from sqlalchemy.engine import make_url
 
     u = make_url(url)
-    return u.get_backend_name() == "sqlite" and bool(u.database) and u.database != ":memory:" \
-        and not u.database.startswith("file:") and not Path(u.database).exists()
+    database = u.database or ""
+    return u.get_backend_name() == "sqlite" and bool(database) and database != ":memory:" \
+        and not database.startswith("file:") and not Path(database).exists()
 
 
 def parse_when(text: str, *, end_of_day: bool = False) -> datetime:

@@ -270,7 +270,7 @@ class Store:
         self._pruned = time.monotonic()
         async with self.session.begin() as s:
             result = await s.execute(delete(SlackEvent).where(SlackEvent.received_at < utcnow() - older_than))
-        return result.rowcount or 0
+        return getattr(result, "rowcount", 0) or 0  # a DELETE's result is a CursorResult
 
     # -- prompts and calls -----------------------------------------------------------
 

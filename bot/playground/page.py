@@ -329,7 +329,8 @@ class PageApi:
         view = self.s.api.views.get(view_id) if isinstance(view_id, str) else None
         if view is None:
             raise PageError(f"no open view {view_id!r}", 404)
-        given = body.get("values") if isinstance(body.get("values"), dict) else {}
+        sent = body.get("values")
+        given: dict[str, Any] = sent if isinstance(sent, dict) else {}
         values: dict[str, Any] = {}
         errors: dict[str, str] = {}
         for block in view.get("blocks") or []:
@@ -337,7 +338,8 @@ class PageApi:
             if not isinstance(element, dict) or not block.get("block_id") or not element.get("action_id"):
                 continue
             block_id, action_id = block["block_id"], element["action_id"]
-            typed = (given.get(block_id) or {}).get(action_id) if isinstance(given.get(block_id), dict) else None
+            entered = given.get(block_id)
+            typed = entered.get(action_id) if isinstance(entered, dict) else None
             value = str(typed) if typed is not None else element.get("initial_value")
             # Slack checks these in the client, before the app hears of the submission.
             if not value and not block.get("optional"):
@@ -368,7 +370,7 @@ class PageApi:
                 self.s.api.api_views_push({"trigger_id": trigger, "view": answer.get("view")})
             else:  # none, or clear: the modal closes
                 for closing in list(self.s.api.views) if action == "clear" else [view_id]:
-                    self.s.api.views.pop(closing, None)
+                    self.s.api.views.pop(str(closing), None)
                     self.s.push({"type": "view_closed", "view_id": closing})
         except SlackError as exc:
             raise PageError(f"the bot answered the submission with an invalid view ({exc.code})", 502) from exc
@@ -376,7 +378,8 @@ class PageApi:
 
     @_json_call
     async def close_view(self, body: dict[str, Any]) -> dict[str, Any]:
-        view = self.s.api.views.pop(body.get("view_id"), None) if isinstance(body.get("view_id"), str) else None
+        view_id = body.get("view_id")
+        view = self.s.api.views.pop(view_id, None) if isinstance(view_id, str) else None
         if view is None:
             raise PageError(f"no open view {body.get('view_id')!r}", 404)
         if view.get("notify_on_close"):

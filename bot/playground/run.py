@@ -18,12 +18,14 @@ import secrets
 import socket
 import sys
 from pathlib import Path
+from typing import cast
 
 from aiohttp import web
 
 from bot.app import Prompts, create_app
 from bot.cli import _upgrade as upgrade  # the same one-line translation as `flywheel run`
 from bot.errors import ConfigError
+from bot.llm import LLM
 from bot.playground.access import TOKEN_QUERY, Access
 from bot.playground.echo import ECHO_MODEL, EchoLLM
 from bot.playground.slack import StandIn
@@ -57,7 +59,8 @@ async def playground(settings: Settings, *, host: str, port: int, state: Path,
         settings, slack_bot_token=token, slack_signing_secret=secret, slack_app_token=None,
         slack_api_url=stand_in.api_url, model=ECHO_MODEL if echo else settings.model,
     )
-    fw = create_app(bot_settings, llm=EchoLLM() if echo else None, prompts=prompts, source="playground")
+    llm = cast(LLM, EchoLLM()) if echo else None  # the echo model has the LLM's interface (duck-typed)
+    fw = create_app(bot_settings, llm=llm, prompts=prompts, source="playground")
     try:
         await upgrade(fw.store)
     except ConfigError:

@@ -29,7 +29,7 @@ BOT_NAME = "flywheel"
 APP_ID = "A_PLAY"
 TEAM_NAME = "Playground"
 TEAM_DOMAIN = "playground"
-CHANNELS = (
+CHANNELS: tuple[dict[str, Any], ...] = (
     {"id": "C_GENERAL", "name": "general", "is_im": False},
     {"id": "C_RANDOM", "name": "random", "is_im": False},
     {"id": "D_BOT", "name": BOT_NAME, "is_im": True},
@@ -56,7 +56,7 @@ class State:
         self.bot_user_id = bot_user_id
         self.bot_id = bot_id
         self.team_id = team_id
-        self.channels = {c["id"]: dict(c) for c in CHANNELS}
+        self.channels: dict[str, dict[str, Any]] = {c["id"]: dict(c) for c in CHANNELS}
         self.messages: dict[str, dict[str, dict[str, Any]]] = {c: {} for c in self.channels}
         self.home: dict[str, Any] | None = None
         self._clock = 0
@@ -140,8 +140,8 @@ class State:
         if message is None:
             return False, None
         if message.get("reply_count"):
-            tomb = {k: message[k] for k in ("type", "ts", "thread_ts", "reply_count", "reply_users",
-                                            "reply_users_count", "latest_reply") if k in message}
+            kept = ("type", "ts", "thread_ts", "reply_count", "reply_users", "reply_users_count", "latest_reply")
+            tomb: dict[str, Any] = {k: message[k] for k in kept if k in message}
             tomb.update(subtype="tombstone", user="USLACKBOT", text="This message was deleted.", hidden=True)
             self.messages[channel][ts] = tomb
             self.changed()
