@@ -158,6 +158,8 @@ class Settings:
         database_url = normalize_database_url(get("DATABASE_URL") or DEFAULT_DATABASE_URL)
         if not database_url.startswith(("sqlite", "postgresql")):
             bad("DATABASE_URL", "must be a sqlite:/// or postgresql:// (or postgres://) URL")
+        elif database_url.startswith("postgresql") and (why := _url_problem(database_url)) is not None:
+            bad("DATABASE_URL", why)
 
         return cls(
             slack_bot_token=bot_token,
@@ -256,6 +258,19 @@ def _number(value: str) -> float | None:
         return float(value)
     except ValueError:
         return None
+
+
+def _url_problem(url: str) -> str | None:
+    """Why SQLAlchemy could not read ``url`` (a port that is not a number, …), never quoting
+    the URL itself (it may hold a password); None when it reads."""
+    from sqlalchemy.engine import make_url  # only here: settings stay cheap to import
+
+    try:
+        make_url(url)
+    except Exception as exc:  # noqa: BLE001 - ValueError, ArgumentError: any reason is the same problem
+        reason = "its port is not a number" if "int()" in str(exc) else "it is not a URL SQLAlchemy can read"
+        return f"cannot be read: {reason} (the form is postgresql://USER:PASSWORD@HOST:PORT/DATABASE)"
+    return None
 
 
 def _reaction_set(value: str | None) -> frozenset[str]:

@@ -45,6 +45,7 @@ def test_a_local_model_server_needs_no_key():
     ("PORT", "0", "must be a port number between 1 and 65535"),
     ("LOG_LEVEL", "chatty", "must be one of DEBUG"),
     ("DATABASE_URL", "mysql://x", "must be a sqlite:/// or postgresql://"),
+    ("DATABASE_URL", "postgresql://u:s3cret@h:notaport/db", "its port is not a number"),
     ("FLYWHEEL_MODEL_TIMEOUT", "soon", "must be a number of seconds"),
     ("FLYWHEEL_SHUTDOWN_GRACE", "-1", "must be a number of seconds between 0 and 3600"),
     ("FLYWHEEL_UP_REACTIONS", "", "names no reaction"),
