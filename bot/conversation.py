@@ -496,8 +496,15 @@ class Conversation:
         messages: list[dict[str, Any]] = []
         cursor = None
         while len(messages) < HISTORY_LIMIT * 5:
-            resp = await self.budget.call(client, "conversations.replies", team=team, channel=channel,
-                                          ts=thread_ts, limit=200, cursor=cursor)
+            try:
+                resp = await self.budget.call(client, "conversations.replies", team=team, channel=channel,
+                                              ts=thread_ts, limit=200, cursor=cursor)
+            except SlackApiError as exc:
+                if _slack_error(exc) != "thread_not_found":
+                    raise
+                # The thread's first message was deleted (or never was): answer what was asked.
+                log.warning("thread %s in %s not found; answering without its history", thread_ts, channel)
+                break
             messages.extend(resp.get("messages") or [])
             cursor = (resp.get("response_metadata") or {}).get("next_cursor")
             if not cursor:

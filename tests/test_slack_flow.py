@@ -8,6 +8,7 @@ import shutil
 import time
 
 import aiohttp
+import pytest
 
 from conftest import REPO, Harness, serve_bot
 from fakes import wait_until
@@ -335,3 +336,19 @@ async def test_slack_escapes_in_a_message_reach_the_model_as_the_user_typed_them
     [call] = await bot.calls(1)
     assert bot.model.requests[0]["messages"][-1]["content"] == "is 1 < 2 && 3 > 2?"
     assert call.request_text == "is 1 < 2 && 3 > 2?"
+
+
+async def test_a_mention_in_a_thread_slack_cannot_find_is_answered_without_its_history(
+        bot: Harness, caplog: pytest.LogCaptureFixture):
+    """The thread's first message was deleted before the bot read the thread (Slack answers
+    conversations.replies with thread_not_found): the question is still answered, without an
+    error in the log. (Found by the listener fuzz test.)"""
+    bot.model.reply("Answered anyway.")
+    event = mention(f"<@{bot.slack.bot_user_id}> what did we decide?", channel="C1", thread_ts="1700000000.000100")
+    status, _ = await bot.sender.event(event)  # Slack never had the thread's first message
+    assert status == 200
+    [call] = await bot.calls(1)
+    assert call.status == "ok" and call.answer == "Answered anyway."
+    assert bot.model.requests[0]["messages"][-1] == {"role": "user", "content": "what did we decide?"}
+    assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == []
+    assert any("not found; answering without its history" in r.getMessage() for r in caplog.records)
