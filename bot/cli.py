@@ -108,7 +108,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
             log.warning("no valid prompts/ask.prompty: mentions that name no prompt get no answer")
         try:
             await check_tokens(fw, socket=socket)
-            await _upgrade(fw.store)
+            await upgrade_schema(fw.store)
         except ConfigError:
             await fw.close()
             raise
@@ -138,7 +138,7 @@ def cmd_db_upgrade(_: argparse.Namespace, settings: Settings) -> int:
     async def go() -> str:
         store = Store(settings.database_url)
         try:
-            return await _upgrade(store)
+            return await upgrade_schema(store)
         finally:
             await store.close()
 
@@ -198,7 +198,7 @@ def cmd_try(args: argparse.Namespace, settings: Settings) -> int:
             llm = LLM(api_key=settings.openai_api_key, base_url=settings.openai_base_url,
                       idle_timeout=settings.model_timeout)
         try:
-            await _upgrade(store)
+            await upgrade_schema(store)
             conversation = Conversation(settings=settings, prompts=prompts, llm=llm, store=store, source="try",
                                         prices=PriceTable.load(settings.prices_file))
             call_id = await conversation.answer(Ask(trigger="cli", prompt=prompt, text=args.text), TerminalReply())
@@ -264,7 +264,7 @@ class TerminalReply:
             print(note.strip("_"), file=sys.stderr)
 
 
-async def _upgrade(store) -> str:
+async def upgrade_schema(store) -> str:
     try:
         return await store.upgrade()
     except FlywheelError:

@@ -24,7 +24,7 @@ import tempfile
 from collections import Counter
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import IO, Any, NoReturn
@@ -411,8 +411,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def options_from(args: argparse.Namespace) -> ExportOptions:
     """Check and convert the options; a bad one raises ConfigError (one line, exit 2)."""
-    since = _when(args.since, "--since", end=False) if args.since else None
-    until = _when(args.until, "--until", end=True) if args.until else None
+    since = when_option(args.since, "--since", end=False) if args.since else None
+    until = when_option(args.until, "--until", end=True) if args.until else None
     if since and until and since >= until:
         raise ConfigError(["--since must be before --until"])
     split = None
@@ -436,19 +436,16 @@ def options_from(args: argparse.Namespace) -> ExportOptions:
     return ExportOptions(format=args.format, filters=filters, output=output, split=split, redact=args.redact)
 
 
-def _when(value: str, option: str, *, end: bool) -> datetime:
-    """An ISO date or datetime in UTC (naive means UTC). A date as ``--until`` includes that day."""
-    text = value.strip()
+def when_option(value: str, option: str, *, end: bool) -> datetime:
+    """``--since``/``--until``: an ISO date or datetime in UTC (naive means UTC), read as
+    `flywheel stats` reads it; a date as ``--until`` includes that day."""
+    from bot.stats import parse_when
+
     try:
-        if len(text) == 10:
-            day = date.fromisoformat(text)
-            moment = datetime(day.year, day.month, day.day, tzinfo=UTC)
-            return moment + timedelta(days=1) if end else moment
-        moment = datetime.fromisoformat(text.replace(" ", "T", 1))
-    except ValueError:
+        return parse_when(value, end_of_day=end)
+    except argparse.ArgumentTypeError:
         raise ConfigError([f"{option} must be an ISO date or datetime such as 2026-01-31 or "
                            f"2026-01-31T12:00Z (UTC), got {value!r}"]) from None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -461,7 +458,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     async def go() -> ExportResult:
         store = Store(settings.database_url)
         try:
-            await _check_schema(store)
+            await check_schema(store)
             return await export(store, options)
         finally:
             await store.close()
@@ -475,7 +472,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-async def _check_schema(store: Store) -> None:
+async def check_schema(store: Store) -> None:
     url = make_url(store.url)
     if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:" \
             and not url.database.startswith("file:") and not Path(url.database).exists():

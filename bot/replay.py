@@ -37,7 +37,7 @@ from typing import IO, TYPE_CHECKING, Any, NoReturn
 
 from bot.checks import Check, checks_of
 from bot.errors import ConfigError, PromptError
-from bot.export import _check_schema, _when
+from bot.export import check_schema, when_option
 from bot.export_queries import Filters
 from bot.judge import check_judge, judge_messages, outcome, positions, verdict
 from bot.prompts import Prompt, PromptSet, load_file
@@ -474,8 +474,8 @@ def _plan(args: argparse.Namespace, settings: Settings) -> Plan:
 
 def _filters(args: argparse.Namespace) -> Filters:
     try:
-        since = _when(args.since, "--since", end=False) if args.since else None
-        until = _when(args.until, "--until", end=True) if args.until else None
+        since = when_option(args.since, "--since", end=False) if args.since else None
+        until = when_option(args.until, "--until", end=True) if args.until else None
     except ConfigError as exc:
         raise BadArguments(*exc.problems) from None
     if since and until and since >= until:
@@ -527,7 +527,7 @@ async def _go(args: argparse.Namespace, settings: Settings, plan: Plan, filters:
                 print(f"flywheel: skipped {skipped} item(s) of other prompts or versions in {args.on}",
                       file=sys.stderr)
         else:
-            await _check_schema(store)
+            await check_schema(store)
             await store.upgrade()
             inputs = await from_log(store, plan.prompt, filters, limit=args.limit)
             if not inputs:
@@ -562,9 +562,9 @@ async def _go(args: argparse.Namespace, settings: Settings, plan: Plan, filters:
 
 async def _ready(store: Store) -> None:
     """A database to log into: migrated (created if need be), as `flywheel try` does."""
-    from bot.cli import _upgrade
+    from bot.cli import upgrade_schema
 
-    await _upgrade(store)
+    await upgrade_schema(store)
 
 
 @contextlib.contextmanager

@@ -23,7 +23,7 @@ from typing import cast
 from aiohttp import web
 
 from bot.app import Prompts, create_app
-from bot.cli import _upgrade as upgrade  # the same one-line translation as `flywheel run`
+from bot.cli import upgrade_schema  # the same one-line translation as `flywheel run`
 from bot.errors import ConfigError
 from bot.llm import LLM
 from bot.playground.access import TOKEN_QUERY, Access
@@ -62,7 +62,7 @@ async def playground(settings: Settings, *, host: str, port: int, state: Path,
     llm = cast(LLM, EchoLLM()) if echo else None  # the echo model has the LLM's interface (duck-typed)
     fw = create_app(bot_settings, llm=llm, prompts=prompts, source="playground")
     try:
-        await upgrade(fw.store)
+        await upgrade_schema(fw.store)
     except ConfigError:
         await fw.close()
         sock.close()
