@@ -80,6 +80,10 @@ def parser() -> argparse.ArgumentParser:
     _module("replay").add_arguments(replay)
     replay.set_defaults(func=lambda args, settings: _module("replay").run(args, settings))
 
+    experiment = sub.add_parser("experiment", help="live A/B experiments: how each arm is doing, and a verdict")
+    _module("experiment_status").add_arguments(experiment)
+    experiment.set_defaults(func=lambda args, settings: _module("experiment_status").run(args, settings))
+
     man = sub.add_parser("manifest", help="print a Slack app manifest (YAML) for these prompts")
     man_mode = man.add_mutually_exclusive_group()
     man_mode.add_argument("--http", dest="socket", action="store_false", default=None)
@@ -160,6 +164,11 @@ def cmd_prompts(_: argparse.Namespace, settings: Settings) -> int:
             print("  ".join(str(c).ljust(w) for c, w in zip(row[:4], widths, strict=True)) + "  " + row[4])
     else:
         print(f"no prompts in {settings.prompts_dir}/")
+    for e in prompts.experiments.values():
+        arms = " · ".join(f"{arm} {weight:g} % ({(e.control if arm == 'a' else next(v.prompt for v in e.variants if v.arm == arm)).path.name})"
+                          for arm, weight in e.weights.items())
+        when = "" if e.started() else f", starts {e.start:%Y-%m-%d %H:%M} UTC" if e.start else ""
+        print(f"experiment {e.name} on {e.prompt}{when}: {arms}")
     for problem in prompts.problems:
         print(f"invalid: {problem}", file=sys.stderr)
     for warning in prompts.warnings:
@@ -242,7 +251,7 @@ def cmd_manifest(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _module(name: str):
-    """bot.export / bot.stats / bot.replay: each module owns its command-line options."""
+    """bot.export / bot.stats / bot.replay / bot.experiment_status: each module owns its options."""
     return importlib.import_module(f"bot.{name}")
 
 

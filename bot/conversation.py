@@ -78,6 +78,8 @@ class Replay:
     options: dict[str, Any]
     prompt_name: str
     prompt_version: str
+    experiment: str | None = None  # the experiment arm the earlier call ran under (regenerate)
+    arm: str | None = None
 
 
 @dataclass(frozen=True)
@@ -232,7 +234,7 @@ class Conversation:
             return "not_an_answer"
         thread = call.thread_ts or call.reply_ts
         replay = Replay(call.id, list(call.messages), call.model, dict(call.options or {}), call.prompt_name,
-                        call.prompt_version)
+                        call.prompt_version, call.experiment, call.arm)
         ask = Ask(trigger="regenerate", prompt=prompt, text=call.request_text, channel_id=call.channel_id,
                   user_id=user_id, team_id=team_id or call.team_id, ts=call.request_ts, thread_ts=thread,
                   replay=replay)
@@ -339,6 +341,12 @@ class Conversation:
     async def _answer(self, ask: Ask, reply: Reply, context_source: Context | ContextSource | None,
                       opening: Opening | None) -> int | None:
         prompt, replay = ask.prompt, ask.replay
+        # A prompt running an A/B experiment: this person's arm (sticky), logged with the call.
+        if replay is None:
+            assigned = self.prompts.choose(prompt, ask.user_id)
+            prompt, experiment, arm = assigned.prompt, assigned.experiment, assigned.arm
+        else:
+            experiment, arm = replay.experiment, replay.arm
         model = replay.model if replay else prompt.model or self.settings.model
         # An answerer that is one model whatever is asked (the offline echo model) is logged as such.
         model = getattr(self.llm, "only_model", None) or model
@@ -349,6 +357,7 @@ class Conversation:
             messages=[], options=dict(options), team_id=ask.team_id, channel_id=ask.channel_id,
             user_id=ask.user_id, request_ts=ask.ts, thread_ts=ask.thread_ts, request_text=ask.text,
             parent_call_id=replay.call_id if replay else None,
+            experiment=experiment, arm=arm,
         )
         stream = None
         note = None

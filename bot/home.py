@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot.slack_text import escape, truncate
 from bot.stats import (
@@ -23,47 +23,67 @@ from bot.stats import (
     version_stats,
 )
 
+if TYPE_CHECKING:
+    from bot.experiment_status import ExperimentStatus
+    from bot.prompts import PromptSet
+
 MAX_BLOCKS = 100  # Slack's limit for a view
 MAX_VERSIONS = 3  # shown per prompt, newest first
 MAX_PROMPTS = 30  # (100 - 5 fixed blocks) // 3 blocks per prompt
+MAX_EXPERIMENTS = 5  # running ones shown, one section each (plus a header and a divider)
 HEADER_LIMIT = 150
 SECTION_LIMIT = 3000
 CONTEXT_LIMIT = 2000
 
 
-async def home_view(store, *, since: datetime | None = None, source: str = "slack") -> dict[str, Any]:
+async def home_view(store, *, since: datetime | None = None, source: str = "slack",
+                    prompts: PromptSet | None = None) -> dict[str, Any]:
     """The Home tab view for the figures of calls since ``since`` (all time if None) from
-    ``source``: a workspace sees its Slack traffic, the playground its own calls."""
+    ``source``: a workspace sees its Slack traffic, the playground its own calls. With
+    ``prompts``, the experiments they run now come first (their figures cover all time)."""
     rows = await version_stats(store, since=since, sources=[source])
-    return build_home(rows, since=since)
+    running: list[ExperimentStatus] = []
+    if prompts is not None and prompts.experiments:
+        from bot.experiment_status import experiment_status
+
+        found = await experiment_status(store, prompts, sources=[source])
+        running = [e for e in found if e.state != "ended"]
+    return build_home(rows, since=since, experiments=running)
 
 
-async def publish_home(client, store, user_id: str, *, since: datetime | None = None, source: str = "slack") -> None:
+async def publish_home(client, store, user_id: str, *, since: datetime | None = None, source: str = "slack",
+                       prompts: PromptSet | None = None) -> None:
     """Show the current figures on ``user_id``'s Home tab (``views.publish``)."""
-    await client.views_publish(user_id=user_id, view=await home_view(store, since=since, source=source))
+    view = await home_view(store, since=since, source=source, prompts=prompts)
+    await client.views_publish(user_id=user_id, view=view)
 
 
-def build_home(rows: list[VersionStats], *, since: datetime | None = None) -> dict[str, Any]:
-    """The view for these rows (as :func:`bot.stats.version_stats` returns them)."""
+def build_home(rows: list[VersionStats], *, since: datetime | None = None,
+               experiments: list[ExperimentStatus] | None = None) -> dict[str, Any]:
+    """The view for these rows (as :func:`bot.stats.version_stats` returns them) and the
+    running ``experiments`` (as :func:`bot.experiment_status.experiment_status` returns them)."""
     period = f"Since {_date(since)}" if since else "All time"
     blocks: list[dict[str, Any]] = [_header("Flywheel · how your prompts are doing")]
+    shown_experiments = build_experiments(experiments or [])
     if not rows:
         when = f" since {_date(since)}" if since else " yet"
         blocks.append(_section(
             f"*No calls{when}.* Mention me in a channel with a question, or use one of my slash commands "
             "(such as `/ask`). Every answer shows up here with its 👍/👎 approval, cost and latency."))
-        return {"type": "home", "blocks": blocks}
+        return {"type": "home", "blocks": blocks + shown_experiments}
 
     total = totals(rows)
     by_prompt: dict[str, list[VersionStats]] = defaultdict(list)
     for row in rows:
         by_prompt[row.prompt].append(row)
-    shown = sorted(by_prompt, key=lambda p: -sum(r.calls for r in by_prompt[p]))[:MAX_PROMPTS]
+    room = min(MAX_PROMPTS, (MAX_BLOCKS - 5 - len(shown_experiments)) // 3)
+    shown = sorted(by_prompt, key=lambda p: -sum(r.calls for r in by_prompt[p]))[:room]
     updated = _date(datetime.now(UTC), "{date_short_pretty} at {time}")
     blocks += [
         _context(f"{period} · {len(by_prompt)} prompt{_s(len(by_prompt))} · updated {updated}"),
         _section(_total_line(total)),
         {"type": "divider"},
+        *shown_experiments,
     ]
     for name in sorted(shown):
         versions = sorted(by_prompt[name], key=_first_seen, reverse=True)
@@ -77,6 +97,31 @@ def build_home(rows: list[VersionStats], *, since: datetime | None = None) -> di
         "Run `flywheel stats` for every version."))
     assert len(blocks) <= MAX_BLOCKS
     return {"type": "home", "blocks": blocks}
+
+
+def build_experiments(experiments: list[ExperimentStatus]) -> list[dict[str, Any]]:
+    """Blocks for running experiments: per arm its share of people, calls and approval, then
+    the verdict in words (`flywheel experiment status` has every figure)."""
+    if not experiments:
+        return []
+    blocks: list[dict[str, Any]] = [_header("Experiments")]
+    for e in experiments[:MAX_EXPERIMENTS]:
+        state = "running" if e.state == "running" else f"starts {_date(e.start)}" if e.start else e.state
+        lines = [f"*{_code(e.name)}* on {_code(e.prompt)} · {state}"]
+        for arm in e.arms:
+            rating = (f"{approval_bar(arm.approval)} *{approval_text(arm.up, arm.down)}*" if arm.up + arm.down
+                      else "not rated yet")
+            share = f"{arm.weight:g} %" if arm.weight is not None else "–"
+            lines.append(" · ".join([f"`{escape(arm.arm)}` {share} of people", rating,
+                                     f"{arm.calls:,} call{_s(arm.calls)}, {arm.rated:,} rated",
+                                     usd(arm.cost_usd) if arm.cost_usd is not None else "cost unknown",
+                                     f"p50 {duration(arm.latency_p50_ms)}"]))
+        lines.append(f"_{escape(e.summary)}_")
+        blocks.append(_section("\n".join(lines)))
+    if len(experiments) > MAX_EXPERIMENTS:
+        blocks.append(_context(f"{len(experiments) - MAX_EXPERIMENTS} more: run `flywheel experiment status`."))
+    blocks.append({"type": "divider"})
+    return blocks
 
 
 # -- texts ------------------------------------------------------------------------------------

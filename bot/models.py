@@ -63,6 +63,7 @@ class Call(Base):
         Index("ix_calls_created_at", "created_at"),
         Index("ix_calls_input_hash", "input_hash"),
         Index("ix_calls_source_created_at", "source", "created_at"),
+        Index("ix_calls_experiment", "experiment", "arm"),
         UniqueConstraint("op_id", name="uq_calls_op_id"),
     )
 
@@ -108,6 +109,9 @@ class Call(Base):
     excluded: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     # The journal entry this row was written from (bot.journal): written once, however often replayed.
     op_id: Mapped[str | None] = mapped_column(String(32))
+    # The live A/B experiment this call ran under (bot.experiments) and the arm it got; None: none.
+    experiment: Mapped[str | None] = mapped_column(String(100))
+    arm: Mapped[str | None] = mapped_column(String(100))
 
 
 class CallMessage(Base):

@@ -13,6 +13,7 @@ is a new version in the call log.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import re
@@ -25,6 +26,7 @@ from typing import Any
 import yaml
 
 from bot.errors import PromptError
+from bot.experiments import CONTROL, Assignment, Declaration, Experiment, Variant, choose
 from bot.prompt_body import KNOWN_VARIABLES, Block, compile_body, render, render_name
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
@@ -92,6 +94,7 @@ class Prompt:
     # things worth fixing that do not stop the prompt from working (path, line, reason)
     warnings: tuple[PromptError, ...] = field(default=(), compare=False)
     slack: bool = True  # a Slack skill; `metadata: {slack: false}` keeps it out (a judge for `flywheel replay`)
+    experiment: Declaration | None = field(default=None, compare=False)  # metadata.experiment (a variant's)
     _blocks: tuple[Block, ...] = field(default=(), repr=False, compare=False)
     _command_line: int | None = field(default=None, repr=False, compare=False)
 
@@ -139,6 +142,7 @@ class PromptSet:
     _snapshot: dict[str, tuple[int, int]] | None = field(default=None, repr=False)
     warnings: list[PromptError] = field(default_factory=list)  # loaded prompts that may not do what was meant
     helpers: dict[str, Prompt] = field(default_factory=dict)  # `slack: false`: for tools, never in Slack
+    experiments: dict[str, Experiment] = field(default_factory=dict)  # by prompt name: its variant files
 
     @classmethod
     def load(cls, directory: Path | str) -> PromptSet:
@@ -151,18 +155,25 @@ class PromptSet:
         problems: list[PromptError] = []
         commands: dict[str, Path] = {}
         helpers: dict[str, Prompt] = {}
+        variants: list[tuple[str, Prompt]] = []
         for path in _prompt_files(directory):
             try:
                 raw = path.read_bytes()
             except OSError as exc:
                 problems.append(PromptError(path, None, f"cannot read the file: {exc.strerror or exc}"))
                 continue
+            stem, _, arm = path.stem.partition(".")
+            if arm and not (NAME_RE.match(arm) and "." not in arm and NAME_RE.match(stem)):
+                arm = ""  # not NAME.ARM.prompty: reported below as a bad name
             try:
-                prompt, errors = _parse(path, raw)
+                prompt, errors = _parse(path, raw, stem if arm else None)
             except Exception as exc:  # a bug here must not take the other prompts (or the bot) down
                 prompt, errors = None, [PromptError(path, None, f"could not load: {exc!r}")]
             problems += errors
             if prompt is None:
+                continue
+            if arm:
+                variants.append((arm, prompt))
                 continue
             if not prompt.slack:
                 helpers[prompt.name] = prompt
@@ -176,9 +187,11 @@ class PromptSet:
             elif prompt.command:
                 commands[prompt.command] = path
             prompts[prompt.name] = prompt
-        warnings = [w for p in [*prompts.values(), *helpers.values()] for w in p.warnings]
+        experiments = _experiments(prompts, variants, problems)
+        loaded = [*prompts.values(), *helpers.values(), *(v.prompt for e in experiments.values() for v in e.variants)]
+        warnings = [w for p in loaded for w in p.warnings]
         return cls(dict(sorted(prompts.items())), problems, directory, snapshot, warnings,
-                   dict(sorted(helpers.items())))
+                   dict(sorted(helpers.items())), experiments)
 
     def get(self, name: str) -> Prompt | None:
         return self.prompts.get(name.strip().lower())
@@ -196,6 +209,10 @@ class PromptSet:
             if prompt is not None:
                 return prompt, parts[1].strip() if len(parts) > 1 else ""
         return self.get(default), text
+
+    def choose(self, prompt: Prompt, user_id: str | None) -> Assignment:
+        """The arm of ``prompt``'s running experiment that this person gets (see bot.experiments)."""
+        return choose(self.experiments.get(prompt.name), prompt, user_id)
 
     def changed(self) -> bool:
         """Whether a .prompty file was added, removed or modified since ``load``."""
@@ -339,6 +356,7 @@ def _parse(path: Path, raw: bytes, stem: str | None = None) -> tuple[Prompt | No
         description = ""
     model_id, options = _check_model(data.get("model"), at, fail)
     command, usage_hint, feedback = _check_metadata(data.get("metadata"), at, fail)
+    experiment = _check_experiment(data.get("metadata"), at, fail)
     in_slack = not (isinstance(data.get("metadata"), dict) and data["metadata"].get("slack") is False)
     if command and not description.strip():
         fail(at("metadata", "slack", "command"),
@@ -361,7 +379,7 @@ def _parse(path: Path, raw: bytes, stem: str | None = None) -> tuple[Prompt | No
                     version=hashlib.sha256(raw).hexdigest(), source=text, model=model_id,
                     options=options, command=command, usage_hint=usage_hint, feedback=feedback,
                     inputs=inputs, uses_thread="thread" in used, warnings=warnings, slack=in_slack,
-                    _blocks=tuple(blocks),
+                    experiment=experiment, _blocks=tuple(blocks),
                     _command_line=at("metadata", "slack", "command") if command else None)
     try:  # a trial render catches runtime template errors now, not in a user's thread
         for sample, thread in (("example request", "someone: example message"), ("", "")):
@@ -556,6 +574,99 @@ def _check_metadata(metadata: Any, at: _At, fail: _Fail) -> tuple[str | None, st
                 fail(at("metadata", "feedback", key), f"metadata.feedback.{key}: must be true or false, "
                      f"got {feedback[key]!r}")
     return command, usage_hint.strip(), checked
+
+
+def _check_experiment(metadata: Any, at: _At, fail: _Fail) -> Declaration | None:
+    """``metadata.experiment`` (see bot.experiments): ``weight`` in percent, optional ``name`` and ``start``."""
+    if not isinstance(metadata, dict) or metadata.get("experiment") is None:
+        return None
+    block, where = metadata["experiment"], ("metadata", "experiment")
+    if not isinstance(block, dict):
+        fail(at(*where), "metadata.experiment: must be a mapping (weight:, and optionally name: and start:)")
+        return None
+    _unknown(block, ("name", "weight", "start"), where, "metadata.experiment", at, fail)
+    name = block.get("name")
+    if name is not None and not (isinstance(name, str) and NAME_RE.match(name) and len(name) <= 100):
+        fail(at(*where, "name"), "metadata.experiment.name: must be lowercase letters, digits, '-' and '_' "
+                                 f"(at most 100), got {name!r}")
+        name = None
+    weight = block.get("weight")
+    if weight is None:
+        fail(at(*where), "metadata.experiment.weight: missing; the percent of people who get this variant "
+                         "(e.g. 'weight: 50'; the control keeps the rest)")
+        weight = 0
+    elif isinstance(weight, bool) or not isinstance(weight, int | float) or not 0 < weight <= 100:
+        fail(at(*where, "weight"), f"metadata.experiment.weight: must be a percent above 0 and at most 100, "
+                                   f"got {weight!r}")
+        weight = 0
+    start = block.get("start")
+    when: dt.datetime | None = None
+    if start is not None:
+        if isinstance(start, dt.datetime):
+            when = start
+        elif isinstance(start, dt.date):
+            when = dt.datetime.combine(start, dt.time())
+        elif isinstance(start, str):
+            with contextlib.suppress(ValueError):
+                when = dt.datetime.fromisoformat(start.strip())
+        if when is None:
+            fail(at(*where, "start"), "metadata.experiment.start: must be a date or a date and time "
+                                      f"(2026-12-08 or 2026-12-08T09:00:00Z; UTC unless it says), got {start!r}")
+        elif when.tzinfo is None:
+            when = when.replace(tzinfo=dt.UTC)
+    return Declaration(name, float(weight), when, at(*where))
+
+
+def _experiments(prompts: dict[str, Prompt], variants: list[tuple[str, Prompt]],
+                 problems: list[PromptError]) -> dict[str, Experiment]:
+    """Group variant files (``NAME.ARM.prompty``) into one experiment per prompt. A variant
+    that cannot run is reported and left out: its share of people gets the control."""
+    by_prompt: dict[str, list[tuple[str, Prompt]]] = {}
+    for arm, variant in variants:
+        control = prompts.get(variant.name)
+        declared = variant.experiment
+        if control is None:
+            problems.append(PromptError(variant.path, None, (
+                f"a variant of '{variant.name}', but {variant.name}.prompty is missing or has errors; "
+                "this variant runs only beside the prompt it varies")))
+        elif declared is None:
+            problems.append(PromptError(variant.path, None, (
+                "a variant file (NAME.ARM.prompty) needs a metadata.experiment block with weight: (the "
+                "percent of people who get it); see prompts/README.md")))
+        elif arm == CONTROL:
+            problems.append(PromptError(variant.path, None, (
+                f"'{CONTROL}' is the control's arm (the plain {variant.name}.prompty); name the variant "
+                f"{variant.name}.b.prompty, or any other word")))
+        elif variant.command != control.command:
+            problems.append(PromptError(variant.path, variant._command_line or declared.line, (
+                f"metadata.slack.command: a variant must keep its prompt's command ({control.command or 'none'}), "
+                f"got {variant.command or 'none'}")))
+        else:
+            by_prompt.setdefault(variant.name, []).append((arm, variant))
+    experiments: dict[str, Experiment] = {}
+    for name, arms in sorted(by_prompt.items()):
+        declarations = [(v, v.experiment) for _, v in arms if v.experiment is not None]
+        names = {d.name or name for _, d in declarations}
+        starts = {d.start for _, d in declarations if d.start is not None}
+        total = sum(d.weight for _, d in declarations)
+        reason = None
+        if len(names) > 1:
+            reason = (f"the variants of '{name}' name different experiments ({', '.join(sorted(names))}); "
+                      "one experiment per prompt at a time: give them the same metadata.experiment.name")
+        elif len(starts) > 1:
+            reason = f"the variants of '{name}' give different metadata.experiment.start dates: give them one"
+        elif total > 100:
+            reason = (f"the variants of '{name}' add up to {total:g} % of people (metadata.experiment.weight); "
+                      "at most 100")
+        if reason is not None:  # which arm is at fault is anyone's guess: none of them runs
+            problems += [PromptError(v.path, d.line, f"{reason}; everyone gets {name}.prompty meanwhile")
+                         for v, d in declarations]
+            continue
+        experiments[name] = Experiment(
+            name=names.pop(), prompt=name, control=prompts[name], start=starts.pop() if starts else None,
+            variants=tuple(Variant(arm, v.experiment.weight, v) for arm, v in sorted(arms)
+                           if v.experiment is not None))
+    return experiments
 
 
 _RICH_KINDS = {  # Prompty's input kinds that are not text

@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import String, delete, event, func, select, text, update
+from sqlalchemy import String, case, delete, event, func, select, text, update
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
@@ -114,6 +114,8 @@ class CallLog:
     latency_ms: int | None = None
     ttft_ms: int | None = None
     parent_call_id: int | None = None
+    experiment: str | None = None  # the A/B experiment and arm the call ran under (bot.experiments)
+    arm: str | None = None
     message_ts: list[str] = field(default_factory=list)  # the Slack messages the answer was posted as
 
 
@@ -491,6 +493,54 @@ class Store:
         again = current is not None and current.removed_at is None and current.value == op["value"]
         return await _set_signal(s, call_id, op["user"], "button", "feedback",
                                  value=None if again else op["value"], event_ts=op["event_ts"], at=at)
+
+    # -- experiments ----------------------------------------------------------------------
+
+    async def experiment_figures(self, *, name: str | None = None, sources: Sequence[str] | None = ("slack",),
+                                 models: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """Per experiment, arm and prompt version: calls, rated answers and their net votes (each
+        person once, as in `flywheel stats`), errors, cost, first and last call, and the arm's
+        median latency (nearest rank). Calls from ``sources`` (default real Slack traffic only;
+        None: all) to ``models`` (all if None)."""
+        from bot.reports import votes_per_call
+
+        where: list[Any] = [Call.experiment.is_not(None)]
+        if name is not None:
+            where.append(Call.experiment == name)
+        if sources is not None:
+            where.append(Call.source.in_(list(sources)))
+        if models:
+            where.append(Call.model.in_(list(models)))
+        votes = votes_per_call()
+        up, down = func.coalesce(votes.c.up, 0), func.coalesce(votes.c.down, 0)
+        group = (Call.experiment, Call.arm, Call.prompt_name, Call.prompt_version)
+        figures = (
+            select(*group, func.count().label("calls"), func.count(votes.c.call_id).label("rated"),
+                   func.sum(case((up > down, 1), else_=0)).label("up"),
+                   func.sum(case((up < down, 1), else_=0)).label("down"),
+                   func.sum(case((Call.status == "error", 1), else_=0)).label("errors"),
+                   func.sum(Call.cost_usd).label("cost_usd"), func.count(Call.cost_usd).label("priced_calls"),
+                   func.min(Call.created_at).label("first_call_at"), func.max(Call.created_at).label("last_call_at"))
+            .outerjoin(votes, votes.c.call_id == Call.id).where(*where).group_by(*group)
+        )
+        ranked = (
+            select(Call.experiment, Call.arm, Call.latency_ms.label("value"),
+                   func.row_number().over(partition_by=(Call.experiment, Call.arm),
+                                          order_by=(Call.latency_ms, Call.id)).label("rank"),
+                   func.count().over(partition_by=(Call.experiment, Call.arm)).label("n"))
+            .where(Call.latency_ms.is_not(None), *where).subquery()
+        )
+        medians = select(ranked.c.experiment, ranked.c.arm, ranked.c.value).where(
+            ranked.c.rank == (ranked.c.n + 1) // 2)  # nearest rank: the ceil(n/2)-th smallest
+        async with self.session() as s:
+            rows = [dict(r._mapping) for r in (await s.execute(figures)).all()]
+            median = {(e, a): int(v) for e, a, v in (await s.execute(medians)).all()}
+        for row in rows:
+            row["latency_p50_ms"] = median.get((row["experiment"], row["arm"]))
+            for key in ("first_call_at", "last_call_at"):
+                if row[key] is not None and row[key].tzinfo is None:
+                    row[key] = row[key].replace(tzinfo=UTC)
+        return rows
 
     # -- meta ---------------------------------------------------------------------------
 

@@ -14,4 +14,4 @@ async def on_home_opened(event: dict, client: AsyncWebClient, conversation: Conv
         from bot.home import publish_home  # the figures' code loads when someone first looks
 
         await publish_home(client, conversation.store, event["user"], since=datetime.now(UTC) - HOME_PERIOD,
-                           source=conversation.source)
+                           source=conversation.source, prompts=conversation.prompts)

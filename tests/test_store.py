@@ -124,6 +124,7 @@ async def test_migrating_a_0002_database_labels_old_calls_by_where_they_came_fro
         found = [(c.trigger, c.source) for c in await store.list_calls()]
         assert found == [("mention", "slack"), ("command", "slack"), ("mention", "playground"),
                          ("regenerate", "playground"), ("thread", "playground"), ("cli", "try")]
+        assert {(c.experiment, c.arm) for c in await store.list_calls()} == {(None, None)}  # 0004: ran under none
     finally:
         await store.close()
 
@@ -221,6 +222,8 @@ async def test_record_call_round_trips_every_field(store: Store) -> None:
         price={"input": 0.15, "output": 0.6},
         latency_ms=1234,
         ttft_ms=210,
+        experiment="tone",
+        arm="b",
         parent_call_id=parent,
         message_ts=["100.000002", "100.000003", "100.000002", "100.000004"],
     )
