@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bot import logs
-from bot.errors import ConfigError, FlywheelError
+from bot.errors import ConfigError, FlywheelError, database_error
 from bot.settings import Settings
 
 log = logging.getLogger("flywheel")
@@ -270,5 +270,4 @@ async def upgrade_schema(store) -> str:
     except FlywheelError:
         raise
     except Exception as exc:  # noqa: BLE001 - any driver error: say what and where, no traceback
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
-        raise ConfigError([f"DATABASE_URL: cannot open or migrate the database: {reason}"]) from exc
+        raise database_error("open or migrate", exc) from exc

@@ -132,6 +132,15 @@ def best_query(filters: Filters):
             .join(Call, Call.id == ranked.c.id).where(ranked.c.rank == 1).order_by(ranked.c.id))
 
 
+def reference_query(filters: Filters, limit: int | None = None):
+    """`best_query`'s calls (replay's references); with ``limit``, only the newest ``limit``
+    of them, newest first."""
+    query = best_query(filters)
+    if limit is None:
+        return query
+    return query.order_by(None).order_by(query.selected_columns.id.desc()).limit(limit)
+
+
 def preference_query(filters: Filters, *, kto: bool):
     """Per input: its best good call (approved or corrected; corrected first, then the newest)
     and its newest net-down call. DPO: every fit call in scope takes part and a group needs a
@@ -187,3 +196,13 @@ def dm_count_query(filters: Filters, fmt: str):
         filters = replace(filters, rating=None, include_unrated=False)
     s = _scored(filters, negatives=fmt in ("kto", "openai-dpo"), only_dms=True)
     return select(func.count()).select_from(s)
+
+
+def candidates_query(fmt: str, filters: Filters):
+    """The query a format's rows are built from: every selected call (csv), one per input
+    (openai-chat, eval), or preference groups (kto, openai-dpo)."""
+    if fmt == "csv":
+        return selected_query(filters)
+    if fmt in ("openai-chat", "eval"):
+        return best_query(filters)
+    return preference_query(filters, kto=fmt == "kto")
