@@ -171,6 +171,7 @@ def cmd_try(args: argparse.Namespace, settings: Settings) -> int:
     from bot.app import Prompts
     from bot.conversation import Ask, Conversation
     from bot.llm import LLM
+    from bot.models import ANSWERED, Trigger
     from bot.pricing import PriceTable
     from bot.store import Store
 
@@ -201,7 +202,7 @@ def cmd_try(args: argparse.Namespace, settings: Settings) -> int:
             await upgrade_schema(store)
             conversation = Conversation(settings=settings, prompts=prompts, llm=llm, store=store, source="try",
                                         prices=PriceTable.load(settings.prices_file))
-            call_id = await conversation.answer(Ask(trigger="cli", prompt=prompt, text=args.text), TerminalReply())
+            call_id = await conversation.answer(Ask(trigger=Trigger.CLI, prompt=prompt, text=args.text), TerminalReply())
             assert call_id is not None  # try writes its row directly: a database error raised already
             call = await store.get_call(call_id)
             assert call is not None
@@ -214,7 +215,7 @@ def cmd_try(args: argparse.Namespace, settings: Settings) -> int:
             await llm.close()
             await store.close()
 
-    return 0 if asyncio.run(go()) in ("ok", "truncated") else 1
+    return 0 if asyncio.run(go()) in ANSWERED else 1
 
 
 def cmd_manifest(args: argparse.Namespace, settings: Settings) -> int:

@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import case, func, or_, select
 
-from bot.models import SOURCES, Call, Feedback, PromptVersion
+from bot.models import SOURCES, Call, CallStatus, Feedback, PromptVersion
 
 
 def votes_per_call():
@@ -102,7 +102,7 @@ def usage_queries(*, since: datetime | None = None, until: datetime | None = Non
             func.sum(case((up < down, 1), else_=0)).label("down"),
             func.sum(up).label("votes_up"),
             func.sum(down).label("votes_down"),
-            func.sum(case((Call.status == "error", 1), else_=0)).label("errors"),
+            func.sum(case((Call.status == CallStatus.ERROR, 1), else_=0)).label("errors"),
             func.sum(Call.cost_usd).label("cost_usd"),
             func.count(Call.cost_usd).label("priced_calls"),
             func.sum(Call.prompt_tokens).label("prompt_tokens"),

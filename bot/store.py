@@ -32,7 +32,18 @@ from sqlalchemy.pool import StaticPool
 
 from bot import export_queries, reports
 from bot.filelock import open_locked
-from bot.models import Call, CallMessage, Correction, Feedback, Meta, PromptVersion, SlackEvent, utcnow
+from bot.models import (
+    Call,
+    CallMessage,
+    CallStatus,
+    Correction,
+    Feedback,
+    Meta,
+    PromptVersion,
+    SlackEvent,
+    Trigger,
+    utcnow,
+)
 
 log = logging.getLogger(__name__)
 CLAIM_TTL = timedelta(days=1)
@@ -86,12 +97,12 @@ def input_hash(messages: Sequence[dict[str, Any]]) -> str:
 class CallLog:
     """Everything we log about one model call (see SPEC "What is logged")."""
 
-    trigger: str
+    trigger: Trigger
     prompt_name: str
     prompt_version: str
     model: str
     messages: list[dict[str, Any]]
-    status: str = "ok"
+    status: CallStatus = CallStatus.OK
     source: str = "slack"  # see models.SOURCES
     options: dict[str, Any] = field(default_factory=dict)
     team_id: str | None = None
@@ -123,8 +134,8 @@ class PastCall:
     """A logged call, as needed to rebuild a conversation from Slack messages."""
 
     id: int | str  # the row's id; a journal op's id while the row is on its way to the database
-    status: str
-    trigger: str
+    status: str  # a CallStatus value, as stored
+    trigger: str  # a Trigger value, as stored
     user_id: str | None
     request_ts: str | None
     request_text: str
@@ -344,7 +355,7 @@ class Store:
         async with self.session() as s:
             return await s.scalar(
                 select(Call.prompt_name)
-                .where(Call.channel_id == channel_id, Call.thread_ts == thread_ts, Call.status != "error")
+                .where(Call.channel_id == channel_id, Call.thread_ts == thread_ts, Call.status != CallStatus.ERROR)
                 .order_by(Call.id.desc()).limit(1)
             )
 
