@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bot import logs
-from bot.errors import ConfigError, FlywheelError
+from bot.errors import ConfigError, FlywheelError, database_error
 from bot.settings import Settings
 
 log = logging.getLogger("flywheel")
@@ -180,6 +180,7 @@ def cmd_try(args: argparse.Namespace, settings: Settings) -> int:
     from bot.app import Prompts
     from bot.conversation import Ask, Conversation
     from bot.llm import LLM
+    from bot.models import ANSWERED, Trigger
     from bot.pricing import PriceTable
     from bot.store import Store
 
@@ -210,7 +211,7 @@ def cmd_try(args: argparse.Namespace, settings: Settings) -> int:
             await upgrade_schema(store)
             conversation = Conversation(settings=settings, prompts=prompts, llm=llm, store=store, source="try",
                                         prices=PriceTable.load(settings.prices_file))
-            call_id = await conversation.answer(Ask(trigger="cli", prompt=prompt, text=args.text), TerminalReply())
+            call_id = await conversation.answer(Ask(trigger=Trigger.CLI, prompt=prompt, text=args.text), TerminalReply())
             assert call_id is not None  # try writes its row directly: a database error raised already
             call = await store.get_call(call_id)
             assert call is not None
@@ -223,7 +224,7 @@ def cmd_try(args: argparse.Namespace, settings: Settings) -> int:
             await llm.close()
             await store.close()
 
-    return 0 if asyncio.run(go()) in ("ok", "truncated") else 1
+    return 0 if asyncio.run(go()) in ANSWERED else 1
 
 
 def cmd_manifest(args: argparse.Namespace, settings: Settings) -> int:
@@ -279,5 +280,4 @@ async def upgrade_schema(store) -> str:
     except FlywheelError:
         raise
     except Exception as exc:  # noqa: BLE001 - any driver error: say what and where, no traceback
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
-        raise ConfigError([f"DATABASE_URL: cannot open or migrate the database: {reason}"]) from exc
+        raise database_error("open or migrate", exc) from exc

@@ -32,6 +32,7 @@ from bot.errors import FlywheelError, ModelError, redact
 from bot.feedback import AnswerRef, answer_controls, fix_modal
 from bot.journal import Journal, NotKept, new_op, within
 from bot.llm import LLM
+from bot.models import CallStatus, Trigger
 from bot.pricing import PriceTable
 from bot.prompts import Prompt, PromptSet
 from bot.ratelimits import RateBudget
@@ -56,7 +57,7 @@ CLAIMS_REMEMBERED = 10_000  # message keys this process remembers having claimed
 class Ask:
     """A request for an answer, translated from Slack (or the terminal)."""
 
-    trigger: str  # mention | thread | dm | command | cli | regenerate
+    trigger: Trigger
     prompt: Prompt
     text: str  # what the user wrote, without the bot's mention or the prompt's name
     channel_id: str | None = None
@@ -235,7 +236,7 @@ class Conversation:
         thread = call.thread_ts or call.reply_ts
         replay = Replay(call.id, list(call.messages), call.model, dict(call.options or {}), call.prompt_name,
                         call.prompt_version, call.experiment, call.arm)
-        ask = Ask(trigger="regenerate", prompt=prompt, text=call.request_text, channel_id=call.channel_id,
+        ask = Ask(trigger=Trigger.REGENERATE, prompt=prompt, text=call.request_text, channel_id=call.channel_id,
                   user_id=user_id, team_id=team_id or call.team_id, ts=call.request_ts, thread_ts=thread,
                   replay=replay)
         if thread:
@@ -278,13 +279,13 @@ class Conversation:
     async def _answer_at(self, channel_id: str, ts: str) -> tuple[AnswerRef, str] | Outcome:
         """The answer posted as this message, and its current text (the newest correction)."""
         if (pending := self._pending_call(channel_id, ts)) is not None:  # its row is on its way
-            if pending["log"]["status"] == "error":
+            if pending["log"]["status"] == CallStatus.ERROR:
                 return "not_an_answer"
             return AnswerRef(None, channel_id, ts), pending["log"]["answer"]
         try:
             call_id = await within(self.store.call_for_message(channel_id, ts), DB_WAIT)
             call = await within(self.store.get_call(call_id), DB_WAIT) if call_id is not None else None
-            if call is None or call.status == "error":
+            if call is None or call.status == CallStatus.ERROR:
                 return "not_an_answer"
             corrections = await within(self.store.corrections(call.id), DB_WAIT)
         except Exception as exc:  # noqa: BLE001 - an outage: say so rather than nothing
@@ -296,7 +297,7 @@ class Conversation:
         """The prompt that continues a thread the bot answered in; None if it never did."""
         name = None
         for op in self._pending_calls(channel_id):  # newer than any row: the latest wins
-            if op["log"]["thread_ts"] == thread_ts and op["log"]["status"] != "error":
+            if op["log"]["thread_ts"] == thread_ts and op["log"]["status"] != CallStatus.ERROR:
                 name = op["log"]["prompt_name"]
         if name is None:
             try:
@@ -400,22 +401,22 @@ class Conversation:
             log.warning("model call failed (%s): %s", exc.kind, exc)
             note = self._failed(record, exc, f"ModelError.{exc.kind}", exc.user_message)
             if stream is not None and stream.completion.text:
-                record.status = "incomplete"
+                record.status = CallStatus.INCOMPLETE
         except asyncio.CancelledError as exc:  # shut down before the answer finished
             interrupted = exc
             note = self._failed(record, exc, "Interrupted", ModelError._apologies["interrupted"],
                                 "the bot shut down before the answer finished")
-            record.status = "incomplete" if stream is not None and stream.completion.text else "error"
+            record.status = CallStatus.INCOMPLETE if stream is not None and stream.completion.text else CallStatus.ERROR
         except Exception as exc:  # noqa: BLE001 - the user gets an apology, the log the traceback
             log.exception("answering failed")
             note = self._failed(record, exc, type(exc).__name__, FlywheelError.user_message)
         else:
             if stream.completion.finish_reason == "length":
-                record.status = "truncated"
+                record.status = CallStatus.TRUNCATED
                 note = "_(The answer hit this prompt's length limit and was cut off.)_"
             elif not stream.completion.text.strip():
                 note = "_(The model returned an empty answer. Try rephrasing.)_"
-        answered = stream is not None and stream.completion.text.strip() and record.status != "error"
+        answered = stream is not None and stream.completion.text.strip() and record.status != CallStatus.ERROR
         controls = answer_controls(prompt.feedback) if answered else None
         # Slack message metadata: which prompt version and model wrote this (other apps can read it).
         about = {"event_type": "flywheel_answer", "event_payload": {
@@ -471,7 +472,7 @@ class Conversation:
     def _failed(self, record: CallLog, exc: BaseException, error_type: str, apology: str,
                 message: str | None = None) -> str | None:
         """Mark the call as failed; returns the apology to show in Slack."""
-        record.status, record.error_type = "error", error_type
+        record.status, record.error_type = CallStatus.ERROR, error_type
         record.error_message = self._redact(message or str(exc) or type(exc).__name__)
         return f"_{apology}_" if apology else None
 
@@ -535,13 +536,13 @@ class Conversation:
         messages = messages[-HISTORY_LIMIT:]
         calls, complete = await self._calls_for(channel, [m["ts"] for m in messages if m.get("ts")])
         answer_of: dict[str, PastCall] = {ts: c for c in calls for ts in c.message_ts}
-        asked_by: dict[str, PastCall] = {c.request_ts: c for c in calls if c.request_ts and c.trigger == "command"}
+        asked_by: dict[str, PastCall] = {c.request_ts: c for c in calls if c.request_ts and c.trigger == Trigger.COMMAND}
         context = Context()
         used: set[int | str] = set()
         for m in messages:
             ts = m.get("ts", "")
             if (call := answer_of.get(ts)) is not None:
-                if call.status != "error" and call.id not in used:  # a corrected answer reads as corrected
+                if call.status != CallStatus.ERROR and call.id not in used:  # a corrected answer reads as corrected
                     context.add("assistant", call.correction or call.answer, speaker="you")
                 used.add(call.id)
             elif (call := asked_by.get(ts)) is not None:

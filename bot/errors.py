@@ -28,6 +28,14 @@ class ConfigError(FlywheelError):
         super().__init__("; ".join(self.problems))
 
 
+def database_error(doing: str, exc: BaseException) -> ConfigError:
+    """A database failure for the command line, in one line and without a traceback:
+    ``DATABASE_URL: cannot {doing} the database: {reason}``, the reason being the driver's
+    first line (at most 300 characters)."""
+    lines = str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__]
+    return ConfigError([f"DATABASE_URL: cannot {doing} the database: {lines[0][:300]}"])
+
+
 class PromptError(FlywheelError):
     """A prompt file is invalid. Printed as ``path:line: reason``."""
 

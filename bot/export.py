@@ -31,7 +31,7 @@ from typing import IO, Any, NoReturn
 
 from sqlalchemy.engine import make_url
 
-from bot.errors import ConfigError
+from bot.errors import ConfigError, database_error
 from bot.export_formats import (
     CHANNEL_IDS,
     CSV_COLUMNS,
@@ -51,7 +51,7 @@ from bot.export_formats import (
     utc_iso,
     validate,
 )
-from bot.export_queries import Filters, best_query, dm_count_query, preference_query, selected_query
+from bot.export_queries import Filters
 from bot.reports import add_traffic_arguments
 from bot.settings import Settings
 from bot.store import Store
@@ -94,25 +94,15 @@ async def examples(store: Store, fmt: str, filters: Filters, *, redact: bool = F
         raise ValueError(f"unknown format {fmt!r}")
     skipped = Counter() if skipped is None else skipped
     scrub = Scrubber(await store.salt(), redact=redact)
-    if fmt == "csv":
-        query = selected_query(filters)
-    elif fmt in ("openai-chat", "eval"):
-        query = best_query(filters)
-    else:
-        query = preference_query(filters, kto=fmt == "kto")
-    async with store.engine.connect() as conn:
-        result = await conn.stream(query.execution_options(yield_per=BATCH))
-        try:
-            async for batch in result.partitions():  # one hop to the driver per batch, not per row
-                for rec in batch:
-                    for row in _rows(fmt, rec, scrub):
-                        problem = validate(fmt, row)
-                        if problem:
-                            skipped[problem] += 1
-                        else:
-                            yield Example(rec.id, rec.input_hash, row)
-        finally:
-            await result.close()
+    async with contextlib.aclosing(store.export_candidates(fmt, filters, batch=BATCH)) as batches:
+        async for batch in batches:
+            for rec in batch:
+                for row in _rows(fmt, rec, scrub):
+                    problem = validate(fmt, row)
+                    if problem:
+                        skipped[problem] += 1
+                    else:
+                        yield Example(rec.id, rec.input_hash, row)
 
 
 def _rows(fmt: str, rec: Any, scrub: Scrubber) -> list[Any]:
@@ -265,8 +255,7 @@ async def export(store: Store, options: ExportOptions, *, stdout: IO[bytes] | No
             os.replace(tmp, paths[key])
     result.counts = {k: s.rows for k, s in sinks.items()}
     if not options.filters.include_dms:
-        async with store.engine.connect() as conn:
-            result.dms_left_out = int(await conn.scalar(dm_count_query(options.filters, fmt)) or 0)
+        result.dms_left_out = await store.dms_left_out(options.filters, fmt)
     for key, path in paths.items():
         result.files.append({"path": path.name, "split": key, "rows": sinks[key].rows,
                              "sha256": sinks[key].sha.hexdigest()})
@@ -481,8 +470,7 @@ async def check_schema(store: Store) -> None:
     try:
         revision = await store.revision()
     except Exception as exc:  # noqa: BLE001 - any driver error: one line, no traceback
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
-        raise ConfigError([f"DATABASE_URL: cannot open the database: {reason}"]) from exc
+        raise database_error("open", exc) from exc
     if revision is None:
         raise ConfigError(["DATABASE_URL: no Flywheel tables in this database (wrong DATABASE_URL, or run "
                            "`flywheel db upgrade` first)"])

@@ -27,7 +27,7 @@ from typing import Any
 from sqlalchemy import Integer, Text, and_, case, cast, exists, false, func, null, or_, select, union_all
 from sqlalchemy.orm import aliased
 
-from bot.models import Call, Correction
+from bot.models import Call, CallStatus, Correction, Trigger
 from bot.reports import votes_per_call
 
 
@@ -53,7 +53,7 @@ class Filters:
 def _in_dm():
     """A call in a direct message: its channel is a ``D…`` one, or the bot logged it as a DM.
     (Group DMs are not told apart from private channels: the log keeps no channel type.)"""
-    return or_(func.substr(func.coalesce(Call.channel_id, ""), 1, 1) == "D", Call.trigger == "dm")
+    return or_(func.substr(func.coalesce(Call.channel_id, ""), 1, 1) == "D", Call.trigger == Trigger.DM)
 
 
 def _scored(filters: Filters, *, selection: bool = True, negatives: bool = False, only_dms: bool = False):
@@ -68,7 +68,7 @@ def _scored(filters: Filters, *, selection: bool = True, negatives: bool = False
     newest = and_(fix.call_id == Call.id, ~exists().where(newer.call_id == fix.call_id, newer.id > fix.id))
     up, down = func.coalesce(votes.c.up, 0), func.coalesce(votes.c.down, 0)
     approved, net_down, corrected = up > down, down > up, fix.id.is_not(None)
-    where = [Call.status == "ok", Call.excluded == false(),
+    where = [Call.status == CallStatus.OK, Call.excluded == false(),
              or_(Call.finish_reason.is_(None), Call.finish_reason != "length")]
     if filters.prompt:
         where.append(Call.prompt_name == filters.prompt)
@@ -132,6 +132,15 @@ def best_query(filters: Filters):
             .join(Call, Call.id == ranked.c.id).where(ranked.c.rank == 1).order_by(ranked.c.id))
 
 
+def reference_query(filters: Filters, limit: int | None = None):
+    """`best_query`'s calls (replay's references); with ``limit``, only the newest ``limit``
+    of them, newest first."""
+    query = best_query(filters)
+    if limit is None:
+        return query
+    return query.order_by(None).order_by(query.selected_columns.id.desc()).limit(limit)
+
+
 def preference_query(filters: Filters, *, kto: bool):
     """Per input: its best good call (approved or corrected; corrected first, then the newest)
     and its newest net-down call. DPO: every fit call in scope takes part and a group needs a
@@ -187,3 +196,13 @@ def dm_count_query(filters: Filters, fmt: str):
         filters = replace(filters, rating=None, include_unrated=False)
     s = _scored(filters, negatives=fmt in ("kto", "openai-dpo"), only_dms=True)
     return select(func.count()).select_from(s)
+
+
+def candidates_query(fmt: str, filters: Filters):
+    """The query a format's rows are built from: every selected call (csv), one per input
+    (openai-chat, eval), or preference groups (kto, openai-dpo)."""
+    if fmt == "csv":
+        return selected_query(filters)
+    if fmt in ("openai-chat", "eval"):
+        return best_query(filters)
+    return preference_query(filters, kto=fmt == "kto")

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -36,6 +37,31 @@ def utcnow() -> datetime:
 
 
 SOURCES = ("slack", "playground", "try", "replay")  # Call.source: real Slack traffic, then practice
+
+
+class CallStatus(StrEnum):
+    """Call.status: how a model call ended. Stored as these strings (the members are str)."""
+
+    OK = "ok"  # a complete answer
+    TRUNCATED = "truncated"  # an answer cut off at the prompt's length limit (finish_reason "length")
+    INCOMPLETE = "incomplete"  # the answer broke off part-way (the model failed, or the bot shut down)
+    ERROR = "error"  # no answer: the call failed before any text came back, or the bot failed
+
+
+ANSWERED = (CallStatus.OK, CallStatus.TRUNCATED)  # the statuses that count as an answer
+
+
+class Trigger(StrEnum):
+    """Call.trigger: what asked for the call. Stored as these strings (the members are str)."""
+
+    MENTION = "mention"  # an @mention in a channel
+    THREAD = "thread"  # a follow-up in a thread the bot answered in
+    DM = "dm"  # a direct message to the bot
+    COMMAND = "command"  # a slash command
+    REGENERATE = "regenerate"  # the Regenerate button under an answer
+    CLI = "cli"  # `flywheel try`
+    REPLAY = "replay"  # `flywheel replay`: the candidate prompt on a logged input
+    JUDGE = "judge"  # `flywheel replay`: the pairwise judge comparing two answers
 
 
 class Base(DeclarativeBase):
@@ -69,7 +95,7 @@ class Call(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    # Where and who. trigger: mention | thread | dm | command | regenerate | cli
+    # Where and who. trigger: a Trigger value
     trigger: Mapped[str] = mapped_column(String(16))
     # Where the call came from (SOURCES): only "slack" is real traffic; the rest is practice.
     source: Mapped[str] = mapped_column(String(16), default="slack", server_default="slack")
@@ -87,7 +113,7 @@ class Call(Base):
     options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     messages: Mapped[list[Any]] = mapped_column(JSON)
     input_hash: Mapped[str] = mapped_column(String(64))
-    # What came back. status: ok | error | incomplete
+    # What came back. status: a CallStatus value
     status: Mapped[str] = mapped_column(String(16))
     answer: Mapped[str] = mapped_column(Text, default="")
     finish_reason: Mapped[str | None] = mapped_column(String(32))

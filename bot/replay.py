@@ -40,6 +40,7 @@ from bot.errors import ConfigError, PromptError
 from bot.export import check_schema, when_option
 from bot.export_queries import Filters
 from bot.judge import check_judge, judge_messages, outcome, positions, verdict
+from bot.models import ANSWERED, Trigger
 from bot.prompts import Prompt, PromptSet, load_file
 from bot.replay_inputs import Input, InputError, from_eval, from_log
 from bot.reports import add_traffic_arguments
@@ -52,7 +53,6 @@ if TYPE_CHECKING:  # the Slack side is imported when a replay runs, not for ever
 
 DEFAULT_CONCURRENCY = 8
 GRACE = 3.0  # seconds in-flight calls may finish after Ctrl-C
-ANSWERED = ("ok", "truncated")  # call statuses that count as an answer (others are errors)
 
 
 class BadArguments(Exception):
@@ -197,7 +197,7 @@ class Runner:
         except PromptError as exc:  # the candidate's template fails on this input
             r.status, r.error = "error", str(exc)
             return
-        call = await self._call("replay", plan.candidate, plan.model, messages, inp.text, inp.call_id)
+        call = await self._call(Trigger.REPLAY, plan.candidate, plan.model, messages, inp.text, inp.call_id)
         r.call_id, r.answer = call.id, call.answer or ""
         r.cost_usd, r.latency_ms = call.cost_usd, call.latency_ms
         if call.status not in ANSWERED:
@@ -217,7 +217,7 @@ class Runner:
         except PromptError as exc:
             r.judge_error = str(exc)
             return
-        call = await self._call("judge", plan.judge, plan.judge_model, messages, inp.text, r.call_id)
+        call = await self._call(Trigger.JUDGE, plan.judge, plan.judge_model, messages, inp.text, r.call_id)
         r.judge_call_id, r.judge_cost_usd = call.id, call.cost_usd
         if call.status not in ANSWERED:
             r.judge_error = call.error_message or call.error_type or call.status
@@ -229,12 +229,12 @@ class Runner:
             return
         r.verdict, r.outcome = said, outcome(r.position, said)
 
-    async def _call(self, trigger: str, prompt: Prompt, model: str, messages: list[dict[str, Any]], text: str,
+    async def _call(self, trigger: Trigger, prompt: Prompt, model: str, messages: list[dict[str, Any]], text: str,
                     parent: int | None) -> Any:
         """One logged model call (source replay), posted nowhere; its row."""
         from bot.conversation import Ask, Replay
 
-        replay = Replay(parent, messages, model, dict(prompt.options), self.plan.prompt if trigger == "replay"
+        replay = Replay(parent, messages, model, dict(prompt.options), self.plan.prompt if trigger == Trigger.REPLAY
                         else prompt.name, prompt.version)
         call_id = await self.conversation.answer(Ask(trigger=trigger, prompt=prompt, text=text, replay=replay),
                                                  _Unposted())

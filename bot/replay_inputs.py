@@ -23,12 +23,9 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
-
 from bot.errors import FlywheelError, PromptError
 from bot.export_formats import validate
-from bot.export_queries import Filters, best_query
-from bot.models import Call, PromptVersion
+from bot.export_queries import Filters
 from bot.prompts import Prompt, load_file
 from bot.store import Store
 
@@ -67,12 +64,7 @@ class Input:
 
 async def from_log(store: Store, prompt: str, filters: Filters, *, limit: int | None = None) -> list[Input]:
     """The newest ``limit`` (default all) logged inputs of ``prompt`` with a reference, oldest first."""
-    query = best_query(replace(filters, prompt=prompt))
-    if limit is not None:
-        query = query.order_by(None).order_by(query.selected_columns.id.desc()).limit(limit)
-    async with store.engine.connect() as conn:
-        rows = list((await conn.execute(query)).all())
-    rows.sort(key=lambda r: r.id)
+    rows = await store.reference_calls(replace(filters, prompt=prompt), limit=limit)
     versions = await _versions(store, prompt, {r.prompt_version for r in rows})
     inputs = []
     for r in rows:
@@ -91,11 +83,8 @@ async def _versions(store: Store, prompt: str, versions: set[str]) -> dict[str, 
     """The logged versions of ``prompt`` that still load, by version hash."""
     if not versions:
         return {}
-    async with store.engine.connect() as conn:
-        rows = (await conn.execute(select(PromptVersion.version, PromptVersion.path, PromptVersion.source).where(
-            PromptVersion.prompt_name == prompt, PromptVersion.version.in_(sorted(versions))))).all()
     found = {}
-    for version, path, source in rows:
+    for version, path, source in await store.prompt_sources(prompt, sorted(versions)):
         loaded, _ = load_file(path or f"{prompt}.prompty", name=prompt, raw=source.encode())
         if loaded is not None:
             found[version] = loaded
@@ -158,10 +147,7 @@ async def from_eval(store: Store, path: Path, prompt: str, *, version: str | Non
 async def _logged(store: Store, ids: list[int]) -> dict[int, Any]:
     if not ids:
         return {}
-    async with store.engine.connect() as conn:
-        rows = (await conn.execute(select(Call.id, Call.prompt_name, Call.prompt_version, Call.model, Call.cost_usd,
-                                          Call.latency_ms).where(Call.id.in_(sorted(set(ids)))))).all()
-    return {r.id: r for r in rows}
+    return await store.call_summaries(ids)
 
 
 # -- taking logged messages apart -----------------------------------------------------------------

@@ -1,19 +1,18 @@
 """Read-only queries over the log, for reports: votes per call (exports, stats) and the
-per-version figures behind `flywheel stats` and the Home tab. The store writes; this reads."""
+per-version figures behind `flywheel stats` and the Home tab. Statements only: the store runs
+them (`Store.usage_by_version`); nothing here opens a session."""
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import case, func, or_, select
 
-from bot.models import SOURCES, Call, Feedback, PromptVersion
-
-if TYPE_CHECKING:
-    from bot.store import Store
+from bot.models import SOURCES, Call, CallStatus, Feedback, PromptVersion
 
 
 def votes_per_call():
@@ -40,7 +39,6 @@ def votes_per_call():
         .group_by(latest.c.call_id)
         .subquery("votes")
     )
-
 
 
 def add_traffic_arguments(parser: argparse.ArgumentParser) -> None:
@@ -79,24 +77,19 @@ def _aware(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
 
 
-async def usage_by_version(store: Store, *, since: datetime | None = None, until: datetime | None = None,
-                           prompt: str | None = None, sources: Sequence[str] | None = ("slack",),
-                           models: Sequence[str] | None = None, percentiles: Sequence[int] = (50, 95)
-                           ) -> list[dict[str, Any]]:
-    """Raw figures per (prompt, version, model, source) with at least one call in the window
-    (from ``sources``, default real Slack traffic only, and ``models`` if given), unordered.
-    A version answered by two models gives two rows: an echo-model rehearsal or a model
-    switch is never averaged into another model's figures.
+@dataclass(frozen=True)
+class UsageQueries:
+    """The statements behind `Store.usage_by_version`, run in one session."""
 
-    Votes are :func:`votes_per_call` (each person once, latest active signal), counted
-    for the calls in the window whenever they were given. ``latency_ms`` / ``ttft_ms``
-    map each requested percentile to its nearest-rank value (the ``ceil(p/100 * n)``-th
-    smallest, computed with integer arithmetic in SQL, so identical on SQLite and
-    PostgreSQL). ``first_seen`` is over all time, not the window: the earlier of the
-    ``prompt_versions`` row and the version's first call; ``newest`` marks the version of
-    its prompt first seen last (ties: the greater hash), whether or not it has calls in
-    the window.
-    """
+    aggregate: Any  # one row per GROUP: counts, votes, errors, cost, tokens, first and last call
+    first_seen: tuple[Any, ...]  # (prompt_name, version, at) rows: first calls and saved versions
+    percentiles: dict[str, Any]  # per column key: (*GROUP, rank, n, value) rows at the wanted ranks
+
+
+def usage_queries(*, since: datetime | None = None, until: datetime | None = None, prompt: str | None = None,
+                  sources: Sequence[str] | None = ("slack",), models: Sequence[str] | None = None,
+                  percentiles: Sequence[int] = (50, 95)) -> UsageQueries:
+    """The statements for `usage_rows` (the filters as `Store.usage_by_version` takes them)."""
     where = _call_filters(since, until, prompt, sources, models)
     votes = votes_per_call()
     up, down = func.coalesce(votes.c.up, 0), func.coalesce(votes.c.down, 0)
@@ -109,7 +102,7 @@ async def usage_by_version(store: Store, *, since: datetime | None = None, until
             func.sum(case((up < down, 1), else_=0)).label("down"),
             func.sum(up).label("votes_up"),
             func.sum(down).label("votes_down"),
-            func.sum(case((Call.status == "error", 1), else_=0)).label("errors"),
+            func.sum(case((Call.status == CallStatus.ERROR, 1), else_=0)).label("errors"),
             func.sum(Call.cost_usd).label("cost_usd"),
             func.count(Call.cost_usd).label("priced_calls"),
             func.sum(Call.prompt_tokens).label("prompt_tokens"),
@@ -127,33 +120,35 @@ async def usage_by_version(store: Store, *, since: datetime | None = None, until
     if prompt is not None:
         first_calls = first_calls.where(Call.prompt_name == prompt)
         saved = saved.where(PromptVersion.prompt_name == prompt)
+    return UsageQueries(aggregate, (first_calls, saved),
+                        {column.key: _percentile_query(column, percentiles, where)
+                         for column in (Call.latency_ms, Call.ttft_ms)})
 
-    async with store.session() as s:
-        rows = {tuple(r[:len(GROUP)]): dict(r._mapping) for r in (await s.execute(aggregate)).all()}
-        first_seen: dict[tuple[str, str], datetime] = {}
-        for name, version, stored_at in [*(await s.execute(first_calls)).all(), *(await s.execute(saved)).all()]:
-            at = _aware(stored_at)
-            if at is not None and ((name, version) not in first_seen or at < first_seen[(name, version)]):
-                first_seen[(name, version)] = at
-        ranks: dict[str, dict[tuple[str, ...], dict[int, int]]] = {}
-        for column in (Call.latency_ms, Call.ttft_ms):
-            ranks[column.key] = await _percentiles(s, column, percentiles, where)
 
+def usage_rows(aggregate: Iterable[Any], first_seen: Iterable[Any], percentiles: Mapping[str, Iterable[Any]],
+               wanted: Sequence[int]) -> list[dict[str, Any]]:
+    """The figures from the rows `usage_queries`' statements returned (see `Store.usage_by_version`)."""
+    rows = {tuple(r[:len(GROUP)]): dict(r._mapping) for r in aggregate}
+    first: dict[tuple[str, str], datetime] = {}
+    for name, version, stored_at in first_seen:
+        at = _aware(stored_at)
+        if at is not None and ((name, version) not in first or at < first[(name, version)]):
+            first[(name, version)] = at
+    ranks = {key: _percentile_values(found, wanted) for key, found in percentiles.items()}
     newest: dict[str, tuple[datetime, str]] = {}
-    for (name, version), at in first_seen.items():
+    for (name, version), at in first.items():
         newest[name] = max(newest.get(name, (at, version)), (at, version))
     for key, row in rows.items():
         row["first_call_at"], row["last_call_at"] = _aware(row["first_call_at"]), _aware(row["last_call_at"])
-        row["first_seen"] = first_seen.get(key[:2], row["first_call_at"])
+        row["first_seen"] = first.get(key[:2], row["first_call_at"])
         row["newest"] = key[0] in newest and newest[key[0]][1] == key[1]
         for name, found in ranks.items():
             row[name] = found.get(key, {})
     return list(rows.values())
 
 
-async def _percentiles(s: Any, column: Any, percentiles: Sequence[int], where: list[Any]
-                       ) -> dict[tuple[str, ...], dict[int, int]]:
-    """Nearest-rank percentiles of ``column`` per GROUP, skipping NULLs."""
+def _percentile_query(column: Any, percentiles: Sequence[int], where: list[Any]) -> Any:
+    """Nearest-rank percentiles of ``column`` per GROUP, skipping NULLs: the rows at the wanted ranks."""
     ranked = (
         select(
             *GROUP, column.label("value"),
@@ -165,10 +160,14 @@ async def _percentiles(s: Any, column: Any, percentiles: Sequence[int], where: l
     )
     wanted = {p: (p * ranked.c.n + 99) // 100 for p in percentiles}  # ceil(p/100 * n) in integers
     keys = [ranked.c[c.key] for c in GROUP]
-    query = select(*keys, ranked.c.rank, ranked.c.n, ranked.c.value).where(
+    return select(*keys, ranked.c.rank, ranked.c.n, ranked.c.value).where(
         or_(*(ranked.c.rank == rank for rank in wanted.values())))
+
+
+def _percentile_values(rows: Iterable[Any], percentiles: Sequence[int]) -> dict[tuple[str, ...], dict[int, int]]:
+    """{GROUP key: {percentile: value}} from `_percentile_query`'s rows."""
     found: dict[tuple[str, ...], dict[int, int]] = {}
-    for row in (await s.execute(query)).all():
+    for row in rows:
         key, (rank, n, value) = tuple(row[:len(GROUP)]), row[len(GROUP):]
         for p in percentiles:
             if rank == -(-p * n // 100):  # the same ceil, in Python

@@ -153,22 +153,23 @@ def unescape(text: str) -> str:
 def _cut_ok(text: str, p: int, prev: str = "") -> bool:
     """May escaped ``text`` be cut at ``p`` without breaking a token or creating a new one?
 
-    ``prev`` is the character before ``text`` (for ``p == 0``). Rejects cuts inside an
-    entity (``&amp;``) or a kept ``<…>`` token, between ``@`` and its word joiner,
-    before an ``@`` that follows a word character (``x@here`` was not defused, but a
-    message starting ``@here`` would notify), and before a mid-line ``` (a message
+    The one rule for where a message may end: `truncate`, the splitter's releases and its
+    breaks all ask it. ``prev`` is the character before ``text`` (for ``p == 0``). Rejects
+    cuts inside an entity (``&amp;``) or a kept ``<…>`` token, between ``@`` and its word
+    joiner, before an ``@`` that follows a word character (``x@here`` was not defused, but
+    a message starting ``@here`` would notify), and before a mid-line ``` (a message
     must not start with a fake fence).
     """
-    if p <= 0 or p >= len(text):
-        return not _starts_badly(text, max(p, 0), prev if p <= 0 else text[p - 1])
-    lt = text.rfind("<", max(0, p - _MAX_TOKEN), p)
-    if lt >= 0 and text.find(">", lt, p) < 0:
-        return False
-    amp = text.rfind("&", max(0, p - 4), p)
-    if amp >= 0 and text.find(";", amp, p) < 0:
-        return False
-    before = text[p - 1]
-    if before == "@" and text[p] == WORD_JOINER:
+    p = max(p, 0)
+    if 0 < p < len(text):
+        lt = text.rfind("<", max(0, p - _MAX_TOKEN), p)
+        if lt >= 0 and text.find(">", lt, p) < 0:
+            return False
+        amp = text.rfind("&", max(0, p - 4), p)
+        if amp >= 0 and text.find(";", amp, p) < 0:
+            return False
+    before = text[p - 1] if p else prev
+    if before == "@" and text[p : p + 1] == WORD_JOINER:
         return False
     return not _starts_badly(text, p, before)
 
@@ -518,18 +519,12 @@ class MessageSplitter:
         prev2 = self._prev
         best = [-1, -1, -1, -1]  # after a blank line, after a newline, after a space, anywhere
         n = min(len(held), room)
-        ent_end = 0  # positions before this are inside an entity
-        in_token = False  # inside a kept <…> token
         for p in range(n + 1):
-            nxt = held[p] if p < len(held) else ""
             before = prev2[-1:]
             if (
-                p >= ent_end
-                and not in_token
-                and (p or self._content)
+                (p or self._content)
                 and p + (len(CLOSE_FENCE) if st.in_fence else 0) <= room
-                and not (before == "@" and nxt == WORD_JOINER)
-                and not _starts_badly(held, p, before)
+                and _cut_ok(held, p, before)
                 and st.breakable(held, p)
             ):
                 if prev2.endswith("\n\n"):
@@ -543,12 +538,6 @@ class MessageSplitter:
             if p == n:
                 break
             c = held[p]
-            if c == "&":
-                ent_end = held.find(";", p) + 1
-            elif c == "<":
-                in_token = True
-            elif c == ">":
-                in_token = False
             st.feed(c)
             prev2 = prev2[-1:] + c
         for p in best:

@@ -38,7 +38,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
-from bot.errors import ConfigError
+from bot.errors import ConfigError, database_error
 from bot.reports import add_traffic_arguments
 from bot.settings import Settings
 
@@ -198,11 +198,9 @@ async def version_stats(store, *, since: datetime | None = None, until: datetime
                         models: Sequence[str] | None = None) -> list[VersionStats]:
     """Per prompt version, model and source with calls in [since, until), from ``sources``
     (default: real Slack traffic only; None: all): prompt name, then oldest version first."""
-    from bot.reports import usage_by_version
-
     since, until = _utc(since), _utc(until)
-    rows = await usage_by_version(store, since=since, until=until, prompt=prompt, sources=sources, models=models,
-                                  percentiles=(50, 95))
+    rows = await store.usage_by_version(since=since, until=until, prompt=prompt, sources=sources, models=models,
+                                        percentiles=(50, 95))
     stats = [
         VersionStats(
             prompt=r["prompt_name"], version=r["prompt_version"], model=r["model"], source=r["source"],
@@ -385,8 +383,7 @@ async def _load(url: str, **filters: Any) -> list[VersionStats]:
     except ConfigError:
         raise
     except Exception as exc:  # noqa: BLE001 - any driver error: one line, no traceback
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
-        raise ConfigError([f"DATABASE_URL: cannot read the database: {reason}"]) from exc
+        raise database_error("read", exc) from exc
     finally:
         await store.close()
 

@@ -17,7 +17,7 @@ import re
 import secrets
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -30,8 +30,20 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import StaticPool
 
+from bot import export_queries, reports
 from bot.filelock import open_locked
-from bot.models import Call, CallMessage, Correction, Feedback, Meta, PromptVersion, SlackEvent, utcnow
+from bot.models import (
+    Call,
+    CallMessage,
+    CallStatus,
+    Correction,
+    Feedback,
+    Meta,
+    PromptVersion,
+    SlackEvent,
+    Trigger,
+    utcnow,
+)
 
 log = logging.getLogger(__name__)
 CLAIM_TTL = timedelta(days=1)
@@ -85,12 +97,12 @@ def input_hash(messages: Sequence[dict[str, Any]]) -> str:
 class CallLog:
     """Everything we log about one model call (see SPEC "What is logged")."""
 
-    trigger: str
+    trigger: Trigger
     prompt_name: str
     prompt_version: str
     model: str
     messages: list[dict[str, Any]]
-    status: str = "ok"
+    status: CallStatus = CallStatus.OK
     source: str = "slack"  # see models.SOURCES
     options: dict[str, Any] = field(default_factory=dict)
     team_id: str | None = None
@@ -124,8 +136,8 @@ class PastCall:
     """A logged call, as needed to rebuild a conversation from Slack messages."""
 
     id: int | str  # the row's id; a journal op's id while the row is on its way to the database
-    status: str
-    trigger: str
+    status: str  # a CallStatus value, as stored
+    trigger: str  # a Trigger value, as stored
     user_id: str | None
     request_ts: str | None
     request_text: str
@@ -345,7 +357,7 @@ class Store:
         async with self.session() as s:
             return await s.scalar(
                 select(Call.prompt_name)
-                .where(Call.channel_id == channel_id, Call.thread_ts == thread_ts, Call.status != "error")
+                .where(Call.channel_id == channel_id, Call.thread_ts == thread_ts, Call.status != CallStatus.ERROR)
                 .order_by(Call.id.desc()).limit(1)
             )
 
@@ -541,6 +553,76 @@ class Store:
                 if row[key] is not None and row[key].tzinfo is None:
                     row[key] = row[key].replace(tzinfo=UTC)
         return rows
+    # -- reports and datasets (the statements: bot/reports.py, bot/export_queries.py) -------------
+
+    async def usage_by_version(self, *, since: datetime | None = None, until: datetime | None = None,
+                               prompt: str | None = None, sources: Sequence[str] | None = ("slack",),
+                               models: Sequence[str] | None = None, percentiles: Sequence[int] = (50, 95)
+                               ) -> list[dict[str, Any]]:
+        """Raw figures per (prompt, version, model, source) with at least one call in the window
+        (from ``sources``, default real Slack traffic only, and ``models`` if given), unordered.
+        A version answered by two models gives two rows: an echo-model rehearsal or a model
+        switch is never averaged into another model's figures.
+
+        Votes are `reports.votes_per_call` (each person once, latest active signal), counted
+        for the calls in the window whenever they were given. ``latency_ms`` / ``ttft_ms``
+        map each requested percentile to its nearest-rank value (the ``ceil(p/100 * n)``-th
+        smallest, computed with integer arithmetic in SQL, so identical on SQLite and
+        PostgreSQL). ``first_seen`` is over all time, not the window: the earlier of the
+        ``prompt_versions`` row and the version's first call; ``newest`` marks the version of
+        its prompt first seen last (ties: the greater hash), whether or not it has calls in
+        the window.
+        """
+        queries = reports.usage_queries(since=since, until=until, prompt=prompt, sources=sources, models=models,
+                                        percentiles=percentiles)
+        async with self.session() as s:
+            aggregate = (await s.execute(queries.aggregate)).all()
+            first_seen = [row for query in queries.first_seen for row in (await s.execute(query)).all()]
+            ranked = {key: (await s.execute(query)).all() for key, query in queries.percentiles.items()}
+        return reports.usage_rows(aggregate, first_seen, ranked, percentiles)
+
+    async def export_candidates(self, fmt: str, filters: export_queries.Filters, *, batch: int
+                                ) -> AsyncGenerator[Sequence[Any], None]:
+        """The rows a dataset format is built from (`export_queries.candidates_query`), streamed
+        ``batch`` rows at a time in call-id order: one hop to the driver per batch, not per row,
+        and memory stays flat however many calls are logged. Close it (`contextlib.aclosing`)
+        when stopping early."""
+        query = export_queries.candidates_query(fmt, filters).execution_options(yield_per=batch)
+        async with self.engine.connect() as conn:
+            result = await conn.stream(query)
+            try:
+                async for rows in result.partitions():
+                    yield rows
+            finally:
+                await result.close()
+
+    async def dms_left_out(self, filters: export_queries.Filters, fmt: str) -> int:
+        """How many calls in direct messages ``fmt``'s selection would have drawn on
+        (`export_queries.dm_count_query`)."""
+        async with self.session() as s:
+            return int(await s.scalar(export_queries.dm_count_query(filters, fmt)) or 0)
+
+    async def reference_calls(self, filters: export_queries.Filters, *, limit: int | None = None) -> list[Any]:
+        """Replay's references (`export_queries.reference_query`): the newest ``limit`` (default
+        all) selected calls, one per input, oldest first."""
+        async with self.session() as s:
+            rows = list((await s.execute(export_queries.reference_query(filters, limit))).all())
+        return sorted(rows, key=lambda r: r.id)
+
+    async def prompt_sources(self, prompt: str, versions: Sequence[str]) -> list[tuple[str, str, str]]:
+        """(version, path, source) of the saved versions of ``prompt`` among ``versions``."""
+        async with self.session() as s:
+            return [(row[0], row[1], row[2]) for row in (await s.execute(
+                select(PromptVersion.version, PromptVersion.path, PromptVersion.source).where(
+                    PromptVersion.prompt_name == prompt, PromptVersion.version.in_(sorted(versions))))).all()]
+
+    async def call_summaries(self, ids: Sequence[int]) -> dict[int, Any]:
+        """Id, prompt, version, model, cost and latency of these calls (the ones that exist), by id."""
+        async with self.session() as s:
+            rows = (await s.execute(
+                select(Call.id, Call.prompt_name, Call.prompt_version, Call.model, Call.cost_usd, Call.latency_ms)
+                .where(Call.id.in_(sorted(set(ids)))))).all()
+        return {r.id: r for r in rows}
 
     # -- meta ---------------------------------------------------------------------------
 

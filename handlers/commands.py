@@ -5,6 +5,7 @@ from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.conversation import Ask, Conversation
+from bot.models import Trigger
 
 
 async def on_command(ack: AsyncAck, command: dict, client: AsyncWebClient, respond: AsyncRespond,
@@ -20,6 +21,6 @@ async def on_command(ack: AsyncAck, command: dict, client: AsyncWebClient, respo
         await ack(f"Usage: `{name}{hint}`\n{prompt.description}".strip())
         return
     await ack()
-    ask = Ask(trigger="command", prompt=prompt, text=text, channel_id=command.get("channel_id"),
+    ask = Ask(trigger=Trigger.COMMAND, prompt=prompt, text=text, channel_id=command.get("channel_id"),
               user_id=command.get("user_id"), team_id=command.get("team_id"))
     await conversation.reply_to_command(ask, client, respond)

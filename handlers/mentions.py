@@ -4,6 +4,7 @@ from slack_bolt.context.async_context import AsyncBoltContext
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.conversation import Ask, BotIdentity, Conversation
+from bot.models import Trigger
 from bot.slack_text import strip_mention, unescape
 
 
@@ -17,7 +18,7 @@ async def on_app_mention(event: dict, context: AsyncBoltContext, client: AsyncWe
     if prompt is None:
         return
     ask = Ask(
-        trigger="mention", prompt=prompt, text=text, channel_id=channel, user_id=event.get("user"),
+        trigger=Trigger.MENTION, prompt=prompt, text=text, channel_id=channel, user_id=event.get("user"),
         team_id=context.team_id, ts=ts, thread_ts=event.get("thread_ts") or ts,
     )
     await conversation.reply_to_message(ask, client, BotIdentity(context.bot_user_id, context.bot_id))

@@ -8,6 +8,7 @@ from slack_bolt.context.async_context import AsyncBoltContext
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.conversation import Ask, BotIdentity, Conversation
+from bot.models import Trigger
 from bot.slack_text import mentions, strip_mention, unescape
 
 ANSWERABLE_SUBTYPES = (None, "thread_broadcast", "file_share")
@@ -32,11 +33,11 @@ async def on_message(event: dict, context: AsyncBoltContext, client: AsyncWebCli
         routed, routed_text = conversation.prompts.route(text)
         if prompt is None or routed_text != text:  # a named prompt wins, else the thread's
             prompt, text = routed, routed_text
-        trigger = "dm"
+        trigger = Trigger.DM
     elif prompt is None:
         return  # a thread the bot never answered in, or a top-level channel message
     else:
-        trigger = "thread"
+        trigger = Trigger.THREAD
     if prompt is None:
         return
     ask = Ask(trigger=trigger, prompt=prompt, text=text, channel_id=channel, user_id=event["user"],

@@ -466,3 +466,31 @@ def test_splitter_properties(text, limit, data):
 @settings(max_examples=150, deadline=None)
 def test_split_text_properties(text, limit):
     check_messages(split_text(text, limit), text, limit)
+
+
+ENTITY_OR_TOKEN = re.compile(r"&(?:amp|lt|gt);|" + KEPT.pattern)
+
+
+@given(TEXTS)
+@settings(max_examples=200, deadline=None)
+def test_cut_rule_properties(text):
+    """The one rule for where a message may end (truncate, the splitter's releases and breaks):
+    each side of an allowed cut reads as it did in context, and ordinary word breaks are allowed."""
+    escaped = escape(text)
+    whole = ENTITY_OR_TOKEN.findall(escaped)
+    for p in range(len(escaped) + 1):
+        head, tail = escaped[:p], escaped[p:]
+        if slack_text._cut_ok(escaped, p):
+            assert ENTITY_OR_TOKEN.findall(head) + ENTITY_OR_TOKEN.findall(tail) == whole, (head, tail)
+            assert not UNDEFUSED.match(tail), (head, tail)  # a message starting "@here" would notify
+            assert not (tail.startswith("```") and head and not head.endswith("\n")), (head, tail)
+            assert not (head.endswith("@") and tail.startswith(WJ)), (head, tail)
+        elif 0 < p < len(escaped) and escaped[p - 1].isspace() and escaped[p].isalnum():
+            raise AssertionError(f"a break between words was refused: {head!r} | {tail!r}")
+
+
+def test_cut_rule_at_the_start_of_held_text_sees_the_character_before():
+    assert not slack_text._cut_ok(WJ + "here", 0, prev="@")  # would part "@" from its word joiner
+    assert not slack_text._cut_ok("@here", 0, prev="x")  # "x@here" was no broadcast; "@here" would be
+    assert not slack_text._cut_ok("```", 0, prev="a")  # a mid-line ``` would start a fence
+    assert slack_text._cut_ok("here", 0, prev=" ")
