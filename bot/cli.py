@@ -84,6 +84,11 @@ def parser() -> argparse.ArgumentParser:
     _module("experiment_status").add_arguments(experiment)
     experiment.set_defaults(func=lambda args, settings: _module("experiment_status").run(args, settings))
 
+    prune = sub.add_parser("prune", help="remove the text of old calls (questions, answers, corrections); "
+                           "keep tokens, cost and votes")
+    _module("prune").add_arguments(prune)
+    prune.set_defaults(func=lambda args, settings: _module("prune").run(args, settings))
+
     man = sub.add_parser("manifest", help="print a Slack app manifest (YAML) for these prompts")
     man_mode = man.add_mutually_exclusive_group()
     man_mode.add_argument("--http", dest="socket", action="store_false", default=None)
@@ -252,7 +257,7 @@ def cmd_manifest(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _module(name: str):
-    """bot.export / bot.stats / bot.replay / bot.experiment_status: each module owns its options."""
+    """bot.export / stats / replay / experiment_status / prune: each module owns its options."""
     return importlib.import_module(f"bot.{name}")
 
 

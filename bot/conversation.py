@@ -27,6 +27,7 @@ from typing import Any, Literal
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.budgets import Budgets, Hold, OverBudget
 from bot.delivery import PostedReply, Reply, ResponseUrlReply, StreamedReply
 from bot.errors import FlywheelError, ModelError, redact
 from bot.feedback import AnswerRef, answer_controls, fix_modal
@@ -113,6 +114,7 @@ class Conversation:
         self.store = store
         self.journal = journal  # None (`flywheel try`): rows are written directly
         self.prices = prices
+        self.budgets = Budgets(store, prices)  # team.yaml's daily limits (Slack and playground traffic)
         self._work: dict[asyncio.Task[Any], int] = {}  # tasks doing accepted work, with nesting depth
         self._dispatching = 0  # requests being dispatched by Bolt (their listener may not run yet)
         self._idle = asyncio.Event()
@@ -342,13 +344,16 @@ class Conversation:
     async def _answer(self, ask: Ask, reply: Reply, context_source: Context | ContextSource | None,
                       opening: Opening | None) -> int | None:
         prompt, replay = ask.prompt, ask.replay
+        prompts = self.prompts
+        team = prompts.team
+        channel = team.channel(ask.channel_id)  # team.yaml: this channel's model, logging, budget
         # A prompt running an A/B experiment: this person's arm (sticky), logged with the call.
         if replay is None:
-            assigned = self.prompts.choose(prompt, ask.user_id)
+            assigned = prompts.choose(prompt, ask.user_id)
             prompt, experiment, arm = assigned.prompt, assigned.experiment, assigned.arm
         else:
             experiment, arm = replay.experiment, replay.arm
-        model = replay.model if replay else prompt.model or self.settings.model
+        model = replay.model if replay else prompt.model or channel.model or self.settings.model
         # An answerer that is one model whatever is asked (the offline echo model) is logged as such.
         model = getattr(self.llm, "only_model", None) or model
         options = replay.options if replay else prompt.options
@@ -362,6 +367,8 @@ class Conversation:
         )
         stream = None
         note = None
+        hold: Hold | None = None
+        budgeted = self.source in ("slack", "playground")  # `flywheel try` and replays are the developer's
         interrupted: BaseException | None = None
         started = time.monotonic()
         replies = [reply]
@@ -384,6 +391,10 @@ class Conversation:
                     user=ask.user_id or "", channel=ask.channel_id or "",
                     date=datetime.now(UTC).date().isoformat(), thread=context.transcript,
                 )
+                if budgeted:  # once, before the first request: hold its estimate, or refuse
+                    budgeted = False
+                    hold = await self.budgets.hold(team, user_id=ask.user_id, channel_id=ask.channel_id,
+                                                   model=model, messages=record.messages, options=options)
                 stream = self.llm.stream(model=model, messages=record.messages, options=options)
                 try:
                     async with contextlib.aclosing(aiter(stream)) as deltas:
@@ -402,6 +413,10 @@ class Conversation:
             note = self._failed(record, exc, f"ModelError.{exc.kind}", exc.user_message)
             if stream is not None and stream.completion.text:
                 record.status = CallStatus.INCOMPLETE
+        except OverBudget as exc:
+            log.info("call refused: %s", exc)
+            self._failed(record, exc, exc.error_type, "")
+            note, record.status = f"_{exc.user_message}_", CallStatus.REFUSED
         except asyncio.CancelledError as exc:  # shut down before the answer finished
             interrupted = exc
             note = self._failed(record, exc, "Interrupted", ModelError._apologies["interrupted"],
@@ -436,6 +451,12 @@ class Conversation:
                 self._complete(record, stream.completion, started)
             record.message_ts = list(reply.message_ts)
             record.latency_ms = record.latency_ms or int((time.monotonic() - started) * 1000)
+            if hold is not None:
+                await self.budgets.settle(hold, (record.prompt_tokens or 0) + (record.completion_tokens or 0),
+                                          record.cost_usd)
+            if not channel.log_content:  # the channel opted out: tokens, cost and timing only
+                record.messages, record.request_text, record.answer = [], "", ""
+                record.error_message, record.content_logged = None, False
             call_id = await self._record(record, None if replay else prompt)
             self._replies.difference_update(replies)
         log.info("call %s: %s/%s %s in %sms", call_id if call_id is not None else "(kept)", record.prompt_name,
@@ -542,11 +563,14 @@ class Conversation:
         for m in messages:
             ts = m.get("ts", "")
             if (call := answer_of.get(ts)) is not None:
-                if call.status != CallStatus.ERROR and call.id not in used:  # a corrected answer reads as corrected
-                    context.add("assistant", call.correction or call.answer, speaker="you")
+                if call.status not in (CallStatus.ERROR, CallStatus.REFUSED) and call.id not in used:
+                    # a corrected answer reads as corrected; with no text in the log (its channel
+                    # opted out of content logging), Slack's copy is what there is
+                    context.add("assistant", call.correction or call.answer or unescape(m.get("text") or ""),
+                                speaker="you")
                 used.add(call.id)
             elif (call := asked_by.get(ts)) is not None:
-                context.add("user", call.request_text, speaker=_speaker(call.user_id))
+                context.add("user", call.request_text or unescape(m.get("text") or ""), speaker=_speaker(call.user_id))
             elif bot.wrote(m):
                 if not complete and m.get("text"):  # without the log, what the bot wrote is all we know
                     context.add("assistant", unescape(m["text"]), speaker="you")

@@ -4,7 +4,8 @@
     ├── ConfigError               a setting is missing or malformed (start-up stops)
     ├── PromptError               a prompt file is invalid: path, line, reason
     ├── ModelError                the model call failed; ``kind`` says how
-    └── SlackDeliveryError        an answer could not be posted to Slack
+    ├── SlackDeliveryError        an answer could not be posted to Slack
+    └── OverBudget                a daily budget is used up (bot.budgets): the call is refused
 
 Errors are translated at the boundary: users see ``user_message`` (a short
 apology, never a token or a stack trace), logs see the traceback, and the call

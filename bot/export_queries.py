@@ -3,7 +3,7 @@
 What a call contributes:
     target      its newest correction if any, else its answer
     approved    more 👍 than 👎 (one vote per person, `votes_per_call()`); net-down: more 👎 than 👍
-    fit         status ok, not excluded, finish_reason not "length" (always required)
+    fit         status ok, not excluded, text kept, finish_reason not "length" (always required)
 
 Default selection: fit calls that are approved or corrected (for KTO also net-down ones, its
 ``label: false``; DPO pairs them with net-down alternatives). ``--rating up|down|any`` selects
@@ -68,7 +68,7 @@ def _scored(filters: Filters, *, selection: bool = True, negatives: bool = False
     newest = and_(fix.call_id == Call.id, ~exists().where(newer.call_id == fix.call_id, newer.id > fix.id))
     up, down = func.coalesce(votes.c.up, 0), func.coalesce(votes.c.down, 0)
     approved, net_down, corrected = up > down, down > up, fix.id.is_not(None)
-    where = [Call.status == CallStatus.OK, Call.excluded == false(),
+    where = [Call.status == CallStatus.OK, Call.excluded == false(), Call.content_logged.is_(True),  # text kept
              or_(Call.finish_reason.is_(None), Call.finish_reason != "length")]
     if filters.prompt:
         where.append(Call.prompt_name == filters.prompt)

@@ -26,6 +26,7 @@ from bot.stats import (
 if TYPE_CHECKING:
     from bot.experiment_status import ExperimentStatus
     from bot.prompts import PromptSet
+    from bot.team import Limits, Team
 
 MAX_BLOCKS = 100  # Slack's limit for a view
 MAX_VERSIONS = 3  # shown per prompt, newest first
@@ -48,7 +49,7 @@ async def home_view(store, *, since: datetime | None = None, source: str = "slac
 
         found = await experiment_status(store, prompts, sources=[source])
         running = [e for e in found if e.state != "ended"]
-    return build_home(rows, since=since, experiments=running)
+    return build_home(rows, since=since, experiments=running, team=prompts.team if prompts is not None else None)
 
 
 async def publish_home(client, store, user_id: str, *, since: datetime | None = None, source: str = "slack",
@@ -59,12 +60,13 @@ async def publish_home(client, store, user_id: str, *, since: datetime | None = 
 
 
 def build_home(rows: list[VersionStats], *, since: datetime | None = None,
-               experiments: list[ExperimentStatus] | None = None) -> dict[str, Any]:
-    """The view for these rows (as :func:`bot.stats.version_stats` returns them) and the
-    running ``experiments`` (as :func:`bot.experiment_status.experiment_status` returns them)."""
+               experiments: list[ExperimentStatus] | None = None, team: Team | None = None) -> dict[str, Any]:
+    """The view for these rows (as :func:`bot.stats.version_stats` returns them), the running
+    ``experiments`` (as :func:`bot.experiment_status.experiment_status` returns them) and the
+    ``team``'s controls (channels, budgets, what is kept)."""
     period = f"Since {_date(since)}" if since else "All time"
     blocks: list[dict[str, Any]] = [_header("Flywheel · how your prompts are doing")]
-    shown_experiments = build_experiments(experiments or [])
+    shown_experiments = build_experiments(experiments or []) + ([_context(team_text(team))] if team else [])
     if not rows:
         when = f" since {_date(since)}" if since else " yet"
         blocks.append(_section(
@@ -122,6 +124,40 @@ def build_experiments(experiments: list[ExperimentStatus]) -> list[dict[str, Any
         blocks.append(_context(f"{len(experiments) - MAX_EXPERIMENTS} more: run `flywheel experiment status`."))
     blocks.append({"type": "divider"})
     return blocks
+
+
+def team_text(team: Team) -> str:
+    """What prompts/team.yaml sets, and what the log keeps, in a few lines."""
+    lines = []
+    for channel_id, rules in sorted(team.channels.items()):
+        parts = [f"<#{channel_id}>"]
+        if rules.prompt:
+            parts.append(f"mentions go to {_code(rules.prompt)}")
+        if rules.model:
+            parts.append(f"model {_code(rules.model)}")
+        if rules.budget:
+            parts.append(f"{_limits(rules.budget)} a day")
+        if not rules.log_content:
+            parts.append("text not kept")
+        lines.append(" · ".join(parts))
+    budgets = [f"{_limits(limits)} per {what}" for what, limits in
+               (("person", team.per_user), ("channel", team.per_channel), ("day in all", team.total)) if limits]
+    if budgets:
+        lines.append("Daily budgets (UTC days): " + ", ".join(budgets)
+                     + (f"; {len(team.admins)} admin{_s(len(team.admins))} exempt" if team.admins else ""))
+    opted_out = sum(not r.log_content for r in team.channels.values())
+    kept = ("What is kept: for every answer its prompt version, model, tokens, cost, timing and votes; the "
+            "text of questions, answers and corrections" + (f" except in the {opted_out} channel{_s(opted_out)} "
+                                                            "above that opted out" if opted_out else "")
+            + ", until `flywheel prune` removes old text.")
+    head = "*Team settings* (`prompts/team.yaml`)\n" if team.path else ""
+    return head + "\n".join([*lines, kept])
+
+
+def _limits(limits: Limits) -> str:
+    parts = [f"{limits.tokens:,} tokens" if limits.tokens is not None else "",
+             f"${limits.cost_usd:,.2f}" if limits.cost_usd is not None else ""]
+    return " or ".join(p for p in parts if p)
 
 
 # -- texts ------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@
     feedback          votes: one row per person, answer, source and reaction; latest active wins;
                       event_ts orders Slack's deliveries, so a late retry cannot undo a newer change
     slack_events      claimed Slack messages: answer each once, across processes
+    budget_usage      tokens and dollars spent (or held for a call under way) per day and scope
     meta              installation-wide values (the export salt)
 """
 
@@ -28,6 +29,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     false,
+    true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -46,6 +48,7 @@ class CallStatus(StrEnum):
     TRUNCATED = "truncated"  # an answer cut off at the prompt's length limit (finish_reason "length")
     INCOMPLETE = "incomplete"  # the answer broke off part-way (the model failed, or the bot shut down)
     ERROR = "error"  # no answer: the call failed before any text came back, or the bot failed
+    REFUSED = "refused"  # not asked: a daily budget (team.yaml) was used up; the person was told why
 
 
 ANSWERED = (CallStatus.OK, CallStatus.TRUNCATED)  # the statuses that count as an answer
@@ -138,6 +141,9 @@ class Call(Base):
     # The live A/B experiment this call ran under (bot.experiments) and the arm it got; None: none.
     experiment: Mapped[str | None] = mapped_column(String(100))
     arm: Mapped[str | None] = mapped_column(String(100))
+    # False: the text (messages, request, answer, error) was not kept: the channel opted out of
+    # content logging (team.yaml) or `flywheel prune` removed it. Tokens and cost stay.
+    content_logged: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
 
 
 class CallMessage(Base):
@@ -195,3 +201,17 @@ class SlackEvent(Base):
 
     key: Mapped[str] = mapped_column(String(200), primary_key=True)
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class BudgetUsage(Base):
+    """What a scope spent on one UTC day: ``scope`` total (key ""), channel (its id) or user (their
+    id). A call holds its estimate here before the model is asked (an atomic, conditional
+    update: several processes cannot overshoot together) and settles the difference after."""
+
+    __tablename__ = "budget_usage"
+
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)  # YYYY-MM-DD, UTC
+    scope: Mapped[str] = mapped_column(String(16), primary_key=True)  # total | channel | user
+    key: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tokens: Mapped[int] = mapped_column(Integer, default=0)
+    cost_usd: Mapped[float] = mapped_column(Float, default=0.0)

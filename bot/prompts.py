@@ -28,6 +28,8 @@ import yaml
 from bot.errors import PromptError
 from bot.experiments import CONTROL, Assignment, Declaration, Experiment, Variant, choose
 from bot.prompt_body import KNOWN_VARIABLES, Block, compile_body, render, render_name
+from bot.team import CHANNEL_RE, NO_TEAM, Team, check_prompts, load_team
+from bot.team import FILE_NAME as TEAM_FILE
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 COMMAND_RE = re.compile(r"^/[a-z0-9][a-z0-9_-]{0,30}$")
@@ -36,7 +38,7 @@ MAX_COMMANDS = 50  # Slack's limit per app manifest
 TOP_KEYS = ("name", "description", "version", "authors", "tags", "model", "inputs",
             "outputs", "sample", "template", "metadata")
 MODEL_KEYS = ("id", "api", "apiType", "provider", "connection", "options")
-SLACK_KEYS = ("command", "usage_hint")
+SLACK_KEYS = ("command", "usage_hint", "channels")
 # What a prompt shows under each answer (metadata.feedback), and the defaults.
 FEEDBACK_DEFAULTS = {"buttons": True, "fix": True, "regenerate": True}
 INPUT_KEYS = ("name", "type", "kind", "default", "description", "required", "sample", "example")
@@ -95,12 +97,17 @@ class Prompt:
     warnings: tuple[PromptError, ...] = field(default=(), compare=False)
     slack: bool = True  # a Slack skill; `metadata: {slack: false}` keeps it out (a judge for `flywheel replay`)
     experiment: Declaration | None = field(default=None, compare=False)  # metadata.experiment (a variant's)
+    channels: frozenset[str] | None = None  # metadata.slack.channels: only there (None: everywhere)
     _blocks: tuple[Block, ...] = field(default=(), repr=False, compare=False)
     _command_line: int | None = field(default=None, repr=False, compare=False)
 
     @property
     def short_version(self) -> str:
         return self.version[:12]
+
+    def allowed_in(self, channel: str | None) -> bool:
+        """Whether this prompt answers in ``channel`` (None: not in a channel, e.g. the terminal)."""
+        return self.channels is None or channel is None or channel in self.channels
 
     def messages(self, text: str, history: Sequence[dict] = (), **variables: Any) -> list[dict]:
         """Render the chat messages for one call.
@@ -143,6 +150,7 @@ class PromptSet:
     warnings: list[PromptError] = field(default_factory=list)  # loaded prompts that may not do what was meant
     helpers: dict[str, Prompt] = field(default_factory=dict)  # `slack: false`: for tools, never in Slack
     experiments: dict[str, Experiment] = field(default_factory=dict)  # by prompt name: its variant files
+    team: Team = NO_TEAM  # team.yaml beside the prompts: channels, budgets, admins (bot.team)
 
     @classmethod
     def load(cls, directory: Path | str) -> PromptSet:
@@ -188,10 +196,13 @@ class PromptSet:
                 commands[prompt.command] = path
             prompts[prompt.name] = prompt
         experiments = _experiments(prompts, variants, problems)
+        team, team_problems = load_team(directory)
+        problems += team_problems
+        team = check_prompts(team, prompts, problems)
         loaded = [*prompts.values(), *helpers.values(), *(v.prompt for e in experiments.values() for v in e.variants)]
         warnings = [w for p in loaded for w in p.warnings]
         return cls(dict(sorted(prompts.items())), problems, directory, snapshot, warnings,
-                   dict(sorted(helpers.items())), experiments)
+                   dict(sorted(helpers.items())), experiments, team)
 
     def get(self, name: str) -> Prompt | None:
         return self.prompts.get(name.strip().lower())
@@ -200,15 +211,17 @@ class PromptSet:
         wanted = "/" + command.strip().lower().lstrip("/")
         return next((p for p in self.prompts.values() if p.command == wanted), None)
 
-    def route(self, text: str, default: str = "ask") -> tuple[Prompt | None, str]:
-        """``"summarize: notes"`` -> (summarize, "notes"); otherwise (default prompt, text)."""
+    def route(self, text: str, default: str = "ask", *, channel: str | None = None) -> tuple[Prompt | None, str]:
+        """``"summarize: notes"`` -> (summarize, "notes"); otherwise (default prompt, text). In
+        ``channel``, the default is the one team.yaml gives it, and a prompt kept to other
+        channels (``metadata.slack.channels``) is not a name but part of the text."""
         parts = text.split(maxsplit=1)
         if parts:
             word = parts[0].rstrip(":,")
             prompt = self.get(word) if word else None
-            if prompt is not None:
+            if prompt is not None and prompt.allowed_in(channel):
                 return prompt, parts[1].strip() if len(parts) > 1 else ""
-        return self.get(default), text
+        return self.get(self.team.channel(channel).prompt or default), text
 
     def choose(self, prompt: Prompt, user_id: str | None) -> Assignment:
         """The arm of ``prompt``'s running experiment that this person gets (see bot.experiments)."""
@@ -247,15 +260,17 @@ def _snapshot(directory: Path) -> dict[str, tuple[int, int]] | None:
     try:
         if not directory.is_dir():
             return None
-        return {p.name: (st.st_mtime_ns, st.st_size) for p in _prompt_files(directory) for st in [p.stat()]}
+        team = directory / TEAM_FILE
+        files = [*_prompt_files(directory), *([team] if team.is_file() else [])]
+        return {p.name: (st.st_mtime_ns, st.st_size) for p in files for st in [p.stat()]}
     except OSError:  # a file vanished mid-scan: report "changed" and let the reload sort it out
         return None
 
 
 # --- parsing and validation -------------------------------------------------------------------
 
-def _line(root: yaml.Node | None, *path: str | int) -> int:
-    """File line of a front-matter key (the YAML starts on file line 2); else its nearest parent's."""
+def _line(root: yaml.Node | None, *path: str | int, offset: int = 2) -> int:
+    """File line of a YAML key (front matter starts on file line 2: ``offset``); else its nearest parent's."""
     node, line = root, 1
     for key in path:
         if isinstance(node, yaml.MappingNode):
@@ -263,10 +278,10 @@ def _line(root: yaml.Node | None, *path: str | int) -> int:
             if not found:
                 break
             knode, node = found[-1]
-            line = knode.start_mark.line + 2
+            line = knode.start_mark.line + offset
         elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
             node = node.value[key]
-            line = node.start_mark.line + 2
+            line = node.start_mark.line + offset
         else:
             break
     return line
@@ -355,7 +370,7 @@ def _parse(path: Path, raw: bytes, stem: str | None = None) -> tuple[Prompt | No
         fail(at("description"), "description: must be text of at most 2000 characters (Slack's limit)")
         description = ""
     model_id, options = _check_model(data.get("model"), at, fail)
-    command, usage_hint, feedback = _check_metadata(data.get("metadata"), at, fail)
+    command, usage_hint, feedback, channels = _check_metadata(data.get("metadata"), at, fail)
     experiment = _check_experiment(data.get("metadata"), at, fail)
     in_slack = not (isinstance(data.get("metadata"), dict) and data["metadata"].get("slack") is False)
     if command and not description.strip():
@@ -379,7 +394,7 @@ def _parse(path: Path, raw: bytes, stem: str | None = None) -> tuple[Prompt | No
                     version=hashlib.sha256(raw).hexdigest(), source=text, model=model_id,
                     options=options, command=command, usage_hint=usage_hint, feedback=feedback,
                     inputs=inputs, uses_thread="thread" in used, warnings=warnings, slack=in_slack,
-                    experiment=experiment, _blocks=tuple(blocks),
+                    experiment=experiment, channels=channels, _blocks=tuple(blocks),
                     _command_line=at("metadata", "slack", "command") if command else None)
     try:  # a trial render catches runtime template errors now, not in a user's thread
         for sample, thread in (("example request", "someone: example message"), ("", "")):
@@ -540,11 +555,12 @@ def _check_template(template: Any, at: _At, fail: _Fail) -> bool:
     return False
 
 
-def _check_metadata(metadata: Any, at: _At, fail: _Fail) -> tuple[str | None, str, dict[str, Any]]:
+def _check_metadata(metadata: Any, at: _At, fail: _Fail
+                    ) -> tuple[str | None, str, dict[str, Any], frozenset[str] | None]:
     metadata = {} if metadata is None else metadata
     if not isinstance(metadata, dict):
         fail(at("metadata"), "metadata: must be a mapping (slack:, feedback:, ...)")
-        return None, "", {}
+        return None, "", {}, None
     slack = metadata.get("slack") or {}
     if not isinstance(slack, dict):
         fail(at("metadata", "slack"), "metadata.slack: must be a mapping with command: and usage_hint: (or false: "
@@ -560,6 +576,15 @@ def _check_metadata(metadata: Any, at: _At, fail: _Fail) -> tuple[str | None, st
         fail(at("metadata", "slack", "usage_hint"),
              "metadata.slack.usage_hint: must be text of at most 1000 characters")
         usage_hint = ""
+    channels = slack.get("channels")
+    if channels is not None:
+        if not (isinstance(channels, list) and channels
+                and all(isinstance(c, str) and CHANNEL_RE.match(c) for c in channels)):
+            fail(at("metadata", "slack", "channels"), "metadata.slack.channels: must be a list of channel ids "
+                 f"(C…, from the channel's details), got {channels!r}")
+            channels = None
+        else:
+            channels = frozenset(channels)
     feedback = metadata.get("feedback") or {}
     if not isinstance(feedback, dict):
         fail(at("metadata", "feedback"), "metadata.feedback: must be a mapping (buttons:, fix:, regenerate:)")
@@ -573,7 +598,7 @@ def _check_metadata(metadata: Any, at: _At, fail: _Fail) -> tuple[str | None, st
             else:
                 fail(at("metadata", "feedback", key), f"metadata.feedback.{key}: must be true or false, "
                      f"got {feedback[key]!r}")
-    return command, usage_hint.strip(), checked
+    return command, usage_hint.strip(), checked, channels
 
 
 def _check_experiment(metadata: Any, at: _At, fail: _Fail) -> Declaration | None:

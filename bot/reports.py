@@ -58,7 +58,7 @@ def _call_filters(since: datetime | None, until: datetime | None, prompt: str | 
                   sources: Sequence[str] | None = ("slack",), models: Sequence[str] | None = None) -> list[Any]:
     """Calls created in [since, until) (aware UTC datetimes), of one prompt if named, from
     these sources (default: real Slack traffic only; None: every source) and models."""
-    where: list[Any] = []
+    where: list[Any] = [Call.status != CallStatus.REFUSED]  # over budget: the model was never asked
     if sources is not None:
         where.append(Call.source.in_(list(sources)))
     if models:

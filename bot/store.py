@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import String, case, delete, event, func, select, text, update
+from sqlalchemy import String, case, delete, event, func, or_, select, text, update
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
@@ -33,6 +33,7 @@ from sqlalchemy.pool import StaticPool
 from bot import export_queries, reports
 from bot.filelock import open_locked
 from bot.models import (
+    BudgetUsage,
     Call,
     CallMessage,
     CallStatus,
@@ -128,6 +129,7 @@ class CallLog:
     parent_call_id: int | None = None
     experiment: str | None = None  # the A/B experiment and arm the call ran under (bot.experiments)
     arm: str | None = None
+    content_logged: bool = True  # False: its channel opted out; the text fields are left empty
     message_ts: list[str] = field(default_factory=list)  # the Slack messages the answer was posted as
 
 
@@ -506,6 +508,98 @@ class Store:
         return await _set_signal(s, call_id, op["user"], "button", "feedback",
                                  value=None if again else op["value"], event_ts=op["event_ts"], at=at)
 
+    # -- budgets ------------------------------------------------------------------------
+
+    async def hold_budget(self, day: str, claims: Sequence[tuple[str, str, Any]], tokens: int,
+                          cost_usd: float) -> int | None:
+        """Add ``tokens`` and ``cost_usd`` to each (scope, key) of ``claims`` for ``day``, all or
+        none: each only if it stays within that claim's limits (an object with ``tokens`` and
+        ``cost_usd``, None meaning unlimited). Returns None when held, else the index of the
+        first claim that would go over. A conditional UPDATE is atomic: on PostgreSQL a second
+        process waits for the row and re-checks against what the first one added."""
+        dialect = importlib.import_module(f"sqlalchemy.dialects.{self.engine.dialect.name}")
+        rows = [{"day": day, "scope": scope, "key": key, "tokens": 0, "cost_usd": 0.0} for scope, key, _ in claims]
+
+        class Over(Exception):
+            pass
+
+        try:
+            async with self.engine.begin() as conn:
+                await conn.execute(dialect.insert(BudgetUsage).values(rows).on_conflict_do_nothing(
+                    index_elements=["day", "scope", "key"]))
+                for i, (scope, key, limits) in enumerate(claims):
+                    where = [BudgetUsage.day == day, BudgetUsage.scope == scope, BudgetUsage.key == key]
+                    if limits.tokens is not None:
+                        where.append(BudgetUsage.tokens + tokens <= limits.tokens)
+                    if limits.cost_usd is not None:
+                        where.append(BudgetUsage.cost_usd + cost_usd <= limits.cost_usd)
+                    result = await conn.execute(update(BudgetUsage).where(*where).values(
+                        tokens=BudgetUsage.tokens + tokens, cost_usd=BudgetUsage.cost_usd + cost_usd))
+                    if not getattr(result, "rowcount", 0):
+                        raise Over(i)
+        except Over as over:
+            return int(over.args[0])
+        return None
+
+    async def settle_budget(self, day: str, keys: Sequence[tuple[str, str]], tokens: int, cost_usd: float) -> None:
+        """Correct a hold by what the call really used (``tokens``/``cost_usd``: actual minus held)."""
+        if not keys or (tokens == 0 and cost_usd == 0):
+            return
+        async with self.session.begin() as s:
+            for scope, key in keys:
+                await s.execute(update(BudgetUsage).where(
+                    BudgetUsage.day == day, BudgetUsage.scope == scope, BudgetUsage.key == key).values(
+                    tokens=BudgetUsage.tokens + tokens, cost_usd=BudgetUsage.cost_usd + cost_usd))
+
+    async def budget_used(self, day: str, scope: str, key: str) -> tuple[int, float]:
+        async with self.session() as s:
+            row = (await s.execute(select(BudgetUsage.tokens, BudgetUsage.cost_usd).where(
+                BudgetUsage.day == day, BudgetUsage.scope == scope, BudgetUsage.key == key))).first()
+        return (int(row[0]), float(row[1])) if row else (0, 0.0)
+
+    # -- retention ----------------------------------------------------------------------
+
+    async def prune(self, before: datetime, *, dry_run: bool = False, batch: int = 500,
+                    pause: float = 0.05) -> dict[str, int]:
+        """Remove the text of calls made before ``before``: their messages, request, answer and
+        error text, their corrections, and the links from their Slack messages (so a late vote
+        finds nothing to attach to). Tokens, cost, timing, versions and votes stay. Works in
+        transactions of ``batch`` calls with a ``pause`` between, so the bot is never locked
+        out for long. Also forgets budget usage of days before ``before``."""
+        old = [Call.created_at < before, or_(Call.content_logged.is_(True), Call.id.in_(
+            select(CallMessage.call_id).where(CallMessage.call_id == Call.id)))]
+        counts = {"calls": 0, "corrections": 0, "message_links": 0, "budget_days": 0}
+        if dry_run:
+            async with self.session() as s:
+                pruned = select(Call.id).where(*old).scalar_subquery()
+                counts["calls"] = int(await s.scalar(select(func.count()).select_from(Call).where(*old)) or 0)
+                counts["corrections"] = int(await s.scalar(
+                    select(func.count()).select_from(Correction).where(Correction.call_id.in_(pruned))) or 0)
+                counts["message_links"] = int(await s.scalar(
+                    select(func.count()).select_from(CallMessage).where(CallMessage.call_id.in_(pruned))) or 0)
+                counts["budget_days"] = int(await s.scalar(select(func.count(func.distinct(BudgetUsage.day))).where(
+                    BudgetUsage.day < before.date().isoformat())) or 0)
+            return counts
+        while True:
+            async with self.session.begin() as s:
+                ids = list((await s.scalars(select(Call.id).where(*old).order_by(Call.id).limit(batch))).all())
+                if not ids:
+                    break
+                result = await s.execute(delete(Correction).where(Correction.call_id.in_(ids)))
+                counts["corrections"] += getattr(result, "rowcount", 0) or 0
+                result = await s.execute(delete(CallMessage).where(CallMessage.call_id.in_(ids)))
+                counts["message_links"] += getattr(result, "rowcount", 0) or 0
+                await s.execute(update(Call).where(Call.id.in_(ids)).values(
+                    messages=[], request_text="", answer="", error_message=None, content_logged=False))
+                counts["calls"] += len(ids)
+            await asyncio.sleep(pause)  # let the bot's own writes in between
+        async with self.session.begin() as s:
+            days = await s.scalar(select(func.count(func.distinct(BudgetUsage.day))).where(
+                BudgetUsage.day < before.date().isoformat()))
+            await s.execute(delete(BudgetUsage).where(BudgetUsage.day < before.date().isoformat()))
+            counts["budget_days"] = int(days or 0)
+        return counts
+
     # -- experiments ----------------------------------------------------------------------
 
     async def experiment_figures(self, *, name: str | None = None, sources: Sequence[str] | None = ("slack",),
@@ -516,7 +610,7 @@ class Store:
         None: all) to ``models`` (all if None)."""
         from bot.reports import votes_per_call
 
-        where: list[Any] = [Call.experiment.is_not(None)]
+        where: list[Any] = [Call.experiment.is_not(None), Call.status != CallStatus.REFUSED]
         if name is not None:
             where.append(Call.experiment == name)
         if sources is not None:
@@ -530,7 +624,7 @@ class Store:
             select(*group, func.count().label("calls"), func.count(votes.c.call_id).label("rated"),
                    func.sum(case((up > down, 1), else_=0)).label("up"),
                    func.sum(case((up < down, 1), else_=0)).label("down"),
-                   func.sum(case((Call.status == "error", 1), else_=0)).label("errors"),
+                   func.sum(case((Call.status == CallStatus.ERROR, 1), else_=0)).label("errors"),
                    func.sum(Call.cost_usd).label("cost_usd"), func.count(Call.cost_usd).label("priced_calls"),
                    func.min(Call.created_at).label("first_call_at"), func.max(Call.created_at).label("last_call_at"))
             .outerjoin(votes, votes.c.call_id == Call.id).where(*where).group_by(*group)

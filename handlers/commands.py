@@ -15,6 +15,10 @@ async def on_command(ack: AsyncAck, command: dict, client: AsyncWebClient, respo
     if prompt is None:
         await ack(f"No prompt answers `{name}` any more. Try `/ask`, or see `flywheel prompts`.")
         return
+    if not prompt.allowed_in(command.get("channel_id")):
+        where = ", ".join(f"<#{c}>" for c in sorted(prompt.channels or ()))
+        await ack(f"`{name}` works only in {where}.")
+        return
     text = (command.get("text") or "").strip()
     if not text:
         hint = f" {prompt.usage_hint}" if prompt.usage_hint else " text"

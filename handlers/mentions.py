@@ -14,7 +14,7 @@ async def on_app_mention(event: dict, context: AsyncBoltContext, client: AsyncWe
     if event.get("bot_id") or event.get("subtype") == "message_changed" or not channel or not ts:
         return
     text = unescape(strip_mention(event.get("text") or "", context.bot_user_id or ""))
-    prompt, text = conversation.prompts.route(text)
+    prompt, text = conversation.prompts.route(text, channel=channel)
     if prompt is None:
         return
     ask = Ask(

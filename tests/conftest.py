@@ -62,16 +62,21 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 @contextlib.asynccontextmanager
-async def flywheel_process(*args: str, cwd: Path, env: dict[str, str]) -> AsyncIterator[asyncio.subprocess.Process]:
-    """``flywheel ARGS…`` as a subprocess; killed if the test leaves it running."""
-    proc = await asyncio.create_subprocess_exec(str(FLYWHEEL), *args, cwd=cwd, env=env,
-                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    try:
-        yield proc
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.communicate()
+async def flywheel_process(*args: str, cwd: Path, env: dict[str, str],
+                           log_file: Path | None = None) -> AsyncIterator[asyncio.subprocess.Process]:
+    """``flywheel ARGS…`` as a subprocess; killed if the test leaves it running. ``log_file``:
+    its stderr goes there instead of a pipe (a DEBUG log outgrows a pipe nobody reads until
+    the end, and the process would block writing to it)."""
+    with contextlib.ExitStack() as files:
+        stderr = files.enter_context(log_file.open("wb")) if log_file else asyncio.subprocess.PIPE
+        proc = await asyncio.create_subprocess_exec(str(FLYWHEEL), *args, cwd=cwd, env=env,
+                                                    stdout=asyncio.subprocess.PIPE, stderr=stderr)
+        try:
+            yield proc
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.communicate()
 
 
 def free_port() -> int:
@@ -93,7 +98,7 @@ async def wait_healthy(url: str, proc: asyncio.subprocess.Process, timeout: floa
                 pass
             await asyncio.sleep(0.05)
     proc.kill()
-    raise AssertionError((await proc.communicate())[1].decode()[-3000:])
+    raise AssertionError(((await proc.communicate())[1] or b"(its stderr went to a file)").decode()[-3000:])
 
 
 # -- databases -------------------------------------------------------------------------

@@ -72,7 +72,8 @@ async def test_a_provider_error_quoting_the_whole_key_never_reaches_the_log_the_
         env = clean_env(SLACK_BOT_TOKEN=slack.bot_token, SLACK_SIGNING_SECRET=SIGNING_SECRET,
                         SLACK_API_URL=slack.url, OPENAI_API_KEY=model.api_key, OPENAI_BASE_URL=model.url,
                         PROMPTS_DIR=str(REPO / "prompts"), LOG_LEVEL="DEBUG", LOG_FORMAT=log_format)
-        async with flywheel_process("run", "--port", str(port), cwd=tmp_path, env=env) as proc:
+        log_file = tmp_path / "stderr.log"
+        async with flywheel_process("run", "--port", str(port), cwd=tmp_path, env=env, log_file=log_file) as proc:
             base = f"http://127.0.0.1:{port}"
             await wait_healthy(base, proc)
             async with SlackSender(f"{base}/slack/events", SIGNING_SECRET) as sender:
@@ -83,8 +84,8 @@ async def test_a_provider_error_quoting_the_whole_key_never_reaches_the_log_the_
             await wait_until(lambda: [m for m in slack.thread("C1", event["ts"]) if m.get("user") == slack.bot_user_id],
                              timeout=15)
             proc.send_signal(signal.SIGTERM)
-            _, err = await asyncio.wait_for(proc.communicate(), 30)
-        log = err.decode()
+            await asyncio.wait_for(proc.communicate(), 30)
+        log = log_file.read_text()
         [(stored_error,)] = sqlite3.connect(tmp_path / "flywheel.db").execute(
             "select error_message from calls").fetchall()
         shown = " ".join(slack.text_of(m) for m in slack.thread("C1", event["ts"]))

@@ -224,6 +224,7 @@ async def test_record_call_round_trips_every_field(store: Store) -> None:
         ttft_ms=210,
         experiment="tone",
         arm="b",
+        content_logged=False,
         parent_call_id=parent,
         message_ts=["100.000002", "100.000003", "100.000002", "100.000004"],
     )
