@@ -10,8 +10,10 @@ PostgreSQL is skipped when unreachable unless `FLYWHEEL_TEST_REQUIRE_POSTGRES=1`
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import os
+import shutil
 import socket
 import sys
 import tempfile
@@ -37,6 +39,21 @@ from fakes import FakeOpenAI, FakeSlack, SlackSender, wait_until
 from fakes.slack_sender import mention, message, reaction
 
 REPO = Path(__file__).resolve().parent.parent
+# The prompts Flywheel ships, by name. Tests read a copy of these files (PROMPTS), never the
+# checkout's prompts/ folder itself: a prompt someone adds there must not change what a test sees.
+SHIPPED = ("ask", "explain", "review", "rewrite", "summarize", "judge")
+
+
+def _copy_shipped_prompts() -> Path:
+    folder = Path(tempfile.mkdtemp(prefix="flywheel-test-prompts-")) / "prompts"
+    folder.mkdir()
+    for name in SHIPPED:
+        shutil.copy2(REPO / "prompts" / f"{name}.prompty", folder)
+    atexit.register(shutil.rmtree, folder.parent, True)
+    return folder
+
+
+PROMPTS = _copy_shipped_prompts()  # module-level: hypothesis tests and subprocesses use it too
 FLYWHEEL = Path(sys.executable).with_name("flywheel")  # the console script of this virtualenv
 SIGNING_SECRET = "test-signing-secret-0123456789"
 POSTGRES_URL = os.environ.get("FLYWHEEL_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -244,7 +261,7 @@ def settings_for(slack: FakeSlack, model: FakeOpenAI, database_url: str, **overr
         "FLYWHEEL_MODEL": "gpt-5.4-mini",
         "FLYWHEEL_MODEL_TIMEOUT": "5",
         "DATABASE_URL": database_url,
-        "PROMPTS_DIR": str(REPO / "prompts"),
+        "PROMPTS_DIR": str(PROMPTS),
         "FLYWHEEL_SHUTDOWN_GRACE": "10",
         **overrides,
     }
