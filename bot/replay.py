@@ -40,7 +40,7 @@ from bot.errors import ConfigError, PromptError
 from bot.export import check_schema, when_option
 from bot.export_queries import Filters
 from bot.judge import check_judge, judge_messages, outcome, positions, verdict
-from bot.prompts import Prompt, PromptSet, load_file
+from bot.prompts import Prompt, PromptSet, load_file, short_version
 from bot.replay_inputs import Input, InputError, from_eval, from_log
 from bot.reports import add_traffic_arguments
 from bot.settings import Settings
@@ -353,7 +353,7 @@ class Progress:
 
 def summary_text(f: dict[str, Any]) -> str:
     """The figures for people."""
-    lines = [f"{f['prompt']}: candidate {f['candidate_version'][:12]} ({f['candidate']}, {f['model']}) on "
+    lines = [f"{f['prompt']}: candidate {short_version(f['candidate_version'])} ({f['candidate']}, {f['model']}) on "
              f"{f['inputs']} input(s) from {f['inputs_from']}" + (" — PARTIAL (interrupted)" if f["partial"] else "")]
     lines.append(f"answered {f['answered']}, errors {f['errors']}" + (f", not run {f['not_run']}" if f["not_run"]
                                                                        else ""))

@@ -446,7 +446,7 @@ async def test_bad_arguments_and_files_say_where_and_exit_1(tmp_path: Path):
         (["--candidate", str(bad_checks)], f"{bad_checks}:{check_line}: metadata.checks: regex: not a valid regular "
                                            "expression"),
         (["--candidate", str(tmp_path / "missing.prompty")], f"{tmp_path / 'missing.prompty'}: cannot read the file"),
-        (["--judge", "ask"], f"{REPO / 'prompts' / 'ask.prompty'}: a judge prompt must declare the inputs answer_a "
+        (["--judge", "ask"], f"{PROMPTS / 'ask.prompty'}: a judge prompt must declare the inputs answer_a "
                              "and answer_b"),
         (["--judge", "nope"], "flywheel: --judge: no prompt named 'nope'"),
         (["--concurrency", "0"], "flywheel: --concurrency must be at least 1"),
