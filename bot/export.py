@@ -29,6 +29,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import IO, Any, NoReturn
 
+from sqlalchemy import Select, func, select
 from sqlalchemy.engine import make_url
 
 from bot.errors import ConfigError
@@ -52,6 +53,7 @@ from bot.export_formats import (
     validate,
 )
 from bot.export_queries import Filters, best_query, dm_count_query, preference_query, selected_query
+from bot.progress import ProgressBar, is_terminal
 from bot.reports import add_traffic_arguments
 from bot.settings import Settings
 from bot.store import Store
@@ -59,7 +61,6 @@ from bot.store import Store
 RATINGS = ("up", "down", "any")
 SPLITS = ("train", "validation")
 OPENAI_MIN_EXAMPLES = 10
-PROGRESS_EVERY = 500
 BATCH = 500  # rows fetched at a time
 
 
@@ -87,24 +88,39 @@ class ExportResult:
 # -- rows -------------------------------------------------------------------------------------
 
 
-async def examples(store: Store, fmt: str, filters: Filters, *, redact: bool = False,
-                   skipped: Counter[str] | None = None) -> AsyncGenerator[Example, None]:
-    """Stream the valid rows of ``fmt``; invalid candidates are counted in ``skipped``."""
+def _query(fmt: str, filters: Filters) -> Select:
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}")
+    if fmt == "csv":
+        return selected_query(filters)
+    if fmt in ("openai-chat", "eval"):
+        return best_query(filters)
+    return preference_query(filters, kto=fmt == "kto")
+
+
+async def candidates(store: Store, fmt: str, filters: Filters) -> int:
+    """How many query rows `examples` will read (what a progress bar counts)."""
+    async with store.engine.connect() as conn:
+        return int(await conn.scalar(select(func.count()).select_from(_query(fmt, filters).subquery())) or 0)
+
+
+async def examples(store: Store, fmt: str, filters: Filters, *, redact: bool = False,
+                   skipped: Counter[str] | None = None,
+                   on_read: Callable[[int], None] | None = None) -> AsyncGenerator[Example, None]:
+    """Stream the valid rows of ``fmt``; invalid candidates are counted in ``skipped``;
+    ``on_read`` hears how many query rows have been read."""
+    query = _query(fmt, filters)
     skipped = Counter() if skipped is None else skipped
     scrub = Scrubber(await store.salt(), redact=redact)
-    if fmt == "csv":
-        query = selected_query(filters)
-    elif fmt in ("openai-chat", "eval"):
-        query = best_query(filters)
-    else:
-        query = preference_query(filters, kto=fmt == "kto")
+    read = 0
     async with store.engine.connect() as conn:
         result = await conn.stream(query.execution_options(yield_per=BATCH))
         try:
             async for batch in result.partitions():  # one hop to the driver per batch, not per row
                 for rec in batch:
+                    read += 1
+                    if on_read is not None:
+                        on_read(read)
                     for row in _rows(fmt, rec, scrub):
                         problem = validate(fmt, row)
                         if problem:
@@ -220,7 +236,11 @@ async def export(store: Store, options: ExportOptions, *, stdout: IO[bytes] | No
     """Write the dataset (files + manifest with ``options.output``, else ``stdout``); report on ``stderr``."""
     stderr = stderr or sys.stderr
     fmt, result = options.format, ExportResult(options.format)
-    progress = _progress(stderr)
+    # Not over rows going to the same terminal: the bar would break into them.
+    progress = ProgressBar("exporting", stream=stderr,
+                           enabled=options.output is not None or stdout is not None or not is_terminal(sys.stdout))
+    if progress.on:
+        progress.total = await candidates(store, fmt, options.filters)
     if options.output is None:
         if options.split is not None:
             raise ConfigError(["--split needs --output FILE (it writes FILE.train and FILE.validation)"])
@@ -240,20 +260,18 @@ async def export(store: Store, options: ExportOptions, *, stdout: IO[bytes] | No
                     sinks[key].stream.close()
                 tmp.unlink(missing_ok=True)
             raise
-    written = 0
-    rows = examples(store, fmt, options.filters, redact=options.redact, skipped=result.skipped)
+    rows = examples(store, fmt, options.filters, redact=options.redact, skipped=result.skipped,
+                    on_read=progress.update if progress.on else None)
     try:
         async with contextlib.aclosing(rows):
             async for ex in rows:
                 key = "all" if options.split is None else split_of(ex.input_hash, options.split)
                 sinks[key].add(ex.row)
-                written += 1
-                progress(written)
-        progress(None)
+        progress.close()
         if options.output is None:
             sinks["all"].stream.flush()
     except BaseException:
-        progress(None)
+        progress.close()
         if options.output is not None:
             for key, tmp in temps.items():
                 sinks[key].stream.close()
@@ -349,26 +367,6 @@ def _report(options: ExportOptions, result: ExportResult, stderr: IO[str]) -> No
     if options.output is not None:
         files = ", ".join(f"{f['path']} ({f['rows']})" for f in result.files)
         say(f"wrote {result.rows} {options.format} row(s): {files}; manifest {result.manifest}")
-
-
-def _progress(stderr: IO[str]) -> Callable[[int | None], None]:
-    """A ``\\r`` counter on stderr, only when it is a terminal."""
-    tty = hasattr(stderr, "isatty") and stderr.isatty()
-    shown = [False]
-
-    def show(n: int | None) -> None:
-        if not tty:
-            return
-        if n is None:
-            if shown[0]:
-                stderr.write("\r\033[K")
-                stderr.flush()
-        elif n % PROGRESS_EVERY == 0:
-            shown[0] = True
-            stderr.write(f"\rexporting… {n} rows")
-            stderr.flush()
-
-    return show
 
 
 # -- command line -----------------------------------------------------------------------------

@@ -91,6 +91,38 @@ async def flywheel_process(*args: str, cwd: Path, env: dict[str, str]) -> AsyncI
             await proc.communicate()
 
 
+async def on_terminal(*args: str, cwd: Path, env: dict[str, str], stdout_too: bool = False,
+                      timeout: float = 60) -> tuple[int, bytes, str]:
+    """``flywheel ARGS…`` with stderr on a terminal (a pty; stdout too with ``stdout_too``, else a
+    pipe): its exit status, its stdout (piped) and everything the terminal was sent."""
+    master, slave = os.openpty()
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            str(FLYWHEEL), *args, cwd=cwd, env=env, stdin=asyncio.subprocess.DEVNULL,
+            stdout=slave if stdout_too else asyncio.subprocess.PIPE, stderr=slave)
+    finally:
+        os.close(slave)  # the child holds it now: reading ends when the child is gone
+    chunks: list[bytes] = []
+
+    def read_all() -> None:
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: no process has the terminal open any more
+                return
+            if not data:
+                return
+            chunks.append(data)
+
+    try:
+        reader = asyncio.get_running_loop().run_in_executor(None, read_all)
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+        await asyncio.wait_for(reader, timeout)
+    finally:
+        os.close(master)
+    return proc.returncode or 0, out or b"", b"".join(chunks).decode()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -30,7 +30,7 @@ from bot.replay_report import word_diff
 from bot.stats import version_stats
 from bot.store import CallLog, Store
 
-from conftest import PROMPTS, REPO, Harness, clean_env, flywheel_process
+from conftest import PROMPTS, REPO, Harness, clean_env, flywheel_process, on_terminal
 from fakes import FakeOpenAI, wait_until
 
 SKILLS = ["ask", "explain", "review", "rewrite", "summarize"]
@@ -163,6 +163,23 @@ async def flywheel(*args: str, env: dict[str, str], cwd: Path, timeout: float = 
     async with flywheel_process(*args, cwd=cwd, env=env) as proc:
         out, err = await asyncio.wait_for(proc.communicate(), timeout)
     return proc.returncode, out.decode(), err.decode()
+
+
+async def test_a_progress_bar_on_a_terminal_and_nothing_in_a_pipe(tmp_path: Path):
+    url, _ = await seeded_sqlite(tmp_path)
+    args = ("replay", "ask", "--candidate", str(candidate_file(tmp_path)), "--judge", "judge")
+    async with FakeOpenAI() as model:
+        fake_model(model)
+        code, out, terminal = await on_terminal(*args, env=model_env(model, url), cwd=tmp_path)
+        assert code == 0, terminal
+        bars = re.findall(r"replaying \[([█░]+)\] (\d)/9 +(\d+)% · (\d) error\(s\)(.*?)(?:\r|$)", terminal)
+        assert len(bars) >= 2 and bars[0][1] != "9"  # drawn as inputs finish
+        assert set(bars[-1][0]) == {"█"} and bars[-1][1:] == ("9", "100", "0", " · judged 9: 9 W 0 T 0 L")
+        assert terminal.endswith("\r\x1b[K")  # erased for what follows
+        assert out.decode().startswith("ask: candidate ")
+
+        code, out_piped, err = await flywheel(*args, env=model_env(model, url), cwd=tmp_path)
+    assert code == 0 and err == "" and out_piped.startswith("ask: candidate ")
 
 
 def report_figures(page: str) -> dict[str, str]:
