@@ -340,7 +340,7 @@ _SELECTION = {
     "openai-chat": f"{_FIT}; approved or corrected unless --rating/--include-unrated say otherwise; one call per "
                    "input (corrected, then approved, then newest); target: newest correction, else the answer",
     "eval": f"{_FIT}; as openai-chat; ideal: newest correction, else the answer; sample: the logged answer",
-    "csv": f"{_FIT}; approved or corrected unless --rating/--include-unrated say otherwise; every call",
+    "csv": f"{_FIT}; approved or corrected unless --rating/--include-unrated say otherwise; every selected call",
     "kto": f"{_FIT}; approved, corrected or net-down unless --rating/--include-unrated say otherwise; per input "
            "the best approved/corrected target (true) and the corrected-away or newest net-down answer (false)",
     "openai-dpo": f"{_FIT}; per input the best approved/corrected target preferred to the answer its correction "
