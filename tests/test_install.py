@@ -17,22 +17,25 @@ import pytest
 
 from bot.settings import Settings, shipped_prompts_dir
 
-from conftest import FLYWHEEL, REPO, SHIPPED, SIGNING_SECRET, clean_env, free_port, wait_healthy
+from conftest import FLYWHEEL, PROMPTS, REPO, SHIPPED, SIGNING_SECRET, clean_env, free_port, wait_healthy
 from fakes import FakeOpenAI, FakeSlack, SlackSender, wait_until
 from fakes.slack_sender import mention
 
-SOURCES = ("bot", "handlers", "prompts", "pyproject.toml", "README.md")
+SOURCES = ("bot", "handlers", "pyproject.toml", "README.md", "prompts/README.md")
 
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """`pip wheel --no-deps .` on a copy of the sources (building in the checkout would leave build/ there)."""
+    """`pip wheel --no-deps .` on a copy of the sources (building in the checkout would leave build/
+    there), with the shipped prompts only (not what someone added to prompts/)."""
     src = tmp_path_factory.mktemp("src")
     for name in SOURCES:
         if (REPO / name).is_dir():
             shutil.copytree(REPO / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
+            (src / name).parent.mkdir(exist_ok=True)
             shutil.copy2(REPO / name, src / name)
+    shutil.copytree(PROMPTS, src / "prompts", dirs_exist_ok=True)
     out = tmp_path_factory.mktemp("dist")
     done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(src)],
                           capture_output=True, text=True, timeout=120)
