@@ -107,8 +107,9 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from bot.server import check_tokens, serve
 
     socket = settings.socket_mode if args.socket is None else args.socket
-    settings.require(slack=True, socket=socket, model=True)
+    settings.require(slack=True, socket=socket, model=True, prompts=True)
     logs.configure(settings.log_level, settings.secrets, settings.log_format)
+    log.info("prompts from %s", settings.prompts_from)
 
     async def go() -> None:
         fw = create_app(settings)
@@ -131,7 +132,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
     from bot.playground.run import DEFAULT_STATE, playground
 
-    settings.require()
+    settings.require(prompts=True)
     logs.configure("WARNING" if settings.log_level == "INFO" else settings.log_level, settings.secrets,
                    settings.log_format)
     asyncio.run(playground(settings, host=args.host, port=args.port, state=args.state or DEFAULT_STATE))
@@ -158,7 +159,7 @@ def cmd_db_upgrade(_: argparse.Namespace, settings: Settings) -> int:
 def cmd_prompts(_: argparse.Namespace, settings: Settings) -> int:
     from bot.prompts import PromptSet
 
-    settings.require()
+    settings.require(prompts=True)
     prompts = PromptSet.load(settings.prompts_dir)
     rows = [(p.name, (p.command or "-") if p.slack else "(not in Slack)", p.short_version,
              p.model or f"{settings.model} (default)", p.description) for p in [*prompts, *prompts.helpers.values()]]
@@ -189,7 +190,7 @@ def cmd_try(args: argparse.Namespace, settings: Settings) -> int:
     from bot.pricing import PriceTable
     from bot.store import Store
 
-    settings.require()
+    settings.require(prompts=True)
     logs.configure("WARNING" if settings.log_level == "INFO" else settings.log_level, settings.secrets,
                    settings.log_format)
     echo = not settings.openai_api_key and not settings.openai_base_url  # as in the playground
@@ -236,7 +237,7 @@ def cmd_manifest(args: argparse.Namespace, settings: Settings) -> int:
     from bot.manifest import PLACEHOLDER_URL, manifest, to_yaml
     from bot.prompts import PromptSet
 
-    settings.require()
+    settings.require(prompts=True)
     socket = settings.socket_mode if args.socket is None else args.socket
     if args.url and socket:
         raise ConfigError(["--url is for HTTP mode: in Socket Mode Slack sends nothing to a URL "

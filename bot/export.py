@@ -52,6 +52,7 @@ from bot.export_formats import (
     validate,
 )
 from bot.export_queries import Filters
+from bot.progress import ProgressBar, is_terminal
 from bot.reports import add_traffic_arguments
 from bot.settings import Settings
 from bot.store import Store
@@ -59,7 +60,6 @@ from bot.store import Store
 RATINGS = ("up", "down", "any")
 SPLITS = ("train", "validation")
 OPENAI_MIN_EXAMPLES = 10
-PROGRESS_EVERY = 500
 BATCH = 500  # rows fetched at a time
 
 
@@ -87,16 +87,27 @@ class ExportResult:
 # -- rows -------------------------------------------------------------------------------------
 
 
+async def candidates(store: Store, fmt: str, filters: Filters) -> int:
+    """How many query rows `examples` will read (what a progress bar counts)."""
+    return await store.count_export_candidates(fmt, filters)
+
+
 async def examples(store: Store, fmt: str, filters: Filters, *, redact: bool = False,
-                   skipped: Counter[str] | None = None) -> AsyncGenerator[Example, None]:
-    """Stream the valid rows of ``fmt``; invalid candidates are counted in ``skipped``."""
+                   skipped: Counter[str] | None = None,
+                   on_read: Callable[[int], None] | None = None) -> AsyncGenerator[Example, None]:
+    """Stream the valid rows of ``fmt``; invalid candidates are counted in ``skipped``;
+    ``on_read`` hears how many query rows have been read."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}")
     skipped = Counter() if skipped is None else skipped
     scrub = Scrubber(await store.salt(), redact=redact)
+    read = 0
     async with contextlib.aclosing(store.export_candidates(fmt, filters, batch=BATCH)) as batches:
         async for batch in batches:
             for rec in batch:
+                read += 1
+                if on_read is not None:
+                    on_read(read)
                 for row in _rows(fmt, rec, scrub):
                     problem = validate(fmt, row)
                     if problem:
@@ -210,7 +221,11 @@ async def export(store: Store, options: ExportOptions, *, stdout: IO[bytes] | No
     """Write the dataset (files + manifest with ``options.output``, else ``stdout``); report on ``stderr``."""
     stderr = stderr or sys.stderr
     fmt, result = options.format, ExportResult(options.format)
-    progress = _progress(stderr)
+    # Not over rows going to the same terminal: the bar would break into them.
+    progress = ProgressBar("exporting", stream=stderr,
+                           enabled=options.output is not None or stdout is not None or not is_terminal(sys.stdout))
+    if progress.on:
+        progress.total = await candidates(store, fmt, options.filters)
     if options.output is None:
         if options.split is not None:
             raise ConfigError(["--split needs --output FILE (it writes FILE.train and FILE.validation)"])
@@ -230,20 +245,18 @@ async def export(store: Store, options: ExportOptions, *, stdout: IO[bytes] | No
                     sinks[key].stream.close()
                 tmp.unlink(missing_ok=True)
             raise
-    written = 0
-    rows = examples(store, fmt, options.filters, redact=options.redact, skipped=result.skipped)
+    rows = examples(store, fmt, options.filters, redact=options.redact, skipped=result.skipped,
+                    on_read=progress.update if progress.on else None)
     try:
         async with contextlib.aclosing(rows):
             async for ex in rows:
                 key = "all" if options.split is None else split_of(ex.input_hash, options.split)
                 sinks[key].add(ex.row)
-                written += 1
-                progress(written)
-        progress(None)
+        progress.close()
         if options.output is None:
             sinks["all"].stream.flush()
     except BaseException:
-        progress(None)
+        progress.close()
         if options.output is not None:
             for key, tmp in temps.items():
                 sinks[key].stream.close()
@@ -311,7 +324,7 @@ _SELECTION = {
     "openai-chat": f"{_FIT}; approved or corrected unless --rating/--include-unrated say otherwise; one call per "
                    "input (corrected, then approved, then newest); target: newest correction, else the answer",
     "eval": f"{_FIT}; as openai-chat; ideal: newest correction, else the answer; sample: the logged answer",
-    "csv": f"{_FIT}; approved or corrected unless --rating/--include-unrated say otherwise; every call",
+    "csv": f"{_FIT}; approved or corrected unless --rating/--include-unrated say otherwise; every selected call",
     "kto": f"{_FIT}; approved, corrected or net-down unless --rating/--include-unrated say otherwise; per input "
            "the best approved/corrected target (true) and the corrected-away or newest net-down answer (false)",
     "openai-dpo": f"{_FIT}; per input the best approved/corrected target preferred to the answer its correction "
@@ -338,26 +351,6 @@ def _report(options: ExportOptions, result: ExportResult, stderr: IO[str]) -> No
     if options.output is not None:
         files = ", ".join(f"{f['path']} ({f['rows']})" for f in result.files)
         say(f"wrote {result.rows} {options.format} row(s): {files}; manifest {result.manifest}")
-
-
-def _progress(stderr: IO[str]) -> Callable[[int | None], None]:
-    """A ``\\r`` counter on stderr, only when it is a terminal."""
-    tty = hasattr(stderr, "isatty") and stderr.isatty()
-    shown = [False]
-
-    def show(n: int | None) -> None:
-        if not tty:
-            return
-        if n is None:
-            if shown[0]:
-                stderr.write("\r\033[K")
-                stderr.flush()
-        elif n % PROGRESS_EVERY == 0:
-            shown[0] = True
-            stderr.write(f"\rexporting… {n} rows")
-            stderr.flush()
-
-    return show
 
 
 # -- command line -----------------------------------------------------------------------------

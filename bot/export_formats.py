@@ -10,7 +10,7 @@ format's published rules is skipped and counted, never written.
     kto           {"prompt": [...], "completion": [assistant], "label": true|false}   (TRL unpaired)
     eval          {"item": {"input", "ideal", "prompt", "prompt_version", "call_id"},
                    "sample": {"output_text"}}
-    csv           one row per call, for people (CSV_COLUMNS)
+    csv           one row per selected call, for people (CSV_COLUMNS)
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
     Format("openai-dpo", 1, ".jsonl", "OpenAI preference fine-tuning (DPO): input, preferred and non-preferred"),
     Format("kto", 1, ".jsonl", "TRL unpaired preference (KTO): prompt, completion, label"),
     Format("eval", 1, ".jsonl", "eval items: input messages with the ideal answer, and the logged answer"),
-    Format("csv", 1, ".csv", "one row per call, for people"),
+    Format("csv", 1, ".csv", "one row per selected call (fit ones only, as every format), for people"),
 )}
 
 ROLES = ("system", "user", "assistant")

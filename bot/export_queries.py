@@ -115,7 +115,7 @@ _CALL_COLUMNS = (Call.messages, Call.answer, Call.user_id, Call.prompt_name, Cal
 
 
 def selected_query(filters: Filters):
-    """Every selected call (csv: one row per call), in id order."""
+    """Every selected call (csv: one row per selected call), in id order."""
     s = _scored(filters)
     return (select(s.c.id, s.c.input_hash, s.c.created_at, s.c.up, s.c.down, s.c.correction, *_CALL_COLUMNS)
             .join(Call, Call.id == s.c.id).order_by(s.c.id))

@@ -184,7 +184,7 @@ def _prompt_text(name: str, versions: list[VersionStats]) -> str:
         else:
             rating = "not rated yet"
         lines.append(" · ".join([
-            f"`{v.version[:7]}`{' (newest)' if v.newest else ''} {_code(v.model)} {rating}",
+            f"`{v.short_version}`{' (newest)' if v.newest else ''} {_code(v.model)} {rating}",
             f"{v.calls:,} call{_s(v.calls)}, {v.rated:,} rated",
             usd(v.cost_usd) if v.cost_usd is not None else "cost unknown",
             f"p50 {duration(v.latency_p50_ms)}",

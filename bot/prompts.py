@@ -35,6 +35,14 @@ NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 COMMAND_RE = re.compile(r"^/[a-z0-9][a-z0-9_-]{0,30}$")
 MAX_COMMANDS = 50  # Slack's limit per app manifest
 
+SHORT_VERSION = 12  # the characters of a version's sha256 a person reads; --json and datasets keep all 64
+
+
+def short_version(version: str) -> str:
+    """How every report, log line and page shows a prompt version."""
+    return version[:SHORT_VERSION]
+
+
 TOP_KEYS = ("name", "description", "version", "authors", "tags", "model", "inputs",
             "outputs", "sample", "template", "metadata")
 MODEL_KEYS = ("id", "api", "apiType", "provider", "connection", "options")
@@ -103,7 +111,7 @@ class Prompt:
 
     @property
     def short_version(self) -> str:
-        return self.version[:12]
+        return short_version(self.version)
 
     def allowed_in(self, channel: str | None) -> bool:
         """Whether this prompt answers in ``channel`` (None: not in a channel, e.g. the terminal)."""

@@ -41,7 +41,9 @@ from bot.export import check_schema, when_option
 from bot.export_queries import Filters
 from bot.judge import check_judge, judge_messages, outcome, positions, verdict
 from bot.models import ANSWERED, Trigger
-from bot.prompts import Prompt, PromptSet, load_file
+from bot.progress import INTERVAL as PROGRESS_INTERVAL
+from bot.progress import ProgressBar
+from bot.prompts import Prompt, PromptSet, load_file, short_version
 from bot.replay_inputs import Input, InputError, from_eval, from_log
 from bot.reports import add_traffic_arguments
 from bot.settings import Settings
@@ -322,38 +324,34 @@ def _usd(values: list[float | None]) -> float | None:
 
 
 class Progress:
-    """One line on stderr, rewritten as inputs finish, when it is a terminal; else a line at the start."""
+    """A progress bar on stderr as inputs finish, when it is a terminal (piped: nothing)."""
 
     def __init__(self, stream: IO[str], runner_results: Callable[[], list[Result]], total: int, label: str):
-        self.stream, self.results, self.total = stream, runner_results, total
-        self.tty = hasattr(stream, "isatty") and stream.isatty()
-        self._shown = 0.0
-        if not self.tty:
-            print(f"flywheel: replaying {label} on {total} input(s)…", file=stream, flush=True)
+        self.results = runner_results
+        self.bar = ProgressBar("replaying", total, stream=stream)  # the summary names prompt and version
+        self._counted = 0.0
 
     def update(self, force: bool = False) -> None:
-        if not self.tty or (not force and time.monotonic() - self._shown < 0.1):
+        # Counting goes over every input: not at each change of each one.
+        if not self.bar.on or (not force and time.monotonic() - self._counted < PROGRESS_INTERVAL):
             return
-        self._shown = time.monotonic()
-        rs = self.results()
-        done = [r for r in rs if r.phase == "done"]
+        self._counted = time.monotonic()
+        done = [r for r in self.results() if r.phase == "done"]
         judged = [r for r in done if r.outcome]
-        line = (f"replaying… {len(done)}/{self.total} · {sum(r.status == 'error' for r in done)} error(s)"
+        note = (f"{sum(r.status == 'error' for r in done)} error(s)"
                 + (f" · judged {len(judged)}: {sum(r.outcome == 'win' for r in judged)} W "
                    f"{sum(r.outcome == 'tie' for r in judged)} T {sum(r.outcome == 'loss' for r in judged)} L"
                    if judged else ""))
-        self.stream.write("\r\033[K" + line)
-        self.stream.flush()
+        self.bar.update(len(done), note)
 
     def close(self) -> None:
-        if self.tty:
-            self.stream.write("\r\033[K")
-            self.stream.flush()
+        self.update(force=True)  # the last state is drawn, then erased for the summary
+        self.bar.close()
 
 
 def summary_text(f: dict[str, Any]) -> str:
     """The figures for people."""
-    lines = [f"{f['prompt']}: candidate {f['candidate_version'][:12]} ({f['candidate']}, {f['model']}) on "
+    lines = [f"{f['prompt']}: candidate {short_version(f['candidate_version'])} ({f['candidate']}, {f['model']}) on "
              f"{f['inputs']} input(s) from {f['inputs_from']}" + (" — PARTIAL (interrupted)" if f["partial"] else "")]
     lines.append(f"answered {f['answered']}, errors {f['errors']}" + (f", not run {f['not_run']}" if f["not_run"]
                                                                        else ""))

@@ -17,6 +17,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bot.prompts import short_version
+
 if TYPE_CHECKING:
     from bot.replay import Plan, Result
 
@@ -76,7 +78,7 @@ def write_report(path: Path, figures: dict[str, Any], results: list[Result], pla
 
 
 def render(f: dict[str, Any], results: list[Result], plan: Plan, *, created: datetime) -> str:
-    title = f"Replay of {f['prompt']}: candidate {f['candidate_version'][:12]}"
+    title = f"Replay of {f['prompt']}: candidate {short_version(f['candidate_version'])}"
     parts = [
         "<!doctype html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -85,7 +87,7 @@ def render(f: dict[str, Any], results: list[Result], plan: Plan, *, created: dat
         f"<title>{_e(title)} · Flywheel</title>",
         f"<style>{CSS}</style></head><body>",
         f"<header><h1>Replay of <code>{_e(f['prompt'])}</code></h1>",
-        f'<p class="meta">candidate <code id="candidate-version">{_e(f["candidate_version"][:12])}</code> '
+        f'<p class="meta">candidate <code id="candidate-version">{_e(short_version(f["candidate_version"]))}</code> '
         f"({_e(f['candidate'])}) · model <code>{_e(f['model'])}</code> · inputs from {_e(f['inputs_from'])} · "
         f"{_e(created.strftime('%Y-%m-%d %H:%M UTC'))}</p></header>",
     ]

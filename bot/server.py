@@ -94,6 +94,8 @@ def web_app(fw: Flywheel) -> web.Application:
             "model_server": display_url(settings.openai_base_url or "https://api.openai.com/v1"),
             "slack_api": display_url(settings.slack_api_url),
             "prompts": len(prompts),
+            "prompts_dir": str(settings.prompts_dir),
+            "prompts_from": settings.prompts_origin,  # PROMPTS_DIR, working directory or shipped
             "prompt_problems": [str(p) for p in prompts.problems],
             "prompt_warnings": [str(w) for w in prompts.warnings],
             "answers_in_flight": fw.conversation.inflight,

@@ -64,6 +64,8 @@ class Settings:
     database_url: str = DEFAULT_DATABASE_URL
     journal_dir: Path = Path("flywheel-journal")
     prompts_dir: Path = Path("prompts")
+    # Where prompts_dir came from: "PROMPTS_DIR", "working directory" (./prompts) or "shipped".
+    prompts_origin: str = "working directory"
     port: int = 3000
     shutdown_grace: float = 25.0
     log_level: str = "INFO"
@@ -161,6 +163,11 @@ class Settings:
         elif database_url.startswith("postgresql") and (why := _url_problem(database_url)) is not None:
             bad("DATABASE_URL", why)
 
+        if (prompts_raw := (values.get("PROMPTS_DIR") or "").strip()):
+            prompts_dir, prompts_origin = Path(prompts_raw), "PROMPTS_DIR"
+        else:
+            prompts_dir, prompts_origin = default_prompts_dir()
+
         return cls(
             slack_bot_token=bot_token,
             slack_signing_secret=get("SLACK_SIGNING_SECRET"),
@@ -176,8 +183,8 @@ class Settings:
             exclude_reaction=(get("FLYWHEEL_EXCLUDE_REACTION") or "no_entry_sign").strip(":"),
             database_url=database_url,
             journal_dir=Path(get("FLYWHEEL_JOURNAL_DIR") or "flywheel-journal"),
-            prompts_dir=Path(values["PROMPTS_DIR"].strip()) if (values.get("PROMPTS_DIR") or "").strip()
-            else default_prompts_dir(),
+            prompts_dir=prompts_dir,
+            prompts_origin=prompts_origin,
             port=port,
             shutdown_grace=grace,
             log_level=level,
@@ -191,9 +198,15 @@ class Settings:
     def socket_mode(self) -> bool:
         return bool(self.slack_app_token)
 
-    def problems_for(self, *, slack: bool = False, socket: bool | None = None, model: bool = False) -> list[str]:
+    def problems_for(self, *, slack: bool = False, socket: bool | None = None, model: bool = False,
+                     prompts: bool = False) -> list[str]:
         """Lines naming each malformed setting, then each missing one this command needs."""
         problems = list(self.malformed)
+        if prompts and self.prompts_origin == "PROMPTS_DIR" and not self.prompts_dir.is_dir():
+            # Read when a command needs it: `flywheel export` has no use for prompts.
+            problems.append(f"PROMPTS_DIR is {str(self.prompts_dir)!r}, which is not a folder: set it to the "
+                            "folder that holds your .prompty files, or unset it to use ./prompts (or, where "
+                            "there is none, the prompts shipped with Flywheel)")
         socket = self.socket_mode if socket is None else socket
         if slack:
             if not self.slack_bot_token:
@@ -224,15 +237,31 @@ class Settings:
                 continue
         return tuple(dict.fromkeys(s for s in candidates if s and len(s) >= 8))
 
+    @property
+    def prompts_from(self) -> str:
+        """Where the prompts come from, for a person reading the log or the playground's banner."""
+        return {"PROMPTS_DIR": f"{self.prompts_dir}/ (PROMPTS_DIR)",
+                "shipped": f"the prompts shipped with Flywheel, {self.prompts_dir}/ (no ./prompts here; "
+                           "copy them there to change them)",
+                }.get(self.prompts_origin, f"{self.prompts_dir}/ (in the working directory)")
 
-SHIPPED_PROMPTS = Path(__file__).resolve().parent.parent / "prompts"
+
+def shipped_prompts_dir() -> Path:
+    """The prompts that come with Flywheel: package data in an installed wheel
+    (``bot/shipped_prompts``, built from the checkout's ``prompts/``: one copy of each file),
+    the checkout's ``prompts/`` in an editable install."""
+    package = Path(__file__).resolve().parent
+    installed = package / "shipped_prompts"
+    return installed if installed.is_dir() else package.parent / "prompts"
 
 
-def default_prompts_dir() -> Path:
+def default_prompts_dir() -> tuple[Path, str]:
     """``prompts`` in the working directory; else the prompts shipped with Flywheel, so that
-    `flywheel dev` answers wherever it is started."""
-    local = Path("prompts")
-    return local if local.is_dir() or not SHIPPED_PROMPTS.is_dir() else SHIPPED_PROMPTS
+    the bot answers wherever it is started. Returns the folder and where it came from."""
+    local, shipped = Path("prompts"), shipped_prompts_dir()
+    if local.is_dir() or not shipped.is_dir():
+        return local, "working directory"
+    return shipped, "shipped"
 
 
 def normalize_database_url(url: str) -> str:

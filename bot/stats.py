@@ -19,7 +19,8 @@ Definitions (the same for the terminal table, ``--json`` and the App Home view):
   errors included (what people waited): the ``ceil(p/100 * n)``-th smallest value, always
   an observed value, computed the same way on SQLite and PostgreSQL.
 - **first_seen**: when the version first appeared (all time); **newest**: the version of
-  its prompt first seen last.
+  its prompt first seen last; **current** (``flywheel stats`` only, ``*`` in its table): the
+  version in a file of the prompts folder now.
 
 Rows are ordered by prompt name, then first_seen (older versions first).
 """
@@ -28,23 +29,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import math
 import sys
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
 from bot.errors import ConfigError, database_error
+from bot.prompts import short_version
 from bot.reports import add_traffic_arguments
 from bot.settings import Settings
 
 Z95 = 1.959963984540054  # two-sided 95 % normal quantile
 BAR_WIDTH = 10
-SHORT_VERSION = 12
 
 
 # -- figures ----------------------------------------------------------------------------
@@ -111,7 +113,7 @@ class VersionStats(_Approval):
 
     @property
     def short_version(self) -> str:
-        return self.version[:SHORT_VERSION]
+        return short_version(self.version)
 
     @property
     def tied(self) -> int:
@@ -222,8 +224,16 @@ async def version_stats(store, *, since: datetime | None = None, until: datetime
 # -- the terminal table -------------------------------------------------------------------
 
 
-def format_table(rows: Sequence[VersionStats], *, ascii_only: bool = False) -> str:
-    """A readable table, one line per version, with a legend."""
+def current_versions(folder: Path) -> frozenset[str]:
+    """The versions in the prompt files now: the sha256 of each file in ``folder``, loadable or not."""
+    try:
+        return frozenset(hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.glob("*.prompty"))
+    except OSError:
+        return frozenset()
+
+
+def format_table(rows: Sequence[VersionStats], *, current: Collection[str] = (), ascii_only: bool = False) -> str:
+    """A readable table, one line per version (``*``: a version in ``current``), with a legend."""
     up, down, full, empty = ("+1", "-1", "#", ".") if ascii_only else ("👍", "👎", "█", "░")
     sources = any(r.source != "slack" for r in rows)  # practice rows asked for: say which is which
     header = ("PROMPT", "VERSION", "MODEL", *(("SOURCE",) if sources else ()), "CALLS", "RATED", up, down,
@@ -233,7 +243,7 @@ def format_table(rows: Sequence[VersionStats], *, ascii_only: bool = False) -> s
     lines = []
     for r in rows:
         lines.append((
-            r.prompt, r.short_version + (" *" if r.newest else ""), r.model, *((r.source,) if sources else ()),
+            r.prompt, r.short_version + (" *" if r.version in current else ""), r.model, *((r.source,) if sources else ()),
             f"{r.calls:,}", _percent(r.rated_share),
             f"{r.up:,}", f"{r.down:,}", approval_text(r.up, r.down, ascii_only=ascii_only),
             approval_bar(r.approval, full=full, empty=empty), _percent(r.error_rate), _tokens(r), usd(r.cost_usd),
@@ -247,7 +257,7 @@ def format_table(rows: Sequence[VersionStats], *, ascii_only: bool = False) -> s
         out.append("  ".join(cells).rstrip())
     out += [
         "",
-        f"* newest version.  RATED: calls with a vote.  {up} / {down}: calls with more {up} than {down} votes / "
+        f"* the version in its prompt file now.  RATED: calls with a vote.  {up} / {down}: calls with more {up} than {down} votes / "
         "fewer (each person counted once).",
         f"APPROVAL: {up} / ({up} + {down}) with a 95% Wilson interval.  TOKENS: prompt + completion.  "
         "COST: calls with a known price.  P50/P95: nearest-rank latency.",
@@ -349,10 +359,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     sources = args.sources or ["slack"]
     rows = asyncio.run(_load(settings.database_url, since=args.since, until=args.until, prompt=args.prompt,
                              sources=sources, models=args.models))
+    current = current_versions(settings.prompts_dir)
     if args.json:
-        print(json.dumps([r.to_json() for r in rows], indent=2, ensure_ascii=False))
+        print(json.dumps([{**r.to_json(), "current": r.version in current} for r in rows], indent=2,
+                         ensure_ascii=False))
     elif rows:
-        print(format_table(rows, ascii_only=not _can_print("👍█–░")))
+        print(format_table(rows, current=current, ascii_only=not _can_print("👍█–░")))
     else:
         where = f" for prompt {args.prompt!r}" if args.prompt else ""
         where += f" to {' or '.join(args.models)}" if args.models else ""

@@ -690,6 +690,12 @@ class Store:
             finally:
                 await result.close()
 
+    async def count_export_candidates(self, fmt: str, filters: export_queries.Filters) -> int:
+        """How many rows `export_candidates` will stream (what a progress bar counts)."""
+        query = select(func.count()).select_from(export_queries.candidates_query(fmt, filters).subquery())
+        async with self.session() as s:
+            return int(await s.scalar(query) or 0)
+
     async def dms_left_out(self, filters: export_queries.Filters, fmt: str) -> int:
         """How many calls in direct messages ``fmt``'s selection would have drawn on
         (`export_queries.dm_count_query`)."""

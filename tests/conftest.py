@@ -10,8 +10,10 @@ PostgreSQL is skipped when unreachable unless `FLYWHEEL_TEST_REQUIRE_POSTGRES=1`
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import os
+import shutil
 import socket
 import sys
 import tempfile
@@ -37,6 +39,21 @@ from fakes import FakeOpenAI, FakeSlack, SlackSender, wait_until
 from fakes.slack_sender import mention, message, reaction
 
 REPO = Path(__file__).resolve().parent.parent
+# The prompts Flywheel ships, by name. Tests read a copy of these files (PROMPTS), never the
+# checkout's prompts/ folder itself: a prompt someone adds there must not change what a test sees.
+SHIPPED = ("ask", "explain", "review", "rewrite", "summarize", "judge")
+
+
+def _copy_shipped_prompts() -> Path:
+    folder = Path(tempfile.mkdtemp(prefix="flywheel-test-prompts-")) / "prompts"
+    folder.mkdir()
+    for name in SHIPPED:
+        shutil.copy2(REPO / "prompts" / f"{name}.prompty", folder)
+    atexit.register(shutil.rmtree, folder.parent, True)
+    return folder
+
+
+PROMPTS = _copy_shipped_prompts()  # module-level: hypothesis tests and subprocesses use it too
 FLYWHEEL = Path(sys.executable).with_name("flywheel")  # the console script of this virtualenv
 SIGNING_SECRET = "test-signing-secret-0123456789"
 POSTGRES_URL = os.environ.get("FLYWHEEL_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -77,6 +94,38 @@ async def flywheel_process(*args: str, cwd: Path, env: dict[str, str],
             if proc.returncode is None:
                 proc.kill()
                 await proc.communicate()
+
+
+async def on_terminal(*args: str, cwd: Path, env: dict[str, str], stdout_too: bool = False,
+                      timeout: float = 60) -> tuple[int, bytes, str]:
+    """``flywheel ARGS…`` with stderr on a terminal (a pty; stdout too with ``stdout_too``, else a
+    pipe): its exit status, its stdout (piped) and everything the terminal was sent."""
+    master, slave = os.openpty()
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            str(FLYWHEEL), *args, cwd=cwd, env=env, stdin=asyncio.subprocess.DEVNULL,
+            stdout=slave if stdout_too else asyncio.subprocess.PIPE, stderr=slave)
+    finally:
+        os.close(slave)  # the child holds it now: reading ends when the child is gone
+    chunks: list[bytes] = []
+
+    def read_all() -> None:
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: no process has the terminal open any more
+                return
+            if not data:
+                return
+            chunks.append(data)
+
+    try:
+        reader = asyncio.get_running_loop().run_in_executor(None, read_all)
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+        await asyncio.wait_for(reader, timeout)
+    finally:
+        os.close(master)
+    return proc.returncode or 0, out or b"", b"".join(chunks).decode()
 
 
 def free_port() -> int:
@@ -249,7 +298,7 @@ def settings_for(slack: FakeSlack, model: FakeOpenAI, database_url: str, **overr
         "FLYWHEEL_MODEL": "gpt-5.4-mini",
         "FLYWHEEL_MODEL_TIMEOUT": "5",
         "DATABASE_URL": database_url,
-        "PROMPTS_DIR": str(REPO / "prompts"),
+        "PROMPTS_DIR": str(PROMPTS),
         "FLYWHEEL_SHUTDOWN_GRACE": "10",
         **overrides,
     }

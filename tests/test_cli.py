@@ -17,7 +17,7 @@ import pytest
 import yaml
 from sqlalchemy import make_url
 
-from conftest import FLYWHEEL, REPO, SIGNING_SECRET, clean_env, flywheel_process, free_port
+from conftest import FLYWHEEL, PROMPTS, SIGNING_SECRET, clean_env, flywheel_process, free_port
 from fakes import FakeOpenAI, FakeSlack, SlackSender, wait_until
 from fakes.slack_sender import mention
 
@@ -62,13 +62,13 @@ async def test_settings_come_from_dotenv_in_the_working_directory(tmp_path: Path
 
 
 async def test_manifest_lists_every_command_event_scope_and_the_mode(tmp_path: Path):
-    code, out, err = await run("manifest", "--url", "https://bot.example.com", cwd=REPO, env=clean_env())
+    code, out, err = await run("manifest", "--url", "https://bot.example.com", cwd=PROMPTS.parent, env=clean_env())
     assert code == 0, err
     doc = yaml.safe_load(out)
     commands = {c["command"]: c for c in doc["features"]["slash_commands"]}
     assert {"/ask", "/summarize"} <= set(commands)
     # judge.prompty says `slack: false`: it is for `flywheel replay --judge`, not a skill
-    shipped = {p.stem for p in (REPO / "prompts").glob("*.prompty")} - {"judge"}
+    shipped = {p.stem for p in (PROMPTS).glob("*.prompty")} - {"judge"}
     assert {c.lstrip("/") for c in commands} == shipped
     assert all(c["url"] == "https://bot.example.com/slack/events" and c["description"] for c in commands.values())
     events = doc["settings"]["event_subscriptions"]
@@ -84,7 +84,7 @@ async def test_manifest_lists_every_command_event_scope_and_the_mode(tmp_path: P
 
 
 async def test_manifest_in_socket_mode_has_no_urls(tmp_path: Path):
-    code, out, _ = await run("manifest", cwd=REPO, env=clean_env(SLACK_APP_TOKEN="xapp-1-abc"))
+    code, out, _ = await run("manifest", cwd=PROMPTS.parent, env=clean_env(SLACK_APP_TOKEN="xapp-1-abc"))
     assert code == 0
     doc = yaml.safe_load(out)
     assert doc["settings"]["socket_mode_enabled"] is True
@@ -93,9 +93,9 @@ async def test_manifest_in_socket_mode_has_no_urls(tmp_path: Path):
 
 
 async def test_manifest_refuses_a_url_slack_would_not_call(tmp_path: Path):
-    code, out, err = await run("manifest", "--url", "http://bot.example.com", cwd=REPO, env=clean_env())
+    code, out, err = await run("manifest", "--url", "http://bot.example.com", cwd=PROMPTS.parent, env=clean_env())
     assert (code, out) == (2, "") and "--url must be an https:// URL" in err
-    code, out, err = await run("manifest", "--socket", "--url", "https://bot.example.com", cwd=REPO,
+    code, out, err = await run("manifest", "--socket", "--url", "https://bot.example.com", cwd=PROMPTS.parent,
                                env=clean_env())
     assert (code, out) == (2, "") and "--url is for HTTP mode" in err
 
@@ -103,7 +103,7 @@ async def test_manifest_refuses_a_url_slack_would_not_call(tmp_path: Path):
 async def test_prompts_lists_prompts_and_reports_invalid_files_with_path_and_line(tmp_path: Path):
     prompts = tmp_path / "prompts"
     prompts.mkdir()
-    shutil.copy(REPO / "prompts" / "ask.prompty", prompts)
+    shutil.copy(PROMPTS / "ask.prompty", prompts)
     (prompts / "broken.prompty").write_text("---\nname: broken\nmodel:\n  options: {temperature: hot}\n---\n"
                                             "user:\n{{ text }}\n")
     (prompts / "deaf.prompty").write_text("---\nname: deaf\n---\nsystem:\nSay hi.\nuser:\nHello!\n")
@@ -119,7 +119,7 @@ async def test_try_prints_the_answer_and_logs_the_call(tmp_path: Path):
     async with FakeOpenAI() as model:
         model.reply("Hello from the fake model!", usage=(12, 5))
         env = clean_env(OPENAI_API_KEY=model.api_key, OPENAI_BASE_URL=model.url,
-                        DATABASE_URL=f"sqlite:///{tmp_path / 'f.db'}", PROMPTS_DIR=str(REPO / "prompts"))
+                        DATABASE_URL=f"sqlite:///{tmp_path / 'f.db'}", PROMPTS_DIR=str(PROMPTS))
         code, out, err = await run("try", "ask", "hi", cwd=tmp_path, env=env)
     assert code == 0, err
     assert out.strip() == "Hello from the fake model!"
@@ -130,7 +130,7 @@ async def test_try_prints_the_answer_and_logs_the_call(tmp_path: Path):
 
 
 async def test_try_without_a_model_uses_the_echo_model_as_the_playground_does_and_says_so(tmp_path: Path):
-    env = clean_env(DATABASE_URL=f"sqlite:///{tmp_path / 'f.db'}", PROMPTS_DIR=str(REPO / "prompts"))
+    env = clean_env(DATABASE_URL=f"sqlite:///{tmp_path / 'f.db'}", PROMPTS_DIR=str(PROMPTS))
     code, out, err = await run("try", "ask", "hello there", cwd=tmp_path, env=env)
     assert code == 0, err
     assert "Echo model (offline)" in out and "hello there" in out
@@ -140,7 +140,7 @@ async def test_try_without_a_model_uses_the_echo_model_as_the_playground_does_an
 
 
 async def test_try_unknown_prompt_says_which_exist(tmp_path: Path):
-    env = clean_env(OPENAI_API_KEY="sk-x", PROMPTS_DIR=str(REPO / "prompts"))
+    env = clean_env(OPENAI_API_KEY="sk-x", PROMPTS_DIR=str(PROMPTS))
     code, _, err = await run("try", "nope", "hi", cwd=tmp_path, env=env)
     assert code == 2 and "no valid prompt named 'nope'" in err and "ask" in err
 
@@ -179,7 +179,7 @@ async def test_run_serves_slack_over_http_and_stops_gracefully_on_sigterm(tmp_pa
             port = s.getsockname()[1]
         env = clean_env(SLACK_BOT_TOKEN=slack.bot_token, SLACK_SIGNING_SECRET=SIGNING_SECRET,
                         SLACK_API_URL=slack.url, OPENAI_API_KEY=model.api_key, OPENAI_BASE_URL=model.url,
-                        PROMPTS_DIR=str(REPO / "prompts"), LOG_LEVEL="DEBUG")
+                        PROMPTS_DIR=str(PROMPTS), LOG_LEVEL="DEBUG")
         proc = await asyncio.create_subprocess_exec(
             str(FLYWHEEL), "run", "--port", str(port), cwd=tmp_path, env=env,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
@@ -221,7 +221,7 @@ async def test_run_serves_slack_over_http_and_stops_gracefully_on_sigterm(tmp_pa
 async def test_run_with_a_bot_token_slack_refuses_fails_with_one_clear_line(tmp_path: Path):
     async with FakeSlack() as slack:
         env = clean_env(SLACK_BOT_TOKEN="xoxb-revoked", SLACK_SIGNING_SECRET=SIGNING_SECRET,
-                        SLACK_API_URL=slack.url, OPENAI_API_KEY="sk-test", PROMPTS_DIR=str(REPO / "prompts"))
+                        SLACK_API_URL=slack.url, OPENAI_API_KEY="sk-test", PROMPTS_DIR=str(PROMPTS))
         code, _, err = await run("run", "--port", "0", cwd=tmp_path, env=env, timeout=30)
     assert code == 2
     assert "flywheel: SLACK_BOT_TOKEN was refused by Slack (invalid_auth)" in err
@@ -300,7 +300,7 @@ async def test_dev_names_the_database_and_the_model_server_without_their_credent
         shown = database_url
     env = clean_env(DATABASE_URL=database_url, OPENAI_API_KEY="sk-test-key-3",
                     OPENAI_BASE_URL="http://llm-user:llm-pass-4@127.0.0.1:9/v1?api-key=llm-key-5",
-                    PROMPTS_DIR=str(REPO / "prompts"))
+                    PROMPTS_DIR=str(PROMPTS))
     out = await _dev_banner(tmp_path, env)
     assert f"database: {shown}\n" in out, out
     assert "at http://127.0.0.1:9/v1\n" in out, out

@@ -22,11 +22,11 @@ from bot.significance import compare, fisher_exact, sample_size, z_test
 from bot.stats import wilson_interval
 from bot.store import Store
 
-from conftest import REPO, clean_env, serve_bot
+from conftest import PROMPTS, clean_env, serve_bot
 from fakes import FakeOpenAI, FakeSlack
 from fakes.slack_sender import click
 
-ASK = (REPO / "prompts" / "ask.prompty").read_text()
+ASK = (PROMPTS / "ask.prompty").read_text()
 
 
 def variant(text: str = "Answer in one short sentence.", *, weight: float | str = 50, name: str | None = None,
@@ -42,7 +42,7 @@ def variant(text: str = "Answer in one short sentence.", *, weight: float | str 
 @pytest.fixture
 def prompts_dir(tmp_path: Path) -> Path:
     folder = tmp_path / "prompts"
-    shutil.copytree(REPO / "prompts", folder)
+    shutil.copytree(PROMPTS, folder)
     return folder
 
 

@@ -22,6 +22,8 @@ from bot.export import ExportOptions, Filters, export
 from bot.models import Call
 from bot.store import CallLog, Store
 
+from conftest import on_terminal
+
 pytestmark = pytest.mark.db
 
 RAW_ID = re.compile(r"[UW][A-Z0-9]{8,}")
@@ -385,6 +387,33 @@ async def test_cli_writes_split_files_and_a_manifest(seeded_file: Path, tmp_path
     assert code == 0, err
     assert len(out.splitlines()) == 4 and not RAW_ID.findall(out)
     assert "OpenAI fine-tuning needs at least 10" in err
+
+
+async def test_a_progress_bar_on_a_terminal_and_nothing_in_a_pipe(tmp_path: Path) -> None:
+    db = tmp_path / "flywheel.db"
+    store = Store(f"sqlite:///{db}")
+    await store.upgrade()
+    for i in range(30):
+        await call(store, f"Question {i}?", f"Answer {i}.", votes=(1,), at=DAY + timedelta(minutes=i))
+    await store.close()
+    env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR")}
+    env["DATABASE_URL"] = f"sqlite:///{db}"
+    args = ("export", "--format", "csv", "--rating", "any", "--include-unrated")
+
+    code, _, terminal = await on_terminal(*args, "-o", "all.csv", cwd=tmp_path, env=env)
+    assert code == 0, terminal
+    bar = re.findall(r"exporting \[([█░]+)\] (\d+)/30 +(\d+)%", terminal)
+    assert bar and bar[-1] == ("█" * 20, "30", "100")  # ends full, 20 cells
+    # …then erased: the report starts on a clean line.
+    assert terminal.rstrip().endswith("\r\x1b[Kflywheel: wrote 30 csv row(s): all.csv (30); manifest all.manifest.json")
+
+    code, out, err = await cli(*args[1:], "-o", "piped.csv", db=db, cwd=tmp_path)
+    assert code == 0 and out == ""
+    assert err == "flywheel: wrote 30 csv row(s): piped.csv (30); manifest piped.manifest.json\n"
+
+    # Rows going to the same terminal: no bar drawn across them.
+    code, _, terminal = await on_terminal(*args, cwd=tmp_path, env=env, stdout_too=True)
+    assert code == 0 and "Answer 29." in terminal and "exporting" not in terminal and "\x1b[K" not in terminal
 
 
 BAD_OPTIONS = [

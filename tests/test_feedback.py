@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from conftest import REPO, Harness, serve_bot
+from conftest import PROMPTS, Harness, serve_bot
 from fakes.slack_sender import click, submission
 
 
@@ -48,7 +48,7 @@ async def test_every_answer_carries_feedback_buttons_fix_and_regenerate(bot: Har
 
 async def test_a_prompt_can_turn_the_controls_off(bot: Harness, tmp_path: Path):
     prompts = tmp_path / "prompts"
-    shutil.copytree(REPO / "prompts", prompts)
+    shutil.copytree(PROMPTS, prompts)
     (prompts / "quiet.prompty").write_text(
         "---\nname: quiet\ndescription: No buttons\nmetadata:\n  feedback:\n    buttons: false\n"
         "    regenerate: false\n---\nsystem:\nBe quiet.\n\nuser:\n{{ text }}\n")

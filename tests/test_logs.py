@@ -11,7 +11,7 @@ import pytest
 
 from bot import logs
 
-from conftest import REPO, SIGNING_SECRET, clean_env, flywheel_process, free_port, wait_healthy
+from conftest import PROMPTS, SIGNING_SECRET, clean_env, flywheel_process, free_port, wait_healthy
 from fakes import FakeOpenAI, FakeSlack, SlackSender, wait_until
 from fakes.slack_sender import mention
 
@@ -71,7 +71,7 @@ async def test_a_provider_error_quoting_the_whole_key_never_reaches_the_log_the_
         port = free_port()
         env = clean_env(SLACK_BOT_TOKEN=slack.bot_token, SLACK_SIGNING_SECRET=SIGNING_SECRET,
                         SLACK_API_URL=slack.url, OPENAI_API_KEY=model.api_key, OPENAI_BASE_URL=model.url,
-                        PROMPTS_DIR=str(REPO / "prompts"), LOG_LEVEL="DEBUG", LOG_FORMAT=log_format)
+                        PROMPTS_DIR=str(PROMPTS), LOG_LEVEL="DEBUG", LOG_FORMAT=log_format)
         log_file = tmp_path / "stderr.log"
         async with flywheel_process("run", "--port", str(port), cwd=tmp_path, env=env, log_file=log_file) as proc:
             base = f"http://127.0.0.1:{port}"

@@ -30,7 +30,7 @@ from bot.playground.slack import StandIn
 from bot.server import web_app
 from bot.settings import Settings
 
-from conftest import REPO
+from conftest import PROMPTS
 from fakes import FakeOpenAI, wait_until
 
 SECRET = "playground-test-secret-0123456789"
@@ -104,7 +104,7 @@ def bot_settings(api_url: str, model: FakeOpenAI, tmp_path: Path) -> Settings:
         "SLACK_BOT_TOKEN": TOKEN, "SLACK_SIGNING_SECRET": SECRET, "SLACK_API_URL": api_url,
         "OPENAI_API_KEY": model.api_key, "OPENAI_BASE_URL": model.url, "FLYWHEEL_MODEL": "gpt-5.4-mini",
         "FLYWHEEL_MODEL_TIMEOUT": "5", "DATABASE_URL": f"sqlite:///{tmp_path / 'flywheel.db'}",
-        "PROMPTS_DIR": str(REPO / "prompts"), "FLYWHEEL_JOURNAL_DIR": str(tmp_path / "journal"),
+        "PROMPTS_DIR": str(PROMPTS), "FLYWHEEL_JOURNAL_DIR": str(tmp_path / "journal"),
     })
 
 
@@ -619,7 +619,7 @@ async def test_the_page_is_served_from_its_folder_with_its_content_types(tmp_pat
 
 async def test_the_page_hears_when_a_prompt_file_changes(tmp_path: Path):
     prompts_dir = tmp_path / "prompts"
-    shutil.copytree(REPO / "prompts", prompts_dir)
+    shutil.copytree(PROMPTS, prompts_dir)
     standin = StandIn(state_path=tmp_path / "s.json", signing_secret=SECRET, bot_token=TOKEN,
                       prompts=Prompts(prompts_dir), model={"name": "echo", "offline": True},
                       prompt_poll_seconds=0.05)

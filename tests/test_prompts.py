@@ -14,9 +14,10 @@ from hypothesis import strategies as st
 from bot.errors import PromptError
 from bot.prompts import Prompt, PromptSet
 
-SHIPPED_DIR = Path(__file__).resolve().parent.parent / "prompts"
+from conftest import PROMPTS, REPO
+
 SHIPPED = ["ask", "explain", "review", "rewrite", "summarize"]
-SHIPPED_SET = PromptSet.load(SHIPPED_DIR)  # module-level: hypothesis tests can't use function fixtures
+SHIPPED_SET = PromptSet.load(PROMPTS)  # module-level: hypothesis tests can't use function fixtures
 
 
 def good(name: str = "demo", command: str | None = None, body: str = "system:\nBe brief.\n\nuser:\n{{ text }}\n") -> str:
@@ -101,7 +102,7 @@ def test_summarize_text_and_the_no_thread_case(shipped: PromptSet) -> None:
 
 
 def test_the_readme_example_is_a_valid_prompt(tmp_path: Path) -> None:
-    readme = (SHIPPED_DIR / "README.md").read_text(encoding="utf-8")
+    readme = (REPO / "prompts" / "README.md").read_text(encoding="utf-8")
     example = re.search(r"```\n(---\nname: (\S+)\n.*?)```", readme, re.S)
     prompt, problems = load_one(tmp_path, example.group(1), name=example.group(2))
     assert problems == [] and prompt.command == f"/{prompt.name}"

@@ -30,7 +30,7 @@ from bot.replay_report import word_diff
 from bot.stats import version_stats
 from bot.store import CallLog, Store
 
-from conftest import REPO, Harness, clean_env, flywheel_process
+from conftest import PROMPTS, REPO, Harness, clean_env, flywheel_process, on_terminal
 from fakes import FakeOpenAI, wait_until
 
 SKILLS = ["ask", "explain", "review", "rewrite", "summarize"]
@@ -40,7 +40,7 @@ SKILLS = ["ask", "explain", "review", "rewrite", "summarize"]
 
 
 def test_the_shipped_judge_loads_but_is_no_skill() -> None:
-    shipped = PromptSet.load(REPO / "prompts")
+    shipped = PromptSet.load(PROMPTS)
     assert shipped.problems == []
     assert list(shipped.prompts) == SKILLS and list(shipped.helpers) == ["judge"]
     assert shipped.get("judge") is None and shipped.by_command("/judge") is None
@@ -58,7 +58,7 @@ def test_slack_false_keeps_any_prompt_out_of_slack(tmp_path: Path) -> None:
 
 def test_a_candidate_file_may_be_named_otherwise(tmp_path: Path) -> None:
     copy = tmp_path / "my-ask.prompty"
-    shutil.copy(REPO / "prompts" / "ask.prompty", copy)
+    shutil.copy(PROMPTS / "ask.prompty", copy)
     prompt, problems = load_file(copy, name="ask")
     assert problems == [] and prompt is not None and prompt.name == "ask" and prompt.path == copy
     prompt, problems = load_file(copy, name="summarize")
@@ -69,7 +69,7 @@ def test_a_candidate_file_may_be_named_otherwise(tmp_path: Path) -> None:
 
 # -- a seeded log, a changed prompt, the real command ----------------------------------------------
 
-ASK = PromptSet.load(REPO / "prompts").get("ask")
+ASK = PromptSet.load(PROMPTS).get("ask")
 TURNS = [{"role": "user", "content": "The deploy failed with exit code 137."},
          {"role": "assistant", "content": "That is the OOM killer: the container ran out of memory."}]
 LONG = "what does this error mean in our billing service, and who owns it?"
@@ -78,7 +78,7 @@ CHECKS = '  checks:\n    - contains: "NEW"\n    - name: short\n      max_length:
 
 def candidate_file(folder: Path, *, checks: str = CHECKS, system: str = "You are a TERSE teammate.") -> Path:
     """A working copy of ask.prompty, changed: another system text, and checks."""
-    text = (REPO / "prompts" / "ask.prompty").read_text()
+    text = (PROMPTS / "ask.prompty").read_text()
     text = text.replace('    usage_hint: "[your question]"\n---\n', f'    usage_hint: "[your question]"\n{checks}---\n')
     text = text.replace("You are a helpful, concise teammate", system, 1)
     path = folder / "my-ask.prompty"
@@ -132,7 +132,7 @@ async def seed(store: Store, tmp_path: Path) -> dict[str, list[int]]:
         await log_call(store, "practice", "from the playground", votes=(1,), source="playground"),
         await log_call(store, "private", "in a DM", votes=(1,), channel_id="D0PRIVATE", trigger="dm"),
         await log_call(store, "failed", "", votes=(1,), status="error", error_type="ModelError.server"),
-        await log_call(store, "other prompt", "summary", prompt=PromptSet.load(REPO / "prompts").get("summarize"),
+        await log_call(store, "other prompt", "summary", prompt=PromptSet.load(PROMPTS).get("summarize"),
                        votes=(1,)),
     ]
     return ids
@@ -156,13 +156,30 @@ def prefer_new(a: str, b: str) -> str:
 
 def model_env(model: FakeOpenAI, database_url: str, **extra: str) -> dict[str, str]:
     return clean_env(OPENAI_API_KEY=model.api_key, OPENAI_BASE_URL=model.url, DATABASE_URL=database_url,
-                     FLYWHEEL_MODEL="gpt-5.4-mini", PROMPTS_DIR=str(REPO / "prompts"), **extra)
+                     FLYWHEEL_MODEL="gpt-5.4-mini", PROMPTS_DIR=str(PROMPTS), **extra)
 
 
 async def flywheel(*args: str, env: dict[str, str], cwd: Path, timeout: float = 60) -> tuple[int, str, str]:
     async with flywheel_process(*args, cwd=cwd, env=env) as proc:
         out, err = await asyncio.wait_for(proc.communicate(), timeout)
     return proc.returncode, out.decode(), err.decode()
+
+
+async def test_a_progress_bar_on_a_terminal_and_nothing_in_a_pipe(tmp_path: Path):
+    url, _ = await seeded_sqlite(tmp_path)
+    args = ("replay", "ask", "--candidate", str(candidate_file(tmp_path)), "--judge", "judge")
+    async with FakeOpenAI() as model:
+        fake_model(model)
+        code, out, terminal = await on_terminal(*args, env=model_env(model, url), cwd=tmp_path)
+        assert code == 0, terminal
+        bars = re.findall(r"replaying \[([█░]+)\] (\d)/9 +(\d+)% · (\d) error\(s\)(.*?)(?:\r|$)", terminal)
+        assert len(bars) >= 2 and bars[0][1] != "9"  # drawn as inputs finish
+        assert set(bars[-1][0]) == {"█"} and bars[-1][1:] == ("9", "100", "0", " · judged 9: 9 W 0 T 0 L")
+        assert terminal.endswith("\r\x1b[K")  # erased for what follows
+        assert out.decode().startswith("ask: candidate ")
+
+        code, out_piped, err = await flywheel(*args, env=model_env(model, url), cwd=tmp_path)
+    assert code == 0 and err == "" and out_piped.startswith("ask: candidate ")
 
 
 def report_figures(page: str) -> dict[str, str]:
@@ -243,7 +260,7 @@ async def test_a_changed_prompt_on_the_logged_inputs_report_and_json_agree(datab
             c.prompt_version for c in rows if c.id in ids["inputs"]}
         practice = await version_stats(store, sources=("replay",))
         assert {(r.prompt, r.version, r.calls) for r in practice} == {
-            ("ask", candidate.version, 9), ("judge", PromptSet.load(REPO / "prompts").helpers["judge"].version, 9)}
+            ("ask", candidate.version, 9), ("judge", PromptSet.load(PROMPTS).helpers["judge"].version, 9)}
     finally:
         await store.close()
 
@@ -431,7 +448,7 @@ async def test_ctrl_c_twice_cuts_what_is_in_flight(tmp_path: Path):
 
 async def test_bad_arguments_and_files_say_where_and_exit_1(tmp_path: Path):
     url, _ = await seeded_sqlite(tmp_path)
-    env = clean_env(OPENAI_API_KEY="sk-test", DATABASE_URL=url, PROMPTS_DIR=str(REPO / "prompts"))
+    env = clean_env(OPENAI_API_KEY="sk-test", DATABASE_URL=url, PROMPTS_DIR=str(PROMPTS))
     broken = candidate_file(tmp_path).read_text().replace("Today's date is {{ date }}", "Today is {{ dat }}")
     (tmp_path / "broken.prompty").write_text(broken)
     line = broken.splitlines().index("Today is {{ dat }}.") + 1
@@ -446,7 +463,7 @@ async def test_bad_arguments_and_files_say_where_and_exit_1(tmp_path: Path):
         (["--candidate", str(bad_checks)], f"{bad_checks}:{check_line}: metadata.checks: regex: not a valid regular "
                                            "expression"),
         (["--candidate", str(tmp_path / "missing.prompty")], f"{tmp_path / 'missing.prompty'}: cannot read the file"),
-        (["--judge", "ask"], f"{REPO / 'prompts' / 'ask.prompty'}: a judge prompt must declare the inputs answer_a "
+        (["--judge", "ask"], f"{PROMPTS / 'ask.prompty'}: a judge prompt must declare the inputs answer_a "
                              "and answer_b"),
         (["--judge", "nope"], "flywheel: --judge: no prompt named 'nope'"),
         (["--concurrency", "0"], "flywheel: --concurrency must be at least 1"),
@@ -519,7 +536,7 @@ def test_positions_are_balanced_and_seeded() -> None:
 
 
 def test_logged_messages_come_apart_into_text_turns_and_thread() -> None:
-    shipped = PromptSet.load(REPO / "prompts")
+    shipped = PromptSet.load(PROMPTS)
     ask, summarize, review = shipped.get("ask"), shipped.get("summarize"), shipped.get("review")
     day = "2026-02-03"
     sent = ask.messages("and now?", TURNS, user="U1", channel="C1", date=day)
@@ -563,7 +580,7 @@ def test_checks_are_declared_in_the_prompt_file_and_checked(tmp_path: Path) -> N
         with pytest.raises(PromptError, match=re.escape(reason)) as failed:
             checks_of(prompt)
         assert failed.value.line == 11 + (block.count("\n") > 1)  # the line of checks:, or of the item
-    prompt, _ = load_file(REPO / "prompts" / "ask.prompty")
+    prompt, _ = load_file(PROMPTS / "ask.prompty")
     assert checks_of(prompt) == []
 
 

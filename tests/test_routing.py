@@ -19,7 +19,7 @@ from bot.feedback import AnswerRef, answer_controls, fix_modal
 from bot.manifest import manifest
 from bot.prompts import PromptSet
 
-from conftest import REPO, Harness, serve_bot
+from conftest import PROMPTS, Harness, serve_bot
 from fakes import FakeOpenAI, FakeSlack
 from fakes.slack_sender import click, mention, message, reaction, submission
 
@@ -30,7 +30,7 @@ EVERY_CONTROL = {"buttons": True, "fix": True, "regenerate": True}
 
 
 def shipped_manifest(*, socket: bool = False) -> dict[str, Any]:
-    return manifest(PromptSet.load(REPO / "prompts"), socket=socket, url="https://bot.example.com")
+    return manifest(PromptSet.load(PROMPTS), socket=socket, url="https://bot.example.com")
 
 
 def _action_ids(value: Any) -> Iterator[str]:

@@ -10,11 +10,11 @@ import time
 import aiohttp
 import pytest
 
-from conftest import REPO, Harness, serve_bot
+from conftest import PROMPTS, Harness, serve_bot
 from fakes import wait_until
 from fakes.slack_sender import mention
 
-ASK_VERSION = hashlib.sha256((REPO / "prompts" / "ask.prompty").read_bytes()).hexdigest()
+ASK_VERSION = hashlib.sha256((PROMPTS / "ask.prompty").read_bytes()).hexdigest()
 
 
 def bot_replies(h: Harness, channel: str, thread_ts: str) -> list[dict]:
@@ -292,7 +292,7 @@ async def test_two_processes_on_one_database_answer_an_event_once(bot: Harness, 
 
 async def test_a_new_prompt_file_is_live_at_the_next_message(bot: Harness, tmp_path):
     prompts = tmp_path / "prompts"
-    shutil.copytree(REPO / "prompts", prompts)
+    shutil.copytree(PROMPTS, prompts)
     async with serve_bot(bot.slack, bot.model, f"sqlite:///{tmp_path / 'x.db'}",
                          PROMPTS_DIR=str(prompts)) as h:
         (prompts / "standup.prompty").write_text(

@@ -26,7 +26,7 @@ from slack_sdk.socket_mode.request import SocketModeRequest
 from slack_sdk.socket_mode.response import SocketModeResponse
 from slack_sdk.web.async_client import AsyncWebClient
 
-from conftest import REPO, clean_env, flywheel_process
+from conftest import PROMPTS, clean_env, flywheel_process
 from fakes import FakeOpenAI, FakeSlack, wait_until
 from fakes.slack_sender import APP_ID, TEAM_ID, VERIFICATION_TOKEN, mention
 
@@ -213,7 +213,7 @@ async def flywheel_run(
         SLACK_API_URL=slack.url,
         OPENAI_API_KEY=model.api_key,
         OPENAI_BASE_URL=model.url,
-        PROMPTS_DIR=str(REPO / "prompts"),
+        PROMPTS_DIR=str(PROMPTS),
         DATABASE_URL=f"sqlite:///{tmp_path / 'flywheel.db'}",
         LOG_LEVEL="DEBUG",
     )

@@ -48,6 +48,16 @@ VS = hashlib.sha256(b"summarize v1").hexdigest()
 assert V1 > V2
 
 
+def prompt_files(folder: Path, **files: bytes) -> None:
+    """The prompts folder as it is now: ``ask.prompty`` holding b"ask 2" is version V2."""
+    (folder / "prompts").mkdir(exist_ok=True)
+    for name, raw in files.items():
+        (folder / "prompts" / f"{name}.prompty").write_bytes(raw)
+
+
+NOW = {"ask": b"ask 2", "summarize": b"summarize v1"}  # V2 and VS are in the files now
+
+
 def day(month: int, d: int, hour: int = 12) -> datetime:
     return datetime(2025, month, d, hour, tzinfo=UTC)
 
@@ -210,12 +220,14 @@ def test_cli_json_filters_and_table(seeded: Store, tmp_path: Path, monkeypatch: 
                                     capsys: pytest.CaptureFixture[str]):
     """`flywheel stats` in this process (fast), on both databases."""
     monkeypatch.chdir(tmp_path)
+    prompt_files(tmp_path, **NOW)
     monkeypatch.setenv("DATABASE_URL", seeded.url)
 
     assert cli.main(["stats", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     for row, expected in zip(rows, (ASK_V1, ASK_V2, SUMMARIZE), strict=True):
         check(row, expected)
+    assert [r["current"] for r in rows] == [False, True, True]
 
     assert cli.main(["stats", "--json", "--since", "2025-02-01", "--prompt", "ask"]) == 0
     assert [(r["version"], r["calls"]) for r in json.loads(capsys.readouterr().out)] == [(V2, 10)]
@@ -230,6 +242,28 @@ def test_cli_json_filters_and_table(seeded: Store, tmp_path: Path, monkeypatch: 
     assert capsys.readouterr().out.strip() == "no calls logged for prompt 'nope' yet"
     assert cli.main(["stats", "--since", "2025-02-01", "--until", "2025-01-01"]) == 2
     assert "--until must be later than --since" in capsys.readouterr().err
+
+
+def test_the_star_marks_the_version_in_the_prompt_file_now_not_the_newest_seen(
+        seeded: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
+    """ask.prompty rolled back to v1 (v2 is still the newest seen), summarize.prompty since edited."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DATABASE_URL", seeded.url)
+    prompt_files(tmp_path, ask=b"ask 1", summarize=b"summarize v2, not yet used")
+
+    def starred() -> list[str]:
+        assert cli.main(["stats"]) == 0
+        return [line.split()[1] for line in capsys.readouterr().out.splitlines()[1:4] if " * " in line]
+
+    assert starred() == [V1[:12]]
+    monkeypatch.setenv("PROMPTS_DIR", str(tmp_path / "elsewhere"))  # read from the prompts folder in use
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "summarize.prompty").write_bytes(b"summarize v1")
+    assert starred() == [VS[:12]]
+    assert cli.main(["stats", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["version"], r["newest"], r["current"]) for r in rows] == [
+        (V1, False, False), (V2, True, False), (VS, True, True)]
 
 
 def test_practice_calls_are_left_out_unless_asked_for_and_each_model_gets_its_own_row(
@@ -292,6 +326,7 @@ async def test_the_real_command_reads_a_seeded_sqlite_file(tmp_path: Path):
     await store.upgrade()
     await seed(store)
     await store.close()
+    prompt_files(tmp_path, **NOW)
     (code, out, err), (tcode, table, terr) = await asyncio.gather(
         flywheel("stats", "--json", database_url=url, cwd=tmp_path),
         flywheel("stats", database_url=url, cwd=tmp_path),
@@ -311,7 +346,7 @@ def check_table(table: str) -> None:
                                 "$0.020", "$0.0020", "50", "ms", "100", "ms"]
     assert lines[3].split() == ["summarize", VS[:12], "*", "gpt-test", "3", "33%", "0", "1", "0%", "(0–79)", "░░░░░░░░░░",
                                 "33%", "240", "–", "–", "700", "ms", "900", "ms"]
-    assert "* newest version" in table
+    assert "* the version in its prompt file now" in table
     # Columns line up on a terminal, where 👍, 👎 take two cells each: ERRORS ends where "20%" does.
     assert cells(lines[0][:lines[0].index("ERRORS") + 6]) == cells(lines[1][:lines[1].index("20%") + 3])
     assert cells(lines[0][:lines[0].index("ERRORS") + 6]) == cells(lines[3][:lines[3].index("33%", 60) + 3])
@@ -365,9 +400,9 @@ async def test_home_view_shows_each_prompt_with_its_versions(store: Store):
     assert "2 errors" in total
     assert ask.startswith("*`ask`* · 15 calls")
     ask_lines = ask.splitlines()[1:]
-    assert ask_lines[0].startswith(f"`{V2[:7]}` (newest)") and "*89% (57–98)*" in ask_lines[0]  # newest first
+    assert ask_lines[0].startswith(f"`{V2[:12]}` (newest)") and "*89% (57–98)*" in ask_lines[0]  # newest first
     assert "10 calls, 10 rated" in ask_lines[0] and "$0.020" in ask_lines[0] and "p50 50 ms" in ask_lines[0]
-    assert ask_lines[1].startswith(f"`{V1[:7]}`") and "*33% (6–79)*" in ask_lines[1] and "1 error" in ask_lines[1]
+    assert ask_lines[1].startswith(f"`{V1[:12]}`") and "*33% (6–79)*" in ask_lines[1] and "1 error" in ask_lines[1]
     assert summarize.startswith("*`summarize`*") and "p50 700 ms" in summarize and "cost unknown" in summarize
     contexts = [b["elements"][0]["text"] for b in view["blocks"] if b["type"] == "context"]
     assert any(V2[:12] in c and V1[:12] in c and c.index(V2[:12]) < c.index(V1[:12]) for c in contexts)

@@ -19,7 +19,7 @@ from bot.models import Call, CallStatus
 from bot.prompts import PromptSet, load_file
 from bot.store import CallLog, Store
 
-from conftest import REPO, clean_env, serve_bot
+from conftest import PROMPTS, clean_env, serve_bot
 from fakes import FakeOpenAI, FakeSlack
 
 SUPPORT = "C0SUPPORT1"
@@ -30,7 +30,7 @@ TINY = ("---\nname: tiny\ndescription: A tiny prompt for budget tests\nmodel:\n 
 @pytest.fixture
 def prompts_dir(tmp_path: Path) -> Path:
     folder = tmp_path / "prompts"
-    shutil.copytree(REPO / "prompts", folder)
+    shutil.copytree(PROMPTS, folder)
     (folder / "tiny.prompty").write_text(TINY)
     return folder
 

@@ -24,7 +24,7 @@ from bot.journal import Journal
 from bot.store import Store
 
 from conftest import (
-    REPO,
+    PROMPTS,
     SIGNING_SECRET,
     Harness,
     clean_env,
@@ -331,7 +331,7 @@ async def test_sigterm_during_a_burst_answers_or_apologises_for_every_acked_ment
         url = f"http://127.0.0.1:{port}"
         env = clean_env(SLACK_BOT_TOKEN=slack.bot_token, SLACK_SIGNING_SECRET=SIGNING_SECRET,
                         SLACK_API_URL=slack.url, OPENAI_API_KEY=model.api_key, OPENAI_BASE_URL=model.url,
-                        PROMPTS_DIR=str(REPO / "prompts"), DATABASE_URL=database_url,
+                        PROMPTS_DIR=str(PROMPTS), DATABASE_URL=database_url,
                         FLYWHEEL_SHUTDOWN_GRACE=str(grace), FLYWHEEL_JOURNAL_DIR=str(tmp_path / "journal"))
         async with flywheel_process("run", "--http", "--port", str(port), cwd=tmp_path, env=env) as proc:
             await wait_healthy(url, proc)

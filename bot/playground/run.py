@@ -74,7 +74,7 @@ async def playground(settings: Settings, *, host: str, port: int, state: Path,
     print("  model: " + ("the offline echo model (set OPENAI_API_KEY or OPENAI_BASE_URL for a real one)"
                          if echo else f"{settings.model} at {display_url(settings.openai_base_url) or 'OpenAI'}"),
           flush=True)
-    print(f"  prompts: {settings.prompts_dir}/ (edits apply to the next message)  ·  database: "
+    print(f"  prompts: {settings.prompts_from} (edits apply to the next message)  ·  database: "
           f"{display_url(settings.database_url)}", flush=True)
     if warning:
         print(warning, file=sys.stderr, flush=True)

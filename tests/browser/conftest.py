@@ -37,6 +37,7 @@ from typing import Any
 
 import pytest
 
+from conftest import PROMPTS
 from fakes import FakeOpenAI
 
 REPO = Path(__file__).resolve().parents[2]
@@ -161,7 +162,7 @@ class Playground:
         self.home = home
         self.db = home / "flywheel.db"
         self.prompts = home / "prompts"
-        shutil.copytree(REPO / "prompts", self.prompts)
+        shutil.copytree(PROMPTS, self.prompts)
         self.log = home / "flywheel-dev.log"
         self.env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),

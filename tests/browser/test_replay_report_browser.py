@@ -16,13 +16,15 @@ from typing import Any
 from bot.prompts import PromptSet
 from bot.store import CallLog, Store
 
+from conftest import PROMPTS
+
 REPO = Path(__file__).resolve().parents[2]
 FLYWHEEL = Path(sys.executable).with_name("flywheel")
 HOSTILE = "Why does <script>window.pwned = 1</script> break the page? <img src=x onerror=\"window.pwned=2\">"
 
 
 async def _seed(url: str) -> None:
-    ask = PromptSet.load(REPO / "prompts").get("ask")
+    ask = PromptSet.load(PROMPTS).get("ask")
     prompt = {"name": "ask", "version": ask.version, "path": str(ask.path), "source": ask.source, "model": None}
     store = Store(url)
     await store.upgrade()
@@ -59,13 +61,13 @@ def test_the_report_shows_the_json_figures_and_the_differences(tmp_path: Path, d
     url = f"sqlite:///{tmp_path / 'flywheel.db'}"
     asyncio.run(_seed(url))
     candidate = tmp_path / "my-ask.prompty"
-    candidate.write_text((REPO / "prompts" / "ask.prompty").read_text().replace(
+    candidate.write_text((PROMPTS / "ask.prompty").read_text().replace(
         '    usage_hint: "[your question]"\n---\n',
         '    usage_hint: "[your question]"\n  checks:\n    - contains: "Short:"\n    - max_length: 50\n---\n'))
     fake_openai.call(functools.partial(fake_openai.fake.default_reply, _answer))
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path), "DATABASE_URL": url,
            "OPENAI_API_KEY": fake_openai.api_key, "OPENAI_BASE_URL": fake_openai.url,
-           "FLYWHEEL_MODEL": "gpt-4o-mini", "PROMPTS_DIR": str(REPO / "prompts")}
+           "FLYWHEEL_MODEL": "gpt-4o-mini", "PROMPTS_DIR": str(PROMPTS)}
     report = tmp_path / "report.html"
     done = subprocess.run([str(FLYWHEEL), "replay", "ask", "--candidate", str(candidate), "--judge", "judge",
                            "--report", str(report), "--json"], cwd=tmp_path, env=env, capture_output=True,
