@@ -134,7 +134,7 @@ def test_no_doc_asks_for_a_restart_to_load_a_prompt():
     for text in (README, PROMPTS_README):  # tests/test_slack_flow.py: a new file is live at the next message
         for sentence in re.split(r"(?<=[.:])\s", text):
             if "restart" in sentence and "prompt" in sentence.lower():
-                assert "no restart" in sentence, sentence
+                assert "no restart" in sentence.lower(), sentence
 
 
 # -- Datasets -----------------------------------------------------------------------------------
