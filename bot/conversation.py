@@ -27,7 +27,7 @@ from typing import Any, Literal
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.delivery import PostedReply, Reply, ResponseUrlReply, StreamedReply
+from bot.delivery import PostedReply, Reply, ResponseUrlReply, Status, StreamedReply
 from bot.errors import FlywheelError, ModelError, redact
 from bot.feedback import AnswerRef, answer_controls, fix_modal
 from bot.journal import Journal, NotKept, new_op, within
@@ -370,6 +370,8 @@ class Conversation:
                 replies.append(reply)
                 self._replies.add(reply)
                 record.request_ts, record.thread_ts = ask.ts, ask.thread_ts
+            if isinstance(reply, Status):
+                await reply.begin()  # the thread shows a status if the model is slow to start
             if callable(context_source):
                 context = await context_source()
             else:
