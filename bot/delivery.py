@@ -48,7 +48,7 @@ UPDATE_LIMIT = 3_900  # chat.update refuses more than 4,000 characters
 RESPONSE_LIMIT = 11_000  # a markdown block holds 12,000 per payload
 STREAM_INTERVAL = 1.0  # seconds between appendStream calls for one message
 UPDATE_INTERVAL = 1.5  # seconds between chat.update calls for one message
-STATUS_AFTER = 0.8  # seconds without text from the model before the thread shows a status
+STATUS_AFTER = 1.0  # seconds without text from the model before the thread shows a status
 STATUS_TEXT = "_Thinking…_"
 
 
