@@ -28,12 +28,13 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.budgets import Budgets, Hold, OverBudget
-from bot.delivery import PostedReply, Reply, ResponseUrlReply, StreamedReply
+from bot.delivery import PostedReply, Reply, ResponseUrlReply, Status, StreamedReply
 from bot.errors import FlywheelError, ModelError, redact
 from bot.feedback import AnswerRef, answer_controls, fix_modal
 from bot.journal import Journal, NotKept, new_op, within
 from bot.llm import LLM
 from bot.models import CallStatus, Trigger
+from bot.people import Mentions, People, mentioned, name_mentions
 from bot.pricing import PriceTable
 from bot.prompts import Prompt, PromptSet
 from bot.ratelimits import RateBudget
@@ -109,6 +110,7 @@ class Conversation:
         self.settings = settings
         self.source = source  # recorded on every call: "slack" is real traffic (models.SOURCES)
         self.budget = budget or RateBudget()
+        self.people = People(self.budget)  # display names for the model, looked up once per person
         self._prompts = prompts
         self.llm = llm
         self.store = store
@@ -188,14 +190,16 @@ class Conversation:
         if ask.thread_ts:
             async def context() -> Context:
                 if ask.thread_ts == ts:  # a new thread: nothing before the question
-                    return Context()
-                return await self.thread_context(client, channel, ask.thread_ts or "", ts, team, bot)
+                    return await self.with_people(Context(), client, team, ask, bot)
+                found = await self.thread_context(client, channel, ask.thread_ts or "", ts, team, bot)
+                return await self.with_people(found, client, team, ask, bot)
 
             reply: Reply = StreamedReply(client, self.budget, channel=channel, thread_ts=ask.thread_ts,
                                          team_id=team, user_id=ask.user_id)
         else:  # a top-level DM: answer in the conversation itself
             async def context() -> Context:
-                return await self.dm_context(client, channel, ts, team, bot)
+                found = await self.dm_context(client, channel, ts, team, bot)
+                return await self.with_people(found, client, team, ask, bot)
 
             reply = PostedReply(client, self.budget, channel=channel, team_id=team)
         return await self.answer(ask, reply, context)
@@ -219,7 +223,10 @@ class Conversation:
                     StreamedReply(client, self.budget, channel=channel, thread_ts=thread, team_id=ask.team_id,
                                   user_id=ask.user_id))
 
-        return await self.answer(ask, by_response_url, opening=open_thread)
+        async def context() -> Context:  # no conversation before a command: its asker and whom they name
+            return await self.with_people(Context(), client, ask.team_id, ask, BotIdentity(None, None))
+
+        return await self.answer(ask, by_response_url, context, opening=open_thread)
 
     async def regenerate(self, channel_id: str, ts: str, *, user_id: str | None, team_id: str | None,
                          client: AsyncWebClient) -> Outcome:
@@ -373,17 +380,21 @@ class Conversation:
         started = time.monotonic()
         replies = [reply]
         self._replies.add(reply)
+        mentions = Mentions({})
         try:
             if opening is not None:
                 ask, reply = await opening()
                 replies.append(reply)
                 self._replies.add(reply)
                 record.request_ts, record.thread_ts = ask.ts, ask.thread_ts
+            if isinstance(reply, Status):
+                await reply.begin()  # the thread shows a status if the model is slow to start
             if callable(context_source):
                 context = await context_source()
             else:
                 context = context_source or Context()
-            text = fit_text(ask.text, CONTEXT_CHARS - HISTORY_MIN_CHARS)
+            mentions = context.mentions()  # the model's @Name for a person here becomes a Slack mention
+            text = fit_text(context.name(ask.text), CONTEXT_CHARS - HISTORY_MIN_CHARS)
             context = context.within(CONTEXT_CHARS - len(text))
             while True:
                 record.messages = replay.messages if replay else prompt.messages(
@@ -399,7 +410,8 @@ class Conversation:
                 try:
                     async with contextlib.aclosing(aiter(stream)) as deltas:
                         async for delta in deltas:
-                            await reply.write(delta)
+                            if shown := mentions.feed(delta):
+                                await reply.write(shown)
                     break
                 except ModelError as exc:
                     # Too long for this model: leave out the older half of the conversation and retry.
@@ -441,6 +453,8 @@ class Conversation:
         assert task is not None
         self._delivering.add(task)  # a shutdown lets this finish rather than cut it off
         try:
+            if rest := mentions.close():
+                await reply.write(rest)
             await reply.finish(note, controls, about)
         except Exception as exc:  # noqa: BLE001 - Slack refused every way of posting
             log.exception("posting the answer to Slack failed")
@@ -567,18 +581,28 @@ class Conversation:
                     # a corrected answer reads as corrected; with no text in the log (its channel
                     # opted out of content logging), Slack's copy is what there is
                     context.add("assistant", call.correction or call.answer or unescape(m.get("text") or ""),
-                                speaker="you")
+                                speaker=bot.user_id or YOU)
                 used.add(call.id)
             elif (call := asked_by.get(ts)) is not None:
-                context.add("user", call.request_text or unescape(m.get("text") or ""), speaker=_speaker(call.user_id))
+                context.add("user", call.request_text or unescape(m.get("text") or ""),
+                            speaker=call.user_id or "someone")
             elif bot.wrote(m):
                 if not complete and m.get("text"):  # without the log, what the bot wrote is all we know
-                    context.add("assistant", unescape(m["text"]), speaker="you")
+                    context.add("assistant", unescape(m["text"]), speaker=bot.user_id or YOU)
                 continue  # the bot's notes and apologies are not part of the conversation
             elif m.get("subtype") in (None, "thread_broadcast", "file_share", "bot_message"):
                 text = unescape(strip_mention(m.get("text") or "", bot.user_id or ""))
-                context.add("user", text, speaker=_speaker(m.get("user") or m.get("username") or "bot"))
+                context.add("user", text, speaker=m.get("user") or m.get("username") or "bot")
         return context
+
+    async def with_people(self, context: Context, client: AsyncWebClient, team: str | None, ask: Ask,
+                          bot: BotIdentity) -> Context:
+        """The context with people by name: who spoke, whom they mentioned, who asks and whom they
+        name (each looked up once; a name that cannot be had leaves the id, as Slack wrote it)."""
+        ids = {s for s in context.speakers if _is_user_id(s)} | mentioned(ask.text) | {
+            i for turn in context.turns for i in mentioned(turn["content"])}
+        ids |= {i for i in (ask.user_id, bot.user_id) if i and _is_user_id(i)}
+        return context.named(await self.people.names(client, team, ids), bot=bot.user_id)
 
     async def _calls_for(self, channel: str, ts: list[str]) -> tuple[list[PastCall], bool]:
         """The logged calls behind these messages, rows still in the journal included; and
@@ -633,16 +657,40 @@ class Conversation:
 @dataclass
 class Context:
     """Earlier messages of a conversation: chat turns for the model, and a transcript
-    (who said what) for prompts that template ``{{ thread }}``."""
+    (who said what) for prompts that template ``{{ thread }}``.
+
+    Built with Slack's ids (a speaker is a user id, or a label such as a bot's username);
+    `named` then puts people's display names in their place, the bot's own included."""
 
     turns: list[dict[str, Any]] = field(default_factory=list)
     speakers: list[str] = field(default_factory=list)
     dropped: int = 0  # older messages left out to fit the model's context
+    people: dict[str, str | None] = field(default_factory=dict)  # user id -> display name (None: unknown)
+    bot: str | None = None  # the bot's user id
 
     def add(self, role: str, content: str, *, speaker: str) -> None:
         if content := content.strip():
             self.turns.append({"role": role, "content": content})
             self.speakers.append(speaker)
+
+    def named(self, people: dict[str, str | None], *, bot: str | None) -> Context:
+        """The same conversation with people by name: ``Ann Lee: …``, ``@Ann Lee``."""
+        def speaker(who: str) -> str:
+            if name := people.get(who):
+                return name
+            return YOU if who in (bot, YOU) else _speaker(who)
+
+        turns = [{**t, "content": name_mentions(t["content"], people)} for t in self.turns]
+        return dataclasses.replace(self, turns=turns, speakers=[speaker(s) for s in self.speakers],
+                                   people=dict(people), bot=bot)
+
+    def name(self, text: str) -> str:
+        """Mentions in ``text`` (``<@U…>``) as ``@Display Name`` where the name is known."""
+        return name_mentions(text, self.people)
+
+    def mentions(self) -> Mentions:
+        """What turns the model's ``@Name`` of a person here into a mention (never of the bot itself)."""
+        return Mentions({i: n for i, n in self.people.items() if i != self.bot})
 
     @property
     def note(self) -> str | None:
@@ -676,7 +724,8 @@ class Context:
         if keep == len(self.turns):
             return self
         cut = len(self.turns) - keep
-        return Context(self.turns[cut:], self.speakers[cut:], self.dropped + cut)
+        return dataclasses.replace(self, turns=self.turns[cut:], speakers=self.speakers[cut:],
+                                   dropped=self.dropped + cut)
 
 
 def fit_text(text: str, limit: int) -> str:
@@ -693,8 +742,15 @@ def _past_call(op: dict[str, Any]) -> PastCall:
                     c["answer"], c["prompt_name"], tuple(c["message_ts"]))
 
 
+YOU = "you"  # the bot in a transcript when its name is not known
+
+
+def _is_user_id(value: str) -> bool:
+    return value[:1] in ("U", "W") and value[1:].replace("_", "").isalnum() and value.upper() == value
+
+
 def _speaker(user_id: str | None) -> str:
-    return f"<@{user_id}>" if user_id and user_id[:1] in "UW" else (user_id or "someone")
+    return f"<@{user_id}>" if user_id and _is_user_id(user_id) else (user_id or "someone")
 
 
 def _slack_error(exc: SlackApiError) -> str | None:

@@ -16,15 +16,23 @@ Text is escaped and split by `slack_text.MessageSplitter`, so model output can
 never ping @channel and a code block split across messages stays closed. Every
 Web API call goes through the shared `RateBudget`. ``message_ts`` lists the
 messages the answer occupies, for the call log.
+
+While the model has not said a word, the thread is not silent: ``await
+reply.begin()`` (the `Status` protocol) posts a *Thinking…* note if no text has
+come after `STATUS_AFTER` seconds. The note becomes the answer (chat.update) or,
+once the answer streams in a message of its own, is deleted: no extra message is
+left behind. A fast model never causes the note, so it costs Slack calls only
+when someone would otherwise wait in silence.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
@@ -40,6 +48,8 @@ UPDATE_LIMIT = 3_900  # chat.update refuses more than 4,000 characters
 RESPONSE_LIMIT = 11_000  # a markdown block holds 12,000 per payload
 STREAM_INTERVAL = 1.0  # seconds between appendStream calls for one message
 UPDATE_INTERVAL = 1.5  # seconds between chat.update calls for one message
+STATUS_AFTER = 1.0  # seconds without text from the model before the thread shows a status
+STATUS_TEXT = "_Thinking…_"
 
 
 class Reply(Protocol):
@@ -52,11 +62,17 @@ class Reply(Protocol):
         """Complete the answer; ``blocks`` (buttons) and ``metadata`` go on its last message."""
 
 
+@runtime_checkable
+class Status(Protocol):
+    async def begin(self) -> None:
+        """The answer has been asked for: show a status until its text arrives."""
+
+
 class _Output:
     """What the replies share: one answer's destination, the splitter and the budget."""
 
     def __init__(self, client: AsyncWebClient, budget: RateBudget, *, channel: str, thread_ts: str | None,
-                 team_id: str | None, limit: int):
+                 team_id: str | None, limit: int, status_after: float = STATUS_AFTER):
         self.client = client
         self.budget = budget
         self.channel = channel
@@ -64,6 +80,57 @@ class _Output:
         self.team_id = team_id
         self.splitter = MessageSplitter(limit)
         self.message_ts: list[str] = []
+        self.status_after = status_after
+        self._status: asyncio.Task[None] | None = None  # the Thinking… note, waiting or being posted
+        self._status_sent = False  # its post has gone out (it can no longer just be called off)
+        self._placeholder: str | None = None  # the note's ts while it shows
+
+    async def begin(self) -> None:
+        if self._status is None and not self.message_ts:
+            self._status = asyncio.get_running_loop().create_task(self._show_status())
+
+    async def _show_status(self) -> None:
+        await asyncio.sleep(self.status_after)
+        self._status_sent = True
+        try:  # optional: when the budget is short the answer matters more than the note
+            resp = await self._call("chat.postMessage", optional=True, thread_ts=self.thread_ts,
+                                    markdown_text=STATUS_TEXT)
+        except SlackApiError as exc:
+            log.info("could not show the status (%s)", _error(exc))
+            return
+        except Exception as exc:  # noqa: BLE001 - a courtesy: the answer goes on without it
+            log.info("could not show the status (%s)", type(exc).__name__)
+            return
+        if resp is not None:
+            self._placeholder = resp["ts"]
+
+    async def _status_shown(self) -> str | None:
+        """Text is here: call the note off if it is not posted yet; else the ts of the note."""
+        if (task := self._status) is not None:
+            if not self._status_sent:
+                task.cancel()  # still waiting: nothing was posted
+            else:  # the post is in flight: learn its ts (if we are cancelled meanwhile, we ask again later)
+                await asyncio.shield(task)
+            self._status = None
+        return self._placeholder
+
+    async def _clear_status(self) -> None:
+        """Remove the note (the answer has a message of its own)."""
+        ts = await self._status_shown()
+        if ts is None:
+            return
+        self._placeholder = None
+        try:
+            await self._call("chat.delete", ts=ts)
+        except SlackApiError as exc:
+            log.warning("could not remove the status note (%s)", _error(exc))
+
+    def _adopt_status(self) -> str | None:
+        """The note becomes the answer's first message."""
+        ts, self._placeholder = self._placeholder, None
+        if ts is not None:
+            self.message_ts.append(ts)
+        return ts
 
     async def _call(self, method: str, *, optional: bool = False, **params: Any) -> Any:
         return await self.budget.call(self.client, method, team=self.team_id, optional=optional,
@@ -88,9 +155,10 @@ class StreamedReply(_Output):
     """Native Slack streaming in a thread; one answer may span several messages."""
 
     def __init__(self, client: AsyncWebClient, budget: RateBudget, *, channel: str, thread_ts: str,
-                 team_id: str | None, user_id: str | None, interval: float = STREAM_INTERVAL):
+                 team_id: str | None, user_id: str | None, interval: float = STREAM_INTERVAL,
+                 status_after: float = STATUS_AFTER):
         super().__init__(client, budget, channel=channel, thread_ts=thread_ts, team_id=team_id,
-                         limit=STREAM_LIMIT)
+                         limit=STREAM_LIMIT, status_after=status_after)
         self.user_id = user_id
         self.interval = interval
         self._pending = ""  # escaped text of the current message not yet sent
@@ -108,6 +176,7 @@ class StreamedReply(_Output):
         if note:
             self._pending += ("\n\n" if (self._pending or self._streaming) else "") + note
         await self._end_message(blocks, metadata)
+        await self._clear_status()  # nothing was said at all: the note goes too
 
     async def _take(self, pieces: Iterable[Piece]) -> None:
         for piece in pieces:
@@ -123,6 +192,7 @@ class StreamedReply(_Output):
         if not self._streaming:
             if not self._can_stream:
                 return  # posted whole when the message is complete
+            await self._status_shown()  # the note, if it is being posted, goes up first
             try:
                 resp = await self._call("chat.startStream", optional=True, thread_ts=self.thread_ts,
                                         markdown_text=self._pending, recipient_team_id=self.team_id,
@@ -135,6 +205,7 @@ class StreamedReply(_Output):
                 return  # the budget is spent: this message is posted whole when complete
             self.message_ts.append(resp["ts"])
             self._streaming, self._pending, self._last = True, "", now
+            await self._clear_status()  # the answer shows: the note has done its job
         elif now - self._last >= self.interval:
             try:
                 sent = await self._call("chat.appendStream", optional=True, ts=self.message_ts[-1],
@@ -161,7 +232,12 @@ class StreamedReply(_Output):
                 log.warning("chat.stopStream refused (%s); posting its text instead", _error(exc))
                 self._can_stream = False
         if text.strip():
+            if len(text) <= UPDATE_LIMIT and await self._status_shown() is not None:
+                ts = self._adopt_status()  # the note becomes this message
+                await self._call("chat.update", ts=ts, **_content(text, blocks), **_meta(metadata))
+                return
             await self._post(text, blocks, metadata)
+            await self._clear_status()
 
     async def _abandon_stream(self) -> None:
         """Slack will not take more text for this message: close it as it is."""
@@ -174,9 +250,10 @@ class PostedReply(_Output):
     """chat.postMessage for the first text, chat.update while it grows."""
 
     def __init__(self, client: AsyncWebClient, budget: RateBudget, *, channel: str, team_id: str | None,
-                 thread_ts: str | None = None, interval: float = UPDATE_INTERVAL):
+                 thread_ts: str | None = None, interval: float = UPDATE_INTERVAL,
+                 status_after: float = STATUS_AFTER):
         super().__init__(client, budget, channel=channel, thread_ts=thread_ts, team_id=team_id,
-                         limit=UPDATE_LIMIT)
+                         limit=UPDATE_LIMIT, status_after=status_after)
         self.interval = interval
         self._text = ""  # the current message as it should read
         self._shown = ""  # what Slack shows for it
@@ -198,10 +275,18 @@ class PostedReply(_Output):
         if note:
             self._text += ("\n\n" if self._text else "") + note
         await self._end_message(blocks, metadata)
+        await self._clear_status()  # nothing was said at all: the note goes too
+
+    async def _from_status(self) -> None:
+        """The first text: the Thinking… note, if it shows, becomes its message."""
+        if not self._shown and await self._status_shown() is not None:
+            self._adopt_status()
+            self._shown, self._last = STATUS_TEXT, 0.0
 
     async def _progress(self) -> None:
         if not self._text.strip() or self._text == self._shown:
             return
+        await self._from_status()
         now = time.monotonic()
         if not self._shown:
             resp = await self._call("chat.postMessage", optional=True, thread_ts=self.thread_ts,
@@ -214,6 +299,8 @@ class PostedReply(_Output):
             self._shown, self._last = self._text, now
 
     async def _end_message(self, blocks: list[dict] | None = None, metadata: dict | None = None) -> None:
+        if self._text.strip():
+            await self._from_status()
         if self._text.strip() and (self._text != self._shown or blocks or metadata):
             if self._shown:
                 await self._call("chat.update", ts=self.message_ts[-1], **_content(self._text, blocks),

@@ -19,6 +19,7 @@ BOT_SCOPES = [
     "chat:write.public",  # answer slash commands in public channels the bot has not joined
     "commands",  # slash commands
     "reactions:read",  # 👍/👎 votes
+    "users:read",  # people's display names, so the model reads "Ann Lee" rather than <@U…>
 ]
 BOT_EVENTS = [
     "app_mention",

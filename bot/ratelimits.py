@@ -38,6 +38,7 @@ DEFAULT_LIMITS: dict[str, tuple[int, float]] = {
     "chat.postMessage": (1, 1.0),  # per channel
     "conversations.replies": (45, 60.0),
     "conversations.history": (45, 60.0),
+    "users.info": (90, 60.0),  # Tier 4; bot.people caches the answers
 }
 PER_CHANNEL = frozenset({"chat.postMessage"})
 

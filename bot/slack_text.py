@@ -42,9 +42,10 @@ CLOSE_FENCE = "\n```"
 
 # Kept as they are by escape(): user mentions and channel links, optionally labelled.
 # Bounded lengths and no whitespace in the label keep a token inside one "word",
-# which the splitter relies on (it never escapes half a token).
+# which the splitter relies on (it never escapes half a token). Ids may hold "_" (the
+# playground's people are U_YOU and the like; Slack's own ids never do).
 _MAX_TOKEN = 140
-_KEEP = re.compile(r"<(?:@[UW][A-Z0-9]{1,30}|#C[A-Z0-9]{1,30})(?:\|[^\s<>|]{0,100})?>")
+_KEEP = re.compile(r"<(?:@[UW][A-Z0-9_]{1,30}|#C[A-Z0-9]{1,30})(?:\|[^\s<>|]{0,100})?>")
 _SPECIAL = re.compile(r"[&<>]")
 _ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
 _UNESCAPE = re.compile(r"&(amp|lt|gt);")

@@ -77,7 +77,7 @@ async def test_manifest_lists_every_command_event_scope_and_the_mode(tmp_path: P
         events["bot_events"])
     scopes = set(doc["oauth_config"]["scopes"]["bot"])
     assert {"app_mentions:read", "chat:write", "commands", "reactions:read", "channels:history",
-            "im:history"} <= scopes
+            "im:history", "users:read"} <= scopes
     assert doc["settings"]["interactivity"] == {"is_enabled": True,
                                                 "request_url": "https://bot.example.com/slack/events"}
     assert doc["settings"]["socket_mode_enabled"] is False

@@ -642,3 +642,21 @@ async def test_the_page_hears_when_a_prompt_file_changes(tmp_path: Path):
     with pytest.raises(ValueError, match="prompt_poll_seconds"):
         StandIn(state_path=tmp_path / "s.json", signing_secret=SECRET, bot_token=TOKEN, prompts=list,
                 model={}, prompt_poll_seconds=0)
+
+
+async def test_the_page_shows_thinking_while_the_model_is_slow_and_the_model_reads_names(play: Play):
+    play.model.reply("Done: @you owns it.", first_token_delay=2.0)
+    ts = (await play.say("@flywheel who owns the rollout?"))["ts"]
+    note = await wait_until(lambda: [m for (c, _), m in play.messages().items() if c == GENERAL
+                                     and m.get("thread_ts") == ts and "Thinking" in m["text"]], timeout=1.8)
+    assert note[0]["user"] == "UBOT"
+
+    [answer] = await play.answered(GENERAL, ts)
+    assert answer["text"] == f"Done: <@{ME}> owns it."  # the page renders it as the @you mention
+    assert not [m for m in play.messages().values() if "Thinking" in m["text"]], "no note left behind"
+
+    play.model.reply("Sure.")
+    await play.say("@flywheel summarize", thread_ts=ts)
+    await play.answered(GENERAL, ts, 2)
+    transcript = play.model.requests[-1]["messages"][-1]["content"]
+    assert "you: who owns the rollout?" in transcript and "flywheel: Done: @you owns it." in transcript

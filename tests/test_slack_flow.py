@@ -89,10 +89,10 @@ async def test_summarize_mentioned_in_a_thread_summarises_that_thread(bot: Harne
 
     sent = bot.model.requests[0]["messages"]
     assert call.prompt_name == "summarize"
-    # summarize templates the thread as a transcript that keeps who said what
+    # summarize templates the thread as a transcript that keeps who said what, by display name
     transcript = sent[-1]["content"]
-    assert "<@U1>: Incident: checkout 500s since 14:02." in transcript
-    assert "<@U2>: Rolled back release 812, errors gone." in transcript
+    assert "u1: Incident: checkout 500s since 14:02." in transcript
+    assert "u2: Rolled back release 812, errors gone." in transcript
     assert "summar" in transcript.lower()
 
 

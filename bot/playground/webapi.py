@@ -32,7 +32,7 @@ MAX_VIEW_BLOCKS = 100
 TRIGGER_SECONDS = 3.0  # a trigger_id is good for one view, within 3 seconds
 JSON_PARAMS = ("blocks", "chunks", "attachments", "view", "metadata")
 SCOPES = ("app_mentions:read,channels:history,chat:write,commands,groups:history,im:history,"
-          "mpim:history,reactions:read,reactions:write")
+          "mpim:history,reactions:read,reactions:write,users:read")
 _METHOD = re.compile(r"^[A-Za-z]+(?:\.[A-Za-z]+)+$")
 
 

@@ -75,6 +75,7 @@ SLACK_TIERS: dict[str, tuple[int, float]] = {
     "conversations.replies": (50, 60.0),  # Tier 3
     "conversations.history": (50, 60.0),  # Tier 3
     "chat.appendStream": (100, 60.0),  # Tier 4
+    "users.info": (100, 60.0),  # Tier 4
     "chat.postMessage": (1, 1.0),  # about one per second per channel
 }
 
