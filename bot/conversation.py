@@ -265,6 +265,22 @@ class Conversation:
         except SlackApiError as exc:  # the correction is saved; the note is a courtesy
             log.warning("could not post the correction note: %s", _slack_error(exc))
 
+    async def tell_if_broken(self, client: AsyncWebClient, text: str, *, channel: str, user: str | None,
+                             thread_ts: str | None = None) -> bool:
+        """If ``text`` starts by naming a prompt whose file is broken, tell its author privately
+        where (``file:line: reason``) instead of answering with another prompt."""
+        words = text.split(maxsplit=1)
+        note = self.prompts.broken_note(words[0]) if words else None
+        if note is None:
+            return False
+        if user:
+            try:
+                await client.chat_postEphemeral(channel=channel, user=user, text=note,
+                                                **({"thread_ts": thread_ts} if thread_ts else {}))
+            except SlackApiError as exc:
+                log.warning("could not say that a prompt is broken: %s", _slack_error(exc))
+        return True
+
     async def open_fix(self, client: AsyncWebClient, *, trigger_id: str, channel_id: str, ts: str) -> Outcome:
         """Open the "Fix it" modal for the answer this message belongs to."""
         found = await self._answer_at(channel_id, ts)

@@ -12,7 +12,8 @@ async def on_command(ack: AsyncAck, command: dict, client: AsyncWebClient, respo
     name = command.get("command", "")
     prompt = conversation.prompts.by_command(name)
     if prompt is None:
-        await ack(f"No prompt answers `{name}` any more. Try `/ask`, or see `flywheel prompts`.")
+        await ack(conversation.prompts.broken_note(name)
+                  or f"No prompt answers `{name}` any more. Try `/ask`, or see `flywheel prompts`.")
         return
     text = (command.get("text") or "").strip()
     if not text:
