@@ -275,8 +275,7 @@ class Conversation:
             return False
         if user:
             try:
-                await client.chat_postEphemeral(channel=channel, user=user, text=note,
-                                                **({"thread_ts": thread_ts} if thread_ts else {}))
+                await client.chat_postEphemeral(channel=channel, user=user, text=note, thread_ts=thread_ts)
             except SlackApiError as exc:
                 log.warning("could not say that a prompt is broken: %s", _slack_error(exc))
         return True
