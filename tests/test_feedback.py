@@ -9,8 +9,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bot.stats import version_stats
+
 from conftest import REPO, Harness, serve_bot
-from fakes.slack_sender import click, submission
+from fakes.slack_sender import click, reaction, submission
 
 
 def answers(h: Harness, channel: str, thread_ts: str) -> list[dict]:
@@ -96,6 +98,66 @@ async def test_clicking_your_vote_again_withdraws_it(bot: Harness):
     assert await bot.store.votes(call.id) == {"U2": 1}
     await bot.sender.action(click(answer, "C1", "vote", "up", kind="feedback_buttons"))  # a second click
     assert await until(lambda: _is(bot.store.votes(call.id), {}))
+
+
+async def test_a_button_vote_is_acknowledged_privately_as_it_is_stored(bot: Harness):
+    event, answer, call = await answered(bot, "hello", "Hi.")
+    up = click(answer, "C1", "vote", "up", kind="feedback_buttons")
+    await bot.sender.action(up)
+    [note] = await until(_ephemerals(bot))
+    assert (note["channel"], note["user"], note["thread_ts"]) == ("C1", "U2", event["ts"])
+    assert "Your vote on this answer: 👍" in note["text"]
+    await bot.sender.action(click(answer, "C1", "vote", "up", kind="feedback_buttons"))
+    [_, withdrawn] = await until(_ephemerals(bot, 2))
+    assert "withdrawn" in withdrawn["text"] and await bot.store.votes(call.id) == {}
+
+
+async def test_a_reaction_replaces_a_button_vote_and_removing_it_brings_nothing_back(bot: Harness):
+    _, answer, call = await answered(bot, "hello", "Hi.")
+    await bot.sender.action(click(answer, "C1", "vote", "up", kind="feedback_buttons"))
+    assert await until(lambda: _is(bot.store.votes(call.id), {"U2": 1}))
+    await bot.react("reaction_added", "-1", user="U2", channel="C1", ts=answer["ts"])
+    assert await bot.store.votes(call.id) == {"U2": -1}
+    [row] = await version_stats(bot.store)
+    assert (row.rated, row.up, row.down, row.votes_up, row.votes_down) == (1, 0, 1, 0, 1)
+
+    await bot.react("reaction_removed", "-1", user="U2", channel="C1", ts=answer["ts"])
+    assert await bot.store.votes(call.id) == {}, "the 👍 it replaced does not come back"
+    [row] = await version_stats(bot.store)
+    assert (row.rated, row.votes_up, row.votes_down) == (0, 0, 0)
+
+
+async def test_a_button_replaces_a_reaction_and_says_the_reaction_no_longer_counts(bot: Harness):
+    _, answer, call = await answered(bot, "hello", "Hi.")
+    await bot.react("reaction_added", "-1", user="U2", channel="C1", ts=answer["ts"])
+    shown = {**answer, "reactions": [{"name": "-1", "users": ["U2"], "count": 1}]}  # as Slack sends it
+    await bot.sender.action(click(shown, "C1", "vote", "up", kind="feedback_buttons"))
+    [note] = await until(_ephemerals(bot))
+    assert "👍" in note["text"] and ":-1: reaction on it no longer counts" in note["text"]
+    assert await bot.store.votes(call.id) == {"U2": 1}
+    await bot.react("reaction_removed", "-1", user="U2", channel="C1", ts=answer["ts"])
+    assert await bot.store.votes(call.id) == {"U2": 1}, "removing a replaced reaction changes nothing"
+
+
+async def test_a_late_delivered_reaction_older_than_the_button_vote_does_not_replace_it(bot: Harness):
+    _, answer, call = await answered(bot, "hello", "Hi.")
+    late = reaction("reaction_added", "-1", user="U2", channel="C1", ts=answer["ts"])  # Slack's time: now
+    await asyncio.sleep(0.01)
+    await bot.sender.action(click(answer, "C1", "vote", "up", kind="feedback_buttons"))
+    assert await until(lambda: _is(bot.store.votes(call.id), {"U2": 1}))
+    status, _ = await bot.sender.event(late)  # a retry that arrives after the newer click
+    assert status == 200
+    await bot.written()
+    assert await bot.store.votes(call.id) == {"U2": 1}
+    [row] = await version_stats(bot.store)
+    assert (row.votes_up, row.votes_down) == (1, 0)
+
+
+def _ephemerals(h: Harness, n: int = 1):
+    async def found() -> list[dict]:
+        notes = h.slack.calls("chat.postEphemeral")
+        return notes if len(notes) >= n else []
+    return found
 
 
 async def _is(awaitable, expected) -> bool:
