@@ -65,6 +65,11 @@ def answer_controls(feedback: dict[str, bool]) -> list[dict]:
     return blocks
 
 
+def retry_controls(feedback: dict[str, bool]) -> list[dict]:
+    """The blocks under an apology: Regenerate alone (there is no answer to rate or fix)."""
+    return answer_controls({"buttons": False, "fix": False, "regenerate": feedback.get("regenerate", True)})
+
+
 class Votes:
     """Turns reactions and clicks into journal ops (`bot.journal`): kept on local disk before
     Slack is acknowledged, written to the database (where they find their answer) after."""

@@ -61,11 +61,34 @@ async def test_a_prompt_can_turn_the_controls_off(bot: Harness, tmp_path: Path):
     assert [e["action_id"] for e in actions["elements"]] == ["fix"]
 
 
-async def test_apologies_carry_no_controls(bot: Harness):
+async def test_an_apology_offers_regenerate_alone_which_tries_the_same_input_again(bot: Harness):
     bot.model.reply(status=401, error="invalid_api_key")
     event = await bot.mention("hello", channel="C1")
-    await bot.calls(1)
+    [failed] = await bot.calls(1)
     [apology] = answers(bot, "C1", event["ts"])
+    assert failed.status == "error"
+    controls = [b for b in apology["blocks"] if b["type"] != "markdown"]
+    assert [(b["type"], [e["action_id"] for e in b["elements"]]) for b in controls] == [("actions", ["regenerate"])]
+
+    bot.model.reply("Hello!")
+    await bot.sender.action(click(apology, "C1", "regenerate", "regenerate"))
+    calls = await bot.calls(2)
+    assert calls[1].parent_call_id == failed.id and calls[1].status == "ok"
+    assert bot.model.requests[-1]["messages"] == failed.messages
+    assert bot.slack.text_of(answers(bot, "C1", event["ts"])[-1]).startswith("Hello!")
+
+
+async def test_an_apology_offers_no_regenerate_when_the_prompt_turns_it_off(bot: Harness, tmp_path: Path):
+    prompts = tmp_path / "prompts"
+    shutil.copytree(REPO / "prompts", prompts)
+    (prompts / "quiet.prompty").write_text(
+        "---\nname: quiet\ndescription: No buttons\nmetadata:\n  feedback:\n    regenerate: false\n"
+        "---\nsystem:\nBe quiet.\n\nuser:\n{{ text }}\n")
+    async with serve_bot(bot.slack, bot.model, f"sqlite:///{tmp_path / 'q.db'}", PROMPTS_DIR=str(prompts)) as h:
+        h.model.reply(status=401, error="invalid_api_key")
+        event = await h.mention("quiet hush", channel="C1")
+        await h.calls(1)
+        [apology] = answers(h, "C1", event["ts"])
     assert not apology.get("blocks")
 
 
@@ -180,10 +203,11 @@ async def test_fix_it_opens_a_modal_prefilled_with_the_answer_and_saving_stores_
     [correction] = await until(lambda: bot.store.corrections(call.id))
     assert (correction.text, correction.user_id) == ("Canberra.", "U2")
     def notes() -> list[dict]:
-        return [m for m in answers(bot, "C1", event["ts"]) if "corrected this answer" in bot.slack.text_of(m)]
+        return [m for m in answers(bot, "C1", event["ts"]) if "corrected" in bot.slack.text_of(m)]
 
     [note] = await until(lambda: _truthy(notes()))
-    assert "<@U2>" in bot.slack.text_of(note)
+    link = f"https://flywheel-test.slack.com/archives/C1/p{answer['ts'].replace('.', '')}"
+    assert bot.slack.text_of(note).startswith(f"✏️ <@U2> corrected <{link}?thread_ts={event['ts']}&cid=C1|this answer>")
 
     # A second fix keeps the first as history, and the modal now starts from the current correction.
     await bot.sender.action(click(answer, "C1", "fix", "fix", user="U3"))
@@ -270,7 +294,12 @@ async def test_regenerate_posts_an_alternative_linked_to_the_original(bot: Harne
     assert second.parent_call_id == first.id and second.trigger == "regenerate"
     assert second.input_hash == first.input_hash and second.prompt_version == first.prompt_version
     assert bot.model.requests[1]["messages"] == bot.model.requests[0]["messages"]
-    assert [bot.slack.text_of(m) for m in answers(bot, "C1", event["ts"])] == ["Blue.", "Green."]
+    original, again = answers(bot, "C1", event["ts"])
+    assert bot.slack.text_of(original) == "Blue."
+    link = f"https://flywheel-test.slack.com/archives/C1/p{answer['ts'].replace('.', '')}"
+    assert bot.slack.text_of(again).startswith("Green.\n\n")
+    assert f"Regenerated from [this answer]({link}?thread_ts={event['ts']}&cid=C1)" in bot.slack.text_of(again)
+    assert second.answer == "Green.", "the link is not part of the logged answer"
 
 
 async def test_the_exclude_reaction_keeps_an_answer_out_until_it_is_removed(bot: Harness):

@@ -311,7 +311,9 @@ async def test_fix_it_opens_a_modal_and_saving_stores_a_correction(play: Play):
         await asyncio.sleep(0.02)
     [correction] = await play.fw.store.corrections(call.id)
     assert (correction.text, correction.user_id) == ("Canberra.", ME)
-    await wait_until(lambda: [m for m in play.answers(GENERAL, ts) if "corrected this answer" in m["text"]])
+    [note] = await wait_until(lambda: [m for m in play.answers(GENERAL, ts) if "corrected" in m["text"]])
+    link = f"{play.standin.base_url}/archives/{GENERAL}/p{answer['ts'].replace('.', '')}?thread_ts={ts}&cid={GENERAL}"
+    assert note["text"].startswith(f"✏️ <@{ME}> corrected <{link}|this answer>")
     await play.post("views/submit", {"view_id": view["id"], "values": {}}, status=404)
 
 
@@ -339,7 +341,8 @@ async def test_regenerate_posts_a_second_answer_linked_to_the_first(play: Play):
     await play.post("actions", {"channel": GENERAL, "ts": answer["ts"], "action_id": "regenerate",
                                 "block_id": actions["block_id"], "value": "regenerate"})
     answers = await play.answered(GENERAL, ts, 2)
-    assert [a["text"] for a in answers] == ["First take.", "Second take."]
+    link = f"{play.standin.base_url}/archives/{GENERAL}/p{answer['ts'].replace('.', '')}?thread_ts={ts}&cid={GENERAL}"
+    assert [a["text"] for a in answers] == ["First take.", f"Second take.\n\n_🔄 Regenerated from [this answer]({link})._"]
     first, second = sorted(await play.calls(2), key=lambda c: c.id)
     assert second.parent_call_id == first.id
 

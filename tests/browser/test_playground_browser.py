@@ -352,8 +352,9 @@ def test_fix_it_saves_a_correction_that_becomes_the_training_target(page: Page):
     page.click('[data-testid="modal-submit"]')
     page.wait(lambda: not page.js("return document.querySelector('[data-testid=\"modal\"]').open"), 5,
               "the modal did not close after saving")
-    note = page.wait(lambda: next((m for m in page.messages(THREAD) if "corrected this answer" in m["text"]), None),
+    note = page.wait(lambda: next((m for m in page.messages(THREAD) if "corrected <" in m["text"]), None),
                      5, "no 'corrected this answer' note in the thread")
+    assert "/archives/C_GENERAL/p" in note["text"] and note["text"].endswith("|this answer>. Thank you: the correction is what I will learn from.")
     assert note["user"] == "UBOT"
     page.shot("corrected")
 

@@ -1468,6 +1468,34 @@ function setupComposer(form, ta, where) {
   return { refresh: () => ac.open && update(), autosize };
 }
 
+/** A link to a message here (what chat.getPermalink gives the bot): {channel, ts, thread} or null. */
+function permalinkTarget(href) {
+  let url;
+  try {
+    url = new URL(href, location.href);
+  } catch {
+    return null;
+  }
+  const m = url.origin === location.origin && /^\/archives\/([^/]+)\/p(\d{7,})$/.exec(url.pathname);
+  if (!m) return null;
+  return { channel: m[1], ts: `${m[2].slice(0, -6)}.${m[2].slice(-6)}`, thread: url.searchParams.get("thread_ts") };
+}
+
+/** Open a linked message's channel (and thread) and point it out, as Slack does. */
+function showLinked({ channel, ts, thread }) {
+  if (!channelById(channel)) return;
+  if (!(S.view.kind === "channel" && S.view.id === channel)) openChannel(channel);
+  if (thread) openThread(channel, thread, { focus: false });
+  requestAnimationFrame(() => {
+    const list = thread ? threadList() : mainList();
+    const node = list && list.querySelector(`.message[data-ts="${CSS.escape(ts)}"]`);
+    if (!node) return;
+    node.scrollIntoView({ block: "center" });
+    node.classList.add("linked");
+    setTimeout(() => node.classList.remove("linked"), 2500);
+  });
+}
+
 let localSeq = 0;
 function localNotice(t, text) {
   // A Slack-like "Only visible to you" note that never leaves the page.
@@ -1793,6 +1821,17 @@ function start() {
     const picker = $("#picker");
     if (!picker.hidden && !picker.contains(e.target) && !(pickerFor && pickerFor.anchor.contains(e.target))) closePicker(false);
   });
+  document.addEventListener(
+    "click",
+    (e) => {
+      const a = e.target instanceof Element ? e.target.closest("a[href]") : null;
+      const linked = a && permalinkTarget(a.getAttribute("href"));
+      if (!linked) return;
+      e.preventDefault();
+      showLinked(linked);
+    },
+    true,
+  );
   window.addEventListener("resize", () => closePicker(false));
   window.addEventListener("hashchange", () => {
     const before = JSON.stringify(S.view);
