@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import socket
 import sys
 import tempfile
@@ -282,6 +283,17 @@ async def serve_bot(slack: FakeSlack, model: FakeOpenAI, database_url: str, *,
             await fw.conversation.shutdown(fw.settings.shutdown_grace)
             await runner.cleanup()
             await fw.close()
+
+
+@contextlib.asynccontextmanager
+async def bot_with_prompt(bot: Harness, tmp_path: Path, file_name: str, text: str) -> AsyncIterator[Harness]:
+    """Another bot on ``bot``'s fakes (its own SQLite database), whose prompts folder is the
+    shipped one plus ``file_name`` holding ``text``."""
+    prompts = tmp_path / "prompts"
+    shutil.copytree(REPO / "prompts", prompts)
+    (prompts / file_name).write_text(text)
+    async with serve_bot(bot.slack, bot.model, f"sqlite:///{tmp_path / 'other.db'}", PROMPTS_DIR=str(prompts)) as h:
+        yield h
 
 
 @pytest.fixture

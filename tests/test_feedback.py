@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 from bot.stats import version_stats
 
-from conftest import REPO, Harness, serve_bot
+from conftest import Harness, bot_with_prompt
 from fakes.slack_sender import click, reaction, submission
 
 
@@ -49,16 +48,18 @@ async def test_every_answer_carries_feedback_buttons_fix_and_regenerate(bot: Har
 
 
 async def test_a_prompt_can_turn_the_controls_off(bot: Harness, tmp_path: Path):
-    prompts = tmp_path / "prompts"
-    shutil.copytree(REPO / "prompts", prompts)
-    (prompts / "quiet.prompty").write_text(
-        "---\nname: quiet\ndescription: No buttons\nmetadata:\n  feedback:\n    buttons: false\n"
-        "    regenerate: false\n---\nsystem:\nBe quiet.\n\nuser:\n{{ text }}\n")
-    async with serve_bot(bot.slack, bot.model, f"sqlite:///{tmp_path / 'q.db'}", PROMPTS_DIR=str(prompts)) as h:
+    async with bot_with_prompt(bot, tmp_path, "quiet.prompty", quiet("buttons", "regenerate")) as h:
         _, answer, _ = await answered(h, "quiet hush", "Shh.")
     assert [b["type"] for b in answer["blocks"] if b["type"] != "markdown"] == ["actions"]
     [actions] = [b for b in answer["blocks"] if b["type"] == "actions"]
     assert [e["action_id"] for e in actions["elements"]] == ["fix"]
+
+
+def quiet(*off: str) -> str:
+    """A prompt file whose ``metadata.feedback`` turns off the controls named."""
+    flags = "".join(f"    {name}: false\n" for name in off)
+    return (f"---\nname: quiet\ndescription: No buttons\nmetadata:\n  feedback:\n{flags}---\n"
+            "system:\nBe quiet.\n\nuser:\n{{ text }}\n")
 
 
 async def test_an_apology_offers_regenerate_alone_which_tries_the_same_input_again(bot: Harness):
@@ -79,12 +80,7 @@ async def test_an_apology_offers_regenerate_alone_which_tries_the_same_input_aga
 
 
 async def test_an_apology_offers_no_regenerate_when_the_prompt_turns_it_off(bot: Harness, tmp_path: Path):
-    prompts = tmp_path / "prompts"
-    shutil.copytree(REPO / "prompts", prompts)
-    (prompts / "quiet.prompty").write_text(
-        "---\nname: quiet\ndescription: No buttons\nmetadata:\n  feedback:\n    regenerate: false\n"
-        "---\nsystem:\nBe quiet.\n\nuser:\n{{ text }}\n")
-    async with serve_bot(bot.slack, bot.model, f"sqlite:///{tmp_path / 'q.db'}", PROMPTS_DIR=str(prompts)) as h:
+    async with bot_with_prompt(bot, tmp_path, "quiet.prompty", quiet("regenerate")) as h:
         h.model.reply(status=401, error="invalid_api_key")
         event = await h.mention("quiet hush", channel="C1")
         await h.calls(1)

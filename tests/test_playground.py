@@ -95,6 +95,14 @@ class Play:
             await asyncio.sleep(0.02)
         raise AssertionError(f"expected {n} logged calls")
 
+    async def votes(self, call_id: int, expected: dict[str, int]) -> None:
+        """Wait until the bot has stored ``expected`` as the votes on a call."""
+        for _ in range(250):
+            if await self.fw.store.votes(call_id) == expected:
+                return
+            await asyncio.sleep(0.02)
+        assert await self.fw.store.votes(call_id) == expected
+
     def of_type(self, kind: str) -> list[dict[str, Any]]:
         return [f for f in self.frames if f["type"] == kind]
 
@@ -289,21 +297,13 @@ async def test_a_thumbs_up_reaction_and_the_feedback_buttons_are_one_vote(play: 
     assert (await play.post("reactions", {"channel": GENERAL, "ts": answer["ts"], "name": "+1", "add": True}))["ok"]
     await wait_until(lambda: play.messages()[(GENERAL, answer["ts"])].get("reactions"))
     assert play.messages()[(GENERAL, answer["ts"])]["reactions"] == [{"name": "+1", "users": [ME], "count": 1}]
-    for _ in range(250):
-        if await play.fw.store.votes(call.id) == {ME: 1}:
-            break
-        await asyncio.sleep(0.02)
-    assert await play.fw.store.votes(call.id) == {ME: 1}
+    await play.votes(call.id, {ME: 1})
 
     [feedback] = [b for b in answer["blocks"] if b["type"] == "context_actions"]
     click = {"channel": GENERAL, "ts": answer["ts"], "action_id": "vote", "block_id": feedback["block_id"],
              "value": "down", "type": "feedback_buttons"}
     assert (await play.post("actions", click))["ok"]
-    for _ in range(250):
-        if await play.fw.store.votes(call.id) == {ME: -1}:
-            break
-        await asyncio.sleep(0.02)
-    assert await play.fw.store.votes(call.id) == {ME: -1}, "the latest signal is the vote"
+    await play.votes(call.id, {ME: -1})  # the latest signal is the vote
 
 
 async def test_the_pressed_feedback_button_is_the_stored_vote_and_survives_a_reload(play: Play):
@@ -315,13 +315,6 @@ async def test_the_pressed_feedback_button_is_the_stored_vote_and_survives_a_rel
     up = {"channel": GENERAL, "ts": answer["ts"], "action_id": "vote", "block_id": feedback["block_id"],
           "value": "up", "type": "feedback_buttons"}
 
-    async def stored(expected: dict[str, int]) -> None:
-        for _ in range(250):
-            if await play.fw.store.votes(call.id) == expected:
-                return
-            await asyncio.sleep(0.02)
-        assert await play.fw.store.votes(call.id) == expected
-
     def shown() -> dict[str, Any]:
         return play.messages()[(GENERAL, answer["ts"])]
 
@@ -330,16 +323,16 @@ async def test_the_pressed_feedback_button_is_the_stored_vote_and_survives_a_rel
         return m
 
     assert (await play.post("actions", up))["ok"]
-    await stored({ME: 1})
+    await play.votes(call.id, {ME: 1})
     assert shown()["your_feedback"] == "up" and (await reloaded())["your_feedback"] == "up"
     [ack] = await wait_until(lambda: [f["message"] for f in play.of_type("message") if f["message"].get("ephemeral")])
     assert "Your vote on this answer: 👍" in ack["text"] and ack["thread_ts"] == ts
 
     await play.post("reactions", {"channel": GENERAL, "ts": answer["ts"], "name": "-1", "add": True})
-    await stored({ME: -1})
+    await play.votes(call.id, {ME: -1})
     assert "your_feedback" not in shown() and "your_feedback" not in await reloaded(), "one vote, shown once"
     await play.post("reactions", {"channel": GENERAL, "ts": answer["ts"], "name": "-1", "add": False})
-    await stored({})
+    await play.votes(call.id, {})
     assert "your_feedback" not in await reloaded() and not (await reloaded()).get("reactions")
     assert "your_feedback" not in play.standin.state.for_api(play.standin.state.get(GENERAL, answer["ts"]))
 

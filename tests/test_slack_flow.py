@@ -10,7 +10,7 @@ import time
 import aiohttp
 import pytest
 
-from conftest import REPO, Harness, serve_bot
+from conftest import REPO, Harness, bot_with_prompt, serve_bot
 from fakes import wait_until
 from fakes.slack_sender import mention
 
@@ -309,12 +309,9 @@ async def test_a_new_prompt_file_is_live_at_the_next_message(bot: Harness, tmp_p
 
 
 async def test_a_broken_prompt_says_privately_where_it_is_broken_instead_of_vanishing(bot: Harness, tmp_path):
-    prompts = tmp_path / "prompts"
-    shutil.copytree(REPO / "prompts", prompts)
-    (prompts / "standup.prompty").write_text(
-        "---\nname: standup\ndescription: Stand-up update\nmodel:\n  options: {temperature: 7}\n"
-        "metadata:\n  slack:\n    command: /standup\n---\nsystem:\nWrite a stand-up update.\n\nuser:\n{{ text }}\n")
-    async with serve_bot(bot.slack, bot.model, f"sqlite:///{tmp_path / 'x.db'}", PROMPTS_DIR=str(prompts)) as h:
+    broken = ("---\nname: standup\ndescription: Stand-up update\nmodel:\n  options: {temperature: 7}\n"
+              "metadata:\n  slack:\n    command: /standup\n---\nsystem:\nWrite a stand-up update.\n\nuser:\n{{ text }}\n")
+    async with bot_with_prompt(bot, tmp_path, "standup.prompty", broken) as h:
         status, body = await h.sender.command("/standup", "shipped billing export", user_id="U7")
         assert status == 200
         assert "standup.prompty:5: " in body and "temperature" in body and "broken" in body
