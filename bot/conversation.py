@@ -30,7 +30,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.budgets import Budgets, Hold, OverBudget
 from bot.delivery import PostedReply, Reply, ResponseUrlReply, Status, StreamedReply
 from bot.errors import FlywheelError, ModelError, redact
-from bot.feedback import AnswerRef, answer_controls, fix_modal
+from bot.feedback import AnswerRef, answer_controls, fix_modal, retry_controls
 from bot.journal import Journal, NotKept, new_op, within
 from bot.llm import LLM
 from bot.models import CallStatus, Trigger
@@ -39,7 +39,7 @@ from bot.pricing import PriceTable
 from bot.prompts import Prompt, PromptSet
 from bot.ratelimits import RateBudget
 from bot.settings import Settings
-from bot.slack_text import quote, strip_mention, unescape
+from bot.slack_text import escape, quote, strip_mention, truncate, unescape
 from bot.store import CallLog, PastCall, Store, ts_key
 
 log = logging.getLogger(__name__)
@@ -68,6 +68,7 @@ class Ask:
     ts: str | None = None  # the asking message (a command's root message)
     thread_ts: str | None = None  # the thread answered in; None: top level
     replay: Replay | None = None  # regenerate, `flywheel replay`: send exactly these messages
+    note: str | None = None  # said under the answer (regenerate: which answer it redoes)
 
 
 @dataclass(frozen=True)
@@ -243,11 +244,12 @@ class Conversation:
         if prompt is None:
             return "not_an_answer"
         thread = call.thread_ts or call.reply_ts
+        origin = await self._answer_link(client, channel_id, ts, call.answer, markdown=True)
         replay = Replay(call.id, list(call.messages), call.model, dict(call.options or {}), call.prompt_name,
                         call.prompt_version, call.experiment, call.arm)
         ask = Ask(trigger=Trigger.REGENERATE, prompt=prompt, text=call.request_text, channel_id=call.channel_id,
                   user_id=user_id, team_id=team_id or call.team_id, ts=call.request_ts, thread_ts=thread,
-                  replay=replay)
+                  replay=replay, note=f"_🔄 Regenerated from {origin}._")
         if thread:
             reply: Reply = StreamedReply(client, self.budget, channel=call.channel_id, thread_ts=thread,
                                          team_id=ask.team_id, user_id=user_id)
@@ -270,12 +272,43 @@ class Conversation:
         call = await self.store.get_call(call_id) if call_id is not None else None
         if call is None or not call.channel_id:
             return
-        note = f"✏️ <@{user_id}> corrected this answer. Thank you: the correction is what I will learn from."
+        fixed = await self._answer_link(client, call.channel_id, call.reply_ts, call.answer, markdown=False)
+        note = f"✏️ <@{user_id}> corrected {fixed}. Thank you: the correction is what I will learn from."
         try:
             await self.budget.call(client, "chat.postMessage", team=team_id, channel=call.channel_id,
                                    thread_ts=call.thread_ts or call.reply_ts, text=note)
         except SlackApiError as exc:  # the correction is saved; the note is a courtesy
             log.warning("could not post the correction note: %s", _slack_error(exc))
+
+    async def tell_if_broken(self, client: AsyncWebClient, text: str, *, channel: str, user: str | None,
+                             thread_ts: str | None = None) -> bool:
+        """If ``text`` starts by naming a prompt whose file is broken, tell its author privately
+        where (``file:line: reason``) instead of answering with another prompt."""
+        words = text.split(maxsplit=1)
+        note = self.prompts.broken_note(words[0]) if words else None
+        if note is None:
+            return False
+        if user:
+            try:
+                await client.chat_postEphemeral(channel=channel, user=user, text=note, thread_ts=thread_ts)
+            except SlackApiError as exc:
+                log.warning("could not say that a prompt is broken: %s", _slack_error(exc))
+        return True
+
+    @staticmethod
+    async def _answer_link(client: AsyncWebClient, channel: str, ts: str | None, answer: str, *,
+                           markdown: bool) -> str:
+        """How a note points at an answer: a link to it (chat.getPermalink), else its first words."""
+        link = None
+        if ts:
+            try:
+                link = (await client.chat_getPermalink(channel=channel, message_ts=ts)).get("permalink")
+            except SlackApiError as exc:
+                log.info("no permalink for %s (%s); quoting the answer instead", ts, _slack_error(exc))
+        if link:
+            return f"[this answer]({link})" if markdown else f"<{link}|this answer>"
+        first = next((line.strip() for line in answer.splitlines() if line.strip()), "")
+        return f"the answer “{escape(truncate(first, 80))}”" if first else "this answer"
 
     async def open_fix(self, client: AsyncWebClient, *, trigger_id: str, channel_id: str, ts: str) -> Outcome:
         """Open the "Fix it" modal for the answer this message belongs to."""
@@ -444,7 +477,13 @@ class Conversation:
             elif not stream.completion.text.strip():
                 note = "_(The model returned an empty answer. Try rephrasing.)_"
         answered = stream is not None and stream.completion.text.strip() and record.status != CallStatus.ERROR
-        controls = answer_controls(prompt.feedback) if answered else None
+        # An apology can be retried: the same input again, with Regenerate (when the prompt allows it);
+        # a refusal over budget cannot (it would be refused again until the budget resets).
+        retry = record.messages and interrupted is None and record.status != CallStatus.REFUSED
+        controls = answer_controls(prompt.feedback) if answered else (
+            retry_controls(prompt.feedback) if retry else None)
+        if ask.note:
+            note = f"{note}\n\n{ask.note}" if note else ask.note
         # Slack message metadata: which prompt version and model wrote this (other apps can read it).
         about = {"event_type": "flywheel_answer", "event_payload": {
             "prompt": record.prompt_name, "version": record.prompt_version,

@@ -7,11 +7,13 @@ exclude reaction (default 🚫 ``no_entry_sign``) keeps an answer out of trainin
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from dataclasses import dataclass
+from typing import Any
 
-from bot.journal import Journal, new_op
+from bot.journal import Journal, new_op, within
 from bot.settings import Settings
 
 
@@ -63,6 +65,11 @@ def answer_controls(feedback: dict[str, bool]) -> list[dict]:
     return blocks
 
 
+def retry_controls(feedback: dict[str, bool]) -> list[dict]:
+    """The blocks under an apology: Regenerate alone (there is no answer to rate or fix)."""
+    return answer_controls({"buttons": False, "fix": False, "regenerate": feedback.get("regenerate", True)})
+
+
 class Votes:
     """Turns reactions and clicks into journal ops (`bot.journal`): kept on local disk before
     Slack is acknowledged, written to the database (where they find their answer) after."""
@@ -95,15 +102,45 @@ class Votes:
         return True
 
     async def button(self, *, channel_id: str, ts: str, user_id: str, value: str,
-                     action_ts: str | None = None) -> bool:
+                     action_ts: str | None = None) -> asyncio.Future[Any] | None:
         """Keep a click on an answer's 👍/👎 buttons (clicking your current choice again
-        withdraws it). False if it is not a vote; raises `NotKept` if it cannot be kept."""
+        withdraws it); returns the future of its result in the database (`acknowledgement`).
+        None if it is not a vote; raises `NotKept` if it cannot be kept."""
         vote = {"up": 1, "down": -1}.get(value)
         if vote is None:
-            return False
-        await self.journal.keep(new_op("button", channel=channel_id, ts=ts, user=user_id, value=vote,
-                                       event_ts=action_ts or _now_ts()))
-        return True
+            return None
+        return await self.journal.keep(new_op("button", channel=channel_id, ts=ts, user=user_id, value=vote,
+                                              event_ts=action_ts or _now_ts()))
+
+    async def acknowledgement(self, kept: asyncio.Future[Any], *, channel_id: str, ts: str, user_id: str,
+                              message: dict | None = None) -> str:
+        """What to tell, privately, the person who clicked: their vote on the answer as it is
+        stored, once it is (a button leaves no mark on the message for them to see), and which
+        of their reactions on it no longer count. ``message``: the message clicked on, as the
+        click's payload carries it (with its reactions)."""
+        if await Journal.result(kept, ACK_WAIT) is None:  # its answer is still on its way, or an outage
+            return VOTE_KEPT
+        store = self.journal.store
+        try:
+            call_id = await within(store.call_for_message(channel_id, ts), ACK_WAIT)
+            vote = (await within(store.votes(call_id), ACK_WAIT)).get(user_id) if call_id is not None else None
+        except Exception:  # noqa: BLE001 - the vote is kept; only the read failed
+            return VOTE_KEPT
+        mine = [r.get("name", "") for r in (message or {}).get("reactions") or [] if user_id in (r.get("users") or [])]
+        replaced = [f":{name}:" for name in mine if self.value(name.split("::")[0]) is not None]
+        if vote is None:
+            note = "Your vote on this answer is withdrawn."
+        else:
+            mark = "👍" if vote > 0 else "👎"
+            note = f"Thanks! Your vote on this answer: {mark}. One vote per person: click {mark} again to take it back."
+        if replaced:
+            note += (f" Your {' '.join(replaced)} reaction on it no longer counts: remove it, or add it again to "
+                     "vote with it.")
+        return note
+
+
+VOTE_KEPT = "Thanks! Your vote is saved; it counts as soon as my database has it."
+ACK_WAIT = 5.0  # seconds a click's acknowledgement waits for the vote to be stored
 
 
 def _now_ts() -> str:

@@ -235,6 +235,36 @@ class PromptSet:
         """The arm of ``prompt``'s running experiment that this person gets (see bot.experiments)."""
         return choose(self.experiments.get(prompt.name), prompt, user_id)
 
+    def broken(self, word: str) -> list[PromptError]:
+        """Why the prompt that ``word`` names (``summarize``, or a command ``/summarize``) is
+        not answering: the problems of its file, with paths relative to the prompts folder
+        (safe to show in Slack). Empty when no broken file would answer ``word``."""
+        wanted = word.strip().lower().rstrip(":,")
+        if not wanted or (self.by_command(wanted) if wanted.startswith("/") else self.get(wanted)):
+            return []
+        found = []
+        for problem in self.problems:
+            if problem.path.suffix != ".prompty" or problem.path.name in {p.path.name for p in self}:
+                continue  # the folder itself, or a file that loads (e.g. without its command)
+            names = {problem.path.stem.lower()}
+            if wanted.startswith("/"):
+                names = {"/" + n for n in names} | set(_declared_command(problem.path))
+            if wanted in names:
+                found.append(problem)
+        shown = str(self.directory.resolve())
+        return [PromptError(p.path.name, p.line, p.reason.replace(shown, ".").replace(str(self.directory), "."))
+                for p in found]
+
+    def broken_note(self, word: str) -> str | None:
+        """What to tell the person who asked for ``word`` when its prompt file is broken."""
+        problems = self.broken(word)
+        if not problems:
+            return None
+        where = "\n".join(f"`{p}`" for p in problems[:5])
+        more = f"\n…and {len(problems) - 5} more" if len(problems) > 5 else ""
+        return (f"`{word.strip().rstrip(':,')}` is not answering: its prompt file is broken.\n{where}{more}\n"
+                "Fix the file in the prompts folder (`flywheel prompts` checks it); the next message uses it.")
+
     def changed(self) -> bool:
         """Whether a .prompty file was added, removed or modified since ``load``."""
         return _snapshot(self.directory) != self._snapshot
@@ -262,6 +292,17 @@ def load_file(path: Path | str, *, name: str | None = None, raw: bytes | None = 
 
 def _prompt_files(directory: Path) -> list[Path]:
     return sorted(p for p in directory.glob("*.prompty") if not p.name.startswith(".") and p.is_file())
+
+
+_COMMAND_LINE = re.compile(r"^\s*command:\s*['\"]?(/[A-Za-z0-9_-]+)", re.MULTILINE)
+
+
+def _declared_command(path: Path) -> list[str]:
+    """The slash command a file declares, read as plain text: its YAML may be what is broken."""
+    try:
+        return [c.lower() for c in _COMMAND_LINE.findall(path.read_text("utf-8", errors="replace"))]
+    except OSError:
+        return []
 
 
 def _snapshot(directory: Path) -> dict[str, tuple[int, int]] | None:

@@ -779,12 +779,29 @@ async def _set_signal(s: AsyncSession, call_id: int, user_id: str, source: str, 
         row.removed_at, row.event_ts = at, event_ts or row.event_ts
         return active
     if row is None:
-        s.add(Feedback(call_id=call_id, user_id=user_id, source=source, name=name, value=value,
-                       created_at=at, updated_at=at, event_ts=event_ts))
+        row = Feedback(call_id=call_id, user_id=user_id, source=source, name=name, value=value,
+                       created_at=at, updated_at=at, event_ts=event_ts)
+        s.add(row)
         await s.flush()
     else:
         row.value, row.updated_at, row.removed_at = value, at, None
         row.event_ts = event_ts or row.event_ts
+    return value == 0 or await _one_vote(s, row, at)
+
+
+async def _one_vote(s: AsyncSession, row: Feedback, at: datetime) -> bool:
+    """One vote per person per answer, reactions and buttons alike: a vote just set replaces the
+    person's active votes from the other source (so withdrawing it later brings none of them
+    back). One older, by Slack's time, than such a vote is itself set aside. Returns whether
+    ``row`` is the person's vote."""
+    others = (await s.scalars(select(Feedback).where(
+        Feedback.call_id == row.call_id, Feedback.user_id == row.user_id, Feedback.source != row.source,
+        Feedback.removed_at.is_(None), Feedback.value != 0))).all()
+    if row.event_ts and any(o.event_ts and ts_key(o.event_ts) > ts_key(row.event_ts) for o in others):
+        row.removed_at = at  # a late delivery: the newer vote stands
+        return False
+    for other in others:
+        other.removed_at = at
     return True
 
 

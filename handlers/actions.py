@@ -26,11 +26,12 @@ def _where(body: dict) -> tuple[str | None, str | None]:
     return channel, container.get("message_ts") or (body.get("message") or {}).get("ts")
 
 
-async def _tell(client: AsyncWebClient, channel: str | None, user: str | None, text: str) -> None:
-    """A private note to the person who clicked."""
+async def _tell(client: AsyncWebClient, channel: str | None, user: str | None, text: str,
+                thread_ts: str | None = None) -> None:
+    """A private note to the person who clicked (in the thread of what they clicked on)."""
     if channel and user:
         with contextlib.suppress(SlackApiError):  # e.g. a channel the bot is not in: nothing more to do
-            await client.chat_postEphemeral(channel=channel, user=user, text=text)
+            await client.chat_postEphemeral(channel=channel, user=user, text=text, thread_ts=thread_ts)
 
 
 async def on_vote(ack: AsyncAck, body: dict, action: dict, votes: Votes, client: AsyncWebClient) -> None:
@@ -39,14 +40,18 @@ async def on_vote(ack: AsyncAck, body: dict, action: dict, votes: Votes, client:
     if not (channel and ts and user):
         await ack()
         return
+    thread = (body.get("container") or {}).get("thread_ts") or (body.get("message") or {}).get("thread_ts")
     try:
-        await votes.button(channel_id=channel, ts=ts, user_id=user, value=action.get("value", ""),
-                           action_ts=action.get("action_ts"))
+        kept = await votes.button(channel_id=channel, ts=ts, user_id=user, value=action.get("value", ""),
+                                  action_ts=action.get("action_ts"))
     except NotKept as exc:
         await ack()
-        await _tell(client, channel, user, exc.user_message)
+        await _tell(client, channel, user, exc.user_message, thread)
         return
     await ack()
+    if kept is not None:
+        note = await votes.acknowledgement(kept, channel_id=channel, ts=ts, user_id=user, message=body.get("message"))
+        await _tell(client, channel, user, note, thread)
 
 
 async def on_fix(ack: AsyncAck, body: dict, client: AsyncWebClient, conversation: Conversation) -> None:

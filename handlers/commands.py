@@ -13,7 +13,8 @@ async def on_command(ack: AsyncAck, command: dict, client: AsyncWebClient, respo
     name = command.get("command", "")
     prompt = conversation.prompts.by_command(name)
     if prompt is None:
-        await ack(f"No prompt answers `{name}` any more. Try `/ask`, or see `flywheel prompts`.")
+        await ack(conversation.prompts.broken_note(name)
+                  or f"No prompt answers `{name}` any more. Try `/ask`, or see `flywheel prompts`.")
         return
     if not prompt.allowed_in(command.get("channel_id")):
         where = ", ".join(f"<#{c}>" for c in sorted(prompt.channels or ()))

@@ -14,6 +14,9 @@ async def on_app_mention(event: dict, context: AsyncBoltContext, client: AsyncWe
     if event.get("bot_id") or event.get("subtype") == "message_changed" or not channel or not ts:
         return
     text = unescape(strip_mention(event.get("text") or "", context.bot_user_id or ""))
+    if await conversation.tell_if_broken(client, text, channel=channel, user=event.get("user"),
+                            thread_ts=event.get("thread_ts")):
+        return
     prompt, text = conversation.prompts.route(text, channel=channel)
     if prompt is None:
         return

@@ -30,6 +30,9 @@ async def on_message(event: dict, context: AsyncBoltContext, client: AsyncWebCli
     prompt = await conversation.followup_prompt(channel, thread_ts) if thread_ts else None
     text = unescape(strip_mention(text, bot_user))  # Slack sends &, <, > escaped
     if direct:
+        if await conversation.tell_if_broken(client, text, channel=channel, user=event["user"],
+                                thread_ts=thread_ts):
+            return
         routed, routed_text = conversation.prompts.route(text, channel=channel)
         if prompt is None or routed_text != text:  # a named prompt wins, else the thread's
             prompt, text = routed, routed_text

@@ -338,6 +338,17 @@ async def serve_bot(slack: FakeSlack, model: FakeOpenAI, database_url: str, *,
             await fw.close()
 
 
+@contextlib.asynccontextmanager
+async def bot_with_prompt(bot: Harness, tmp_path: Path, file_name: str, text: str) -> AsyncIterator[Harness]:
+    """Another bot on ``bot``'s fakes (its own SQLite database), whose prompts folder is the
+    shipped one plus ``file_name`` holding ``text``."""
+    prompts = tmp_path / "prompts"
+    shutil.copytree(PROMPTS, prompts)
+    (prompts / file_name).write_text(text)
+    async with serve_bot(bot.slack, bot.model, f"sqlite:///{tmp_path / 'other.db'}", PROMPTS_DIR=str(prompts)) as h:
+        yield h
+
+
 @pytest.fixture
 async def bot(database_url: str, bot_settings: dict[str, str]) -> AsyncIterator[Harness]:
     async with FakeSlack() as slack, FakeOpenAI() as model, \

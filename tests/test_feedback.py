@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import time
 from pathlib import Path
 from typing import Any
 
-from conftest import PROMPTS, Harness, serve_bot
-from fakes.slack_sender import click, submission
+from bot.stats import version_stats
+
+from conftest import Harness, bot_with_prompt
+from fakes.slack_sender import click, reaction, submission
 
 
 def answers(h: Harness, channel: str, thread_ts: str) -> list[dict]:
@@ -47,23 +48,43 @@ async def test_every_answer_carries_feedback_buttons_fix_and_regenerate(bot: Har
 
 
 async def test_a_prompt_can_turn_the_controls_off(bot: Harness, tmp_path: Path):
-    prompts = tmp_path / "prompts"
-    shutil.copytree(PROMPTS, prompts)
-    (prompts / "quiet.prompty").write_text(
-        "---\nname: quiet\ndescription: No buttons\nmetadata:\n  feedback:\n    buttons: false\n"
-        "    regenerate: false\n---\nsystem:\nBe quiet.\n\nuser:\n{{ text }}\n")
-    async with serve_bot(bot.slack, bot.model, f"sqlite:///{tmp_path / 'q.db'}", PROMPTS_DIR=str(prompts)) as h:
+    async with bot_with_prompt(bot, tmp_path, "quiet.prompty", quiet("buttons", "regenerate")) as h:
         _, answer, _ = await answered(h, "quiet hush", "Shh.")
     assert [b["type"] for b in answer["blocks"] if b["type"] != "markdown"] == ["actions"]
     [actions] = [b for b in answer["blocks"] if b["type"] == "actions"]
     assert [e["action_id"] for e in actions["elements"]] == ["fix"]
 
 
-async def test_apologies_carry_no_controls(bot: Harness):
+def quiet(*off: str) -> str:
+    """A prompt file whose ``metadata.feedback`` turns off the controls named."""
+    flags = "".join(f"    {name}: false\n" for name in off)
+    return (f"---\nname: quiet\ndescription: No buttons\nmetadata:\n  feedback:\n{flags}---\n"
+            "system:\nBe quiet.\n\nuser:\n{{ text }}\n")
+
+
+async def test_an_apology_offers_regenerate_alone_which_tries_the_same_input_again(bot: Harness):
     bot.model.reply(status=401, error="invalid_api_key")
     event = await bot.mention("hello", channel="C1")
-    await bot.calls(1)
+    [failed] = await bot.calls(1)
     [apology] = answers(bot, "C1", event["ts"])
+    assert failed.status == "error"
+    controls = [b for b in apology["blocks"] if b["type"] != "markdown"]
+    assert [(b["type"], [e["action_id"] for e in b["elements"]]) for b in controls] == [("actions", ["regenerate"])]
+
+    bot.model.reply("Hello!")
+    await bot.sender.action(click(apology, "C1", "regenerate", "regenerate"))
+    calls = await bot.calls(2)
+    assert calls[1].parent_call_id == failed.id and calls[1].status == "ok"
+    assert bot.model.requests[-1]["messages"] == failed.messages
+    assert bot.slack.text_of(answers(bot, "C1", event["ts"])[-1]).startswith("Hello!")
+
+
+async def test_an_apology_offers_no_regenerate_when_the_prompt_turns_it_off(bot: Harness, tmp_path: Path):
+    async with bot_with_prompt(bot, tmp_path, "quiet.prompty", quiet("regenerate")) as h:
+        h.model.reply(status=401, error="invalid_api_key")
+        event = await h.mention("quiet hush", channel="C1")
+        await h.calls(1)
+        [apology] = answers(h, "C1", event["ts"])
     assert not apology.get("blocks")
 
 
@@ -98,6 +119,66 @@ async def test_clicking_your_vote_again_withdraws_it(bot: Harness):
     assert await until(lambda: _is(bot.store.votes(call.id), {}))
 
 
+async def test_a_button_vote_is_acknowledged_privately_as_it_is_stored(bot: Harness):
+    event, answer, call = await answered(bot, "hello", "Hi.")
+    up = click(answer, "C1", "vote", "up", kind="feedback_buttons")
+    await bot.sender.action(up)
+    [note] = await until(_ephemerals(bot))
+    assert (note["channel"], note["user"], note["thread_ts"]) == ("C1", "U2", event["ts"])
+    assert "Your vote on this answer: 👍" in note["text"]
+    await bot.sender.action(click(answer, "C1", "vote", "up", kind="feedback_buttons"))
+    [_, withdrawn] = await until(_ephemerals(bot, 2))
+    assert "withdrawn" in withdrawn["text"] and await bot.store.votes(call.id) == {}
+
+
+async def test_a_reaction_replaces_a_button_vote_and_removing_it_brings_nothing_back(bot: Harness):
+    _, answer, call = await answered(bot, "hello", "Hi.")
+    await bot.sender.action(click(answer, "C1", "vote", "up", kind="feedback_buttons"))
+    assert await until(lambda: _is(bot.store.votes(call.id), {"U2": 1}))
+    await bot.react("reaction_added", "-1", user="U2", channel="C1", ts=answer["ts"])
+    assert await bot.store.votes(call.id) == {"U2": -1}
+    [row] = await version_stats(bot.store)
+    assert (row.rated, row.up, row.down, row.votes_up, row.votes_down) == (1, 0, 1, 0, 1)
+
+    await bot.react("reaction_removed", "-1", user="U2", channel="C1", ts=answer["ts"])
+    assert await bot.store.votes(call.id) == {}, "the 👍 it replaced does not come back"
+    [row] = await version_stats(bot.store)
+    assert (row.rated, row.votes_up, row.votes_down) == (0, 0, 0)
+
+
+async def test_a_button_replaces_a_reaction_and_says_the_reaction_no_longer_counts(bot: Harness):
+    _, answer, call = await answered(bot, "hello", "Hi.")
+    await bot.react("reaction_added", "-1", user="U2", channel="C1", ts=answer["ts"])
+    shown = {**answer, "reactions": [{"name": "-1", "users": ["U2"], "count": 1}]}  # as Slack sends it
+    await bot.sender.action(click(shown, "C1", "vote", "up", kind="feedback_buttons"))
+    [note] = await until(_ephemerals(bot))
+    assert "👍" in note["text"] and ":-1: reaction on it no longer counts" in note["text"]
+    assert await bot.store.votes(call.id) == {"U2": 1}
+    await bot.react("reaction_removed", "-1", user="U2", channel="C1", ts=answer["ts"])
+    assert await bot.store.votes(call.id) == {"U2": 1}, "removing a replaced reaction changes nothing"
+
+
+async def test_a_late_delivered_reaction_older_than_the_button_vote_does_not_replace_it(bot: Harness):
+    _, answer, call = await answered(bot, "hello", "Hi.")
+    late = reaction("reaction_added", "-1", user="U2", channel="C1", ts=answer["ts"])  # Slack's time: now
+    await asyncio.sleep(0.01)
+    await bot.sender.action(click(answer, "C1", "vote", "up", kind="feedback_buttons"))
+    assert await until(lambda: _is(bot.store.votes(call.id), {"U2": 1}))
+    status, _ = await bot.sender.event(late)  # a retry that arrives after the newer click
+    assert status == 200
+    await bot.written()
+    assert await bot.store.votes(call.id) == {"U2": 1}
+    [row] = await version_stats(bot.store)
+    assert (row.votes_up, row.votes_down) == (1, 0)
+
+
+def _ephemerals(h: Harness, n: int = 1):
+    async def found() -> list[dict]:
+        notes = h.slack.calls("chat.postEphemeral")
+        return notes if len(notes) >= n else []
+    return found
+
+
 async def _is(awaitable, expected) -> bool:
     return (await awaitable) == expected
 
@@ -118,10 +199,11 @@ async def test_fix_it_opens_a_modal_prefilled_with_the_answer_and_saving_stores_
     [correction] = await until(lambda: bot.store.corrections(call.id))
     assert (correction.text, correction.user_id) == ("Canberra.", "U2")
     def notes() -> list[dict]:
-        return [m for m in answers(bot, "C1", event["ts"]) if "corrected this answer" in bot.slack.text_of(m)]
+        return [m for m in answers(bot, "C1", event["ts"]) if "corrected" in bot.slack.text_of(m)]
 
     [note] = await until(lambda: _truthy(notes()))
-    assert "<@U2>" in bot.slack.text_of(note)
+    link = f"https://flywheel-test.slack.com/archives/C1/p{answer['ts'].replace('.', '')}"
+    assert bot.slack.text_of(note).startswith(f"✏️ <@U2> corrected <{link}?thread_ts={event['ts']}&cid=C1|this answer>")
 
     # A second fix keeps the first as history, and the modal now starts from the current correction.
     await bot.sender.action(click(answer, "C1", "fix", "fix", user="U3"))
@@ -208,7 +290,12 @@ async def test_regenerate_posts_an_alternative_linked_to_the_original(bot: Harne
     assert second.parent_call_id == first.id and second.trigger == "regenerate"
     assert second.input_hash == first.input_hash and second.prompt_version == first.prompt_version
     assert bot.model.requests[1]["messages"] == bot.model.requests[0]["messages"]
-    assert [bot.slack.text_of(m) for m in answers(bot, "C1", event["ts"])] == ["Blue.", "Green."]
+    original, again = answers(bot, "C1", event["ts"])
+    assert bot.slack.text_of(original) == "Blue."
+    link = f"https://flywheel-test.slack.com/archives/C1/p{answer['ts'].replace('.', '')}"
+    assert bot.slack.text_of(again).startswith("Green.\n\n")
+    assert f"Regenerated from [this answer]({link}?thread_ts={event['ts']}&cid=C1)" in bot.slack.text_of(again)
+    assert second.answer == "Green.", "the link is not part of the logged answer"
 
 
 async def test_the_exclude_reaction_keeps_an_answer_out_until_it_is_removed(bot: Harness):

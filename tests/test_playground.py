@@ -95,16 +95,24 @@ class Play:
             await asyncio.sleep(0.02)
         raise AssertionError(f"expected {n} logged calls")
 
+    async def votes(self, call_id: int, expected: dict[str, int]) -> None:
+        """Wait until the bot has stored ``expected`` as the votes on a call."""
+        for _ in range(250):
+            if await self.fw.store.votes(call_id) == expected:
+                return
+            await asyncio.sleep(0.02)
+        assert await self.fw.store.votes(call_id) == expected
+
     def of_type(self, kind: str) -> list[dict[str, Any]]:
         return [f for f in self.frames if f["type"] == kind]
 
 
-def bot_settings(api_url: str, model: FakeOpenAI, tmp_path: Path) -> Settings:
+def bot_settings(api_url: str, model: FakeOpenAI, tmp_path: Path, prompts: Path = PROMPTS) -> Settings:
     return Settings.parse({
         "SLACK_BOT_TOKEN": TOKEN, "SLACK_SIGNING_SECRET": SECRET, "SLACK_API_URL": api_url,
         "OPENAI_API_KEY": model.api_key, "OPENAI_BASE_URL": model.url, "FLYWHEEL_MODEL": "gpt-5.4-mini",
         "FLYWHEEL_MODEL_TIMEOUT": "5", "DATABASE_URL": f"sqlite:///{tmp_path / 'flywheel.db'}",
-        "PROMPTS_DIR": str(PROMPTS), "FLYWHEEL_JOURNAL_DIR": str(tmp_path / "journal"),
+        "PROMPTS_DIR": str(prompts), "FLYWHEEL_JOURNAL_DIR": str(tmp_path / "journal"),
     })
 
 
@@ -131,7 +139,9 @@ async def play(tmp_path: Path) -> AsyncIterator[Play]:
                           prompts=lambda: holder["fw"].conversation.prompts,
                           model={"name": "gpt-5.4-mini", "offline": False})
         standin.base_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        fw = holder["fw"] = create_app(bot_settings(standin.api_url, model, tmp_path))
+        prompts = tmp_path / "prompts"  # a copy: a test may add a file
+        shutil.copytree(PROMPTS, prompts)
+        fw = holder["fw"] = create_app(bot_settings(standin.api_url, model, tmp_path, prompts))
         await fw.store.upgrade()
         await fw.start()
         app = web_app(fw)
@@ -231,9 +241,32 @@ async def test_slash_commands_show_the_request_answer_in_its_thread_and_hint_usa
     assert await play.post("messages", {"channel": GENERAL, "text": "/nope x"}, status=400) == {
         "ok": False, "error": "unknown command /nope"}
     assert (await play.post("messages", {"channel": GENERAL, "text": "/"}, status=400))["error"] == "unknown command /"
-    refused = await play.post("messages", {"channel": GENERAL, "text": "/ask x", "thread_ts": root["ts"]},
-                              status=400)
-    assert "not supported in threads" in refused["error"]
+    # Slack runs no app's command in a thread: Slackbot says so, to you alone; nothing is delivered.
+    refused = await play.post("messages", {"channel": GENERAL, "text": "/ask x", "thread_ts": root["ts"]})
+    assert refused == {"ok": True, "command": "/ask", "refused": True}
+    [said] = await wait_until(lambda: [f["message"] for f in play.of_type("message")
+                                       if f["message"].get("user") == "USLACKBOT"])
+    assert said["ephemeral"] and said["thread_ts"] == root["ts"]
+    assert said["text"] == "/ask is not supported in threads. Sorry!"
+    await play.standin.delivery.idle()
+    assert len(play.model.requests) == requests and not play.of_type("error")
+
+
+async def test_a_broken_prompts_command_and_mention_get_told_privately_where_it_is_broken(play: Play, tmp_path: Path):
+    (tmp_path / "prompts" / "standup.prompty").write_text(
+        "---\nname: standup\ndescription: Stand-up update\nmodel:\n  options: {temperature: 7}\n"
+        "metadata:\n  slack:\n    command: /standup\n---\nsystem:\nWrite a stand-up update.\n\nuser:\n{{ text }}\n")
+    assert (await play.state())["broken_commands"] == ["/standup"]
+    assert await play.say("/standup shipped it") == {"ok": True, "command": "/standup"}
+    [note] = await wait_until(lambda: [f["message"] for f in play.of_type("message") if f["message"].get("ephemeral")])
+    assert "standup.prompty:5: " in note["text"] and str(tmp_path) not in note["text"]
+
+    ts = (await play.say("@flywheel standup fixed the flaky test"))["ts"]
+    notes = await wait_until(lambda: [f["message"] for f in play.of_type("message") if f["message"].get("ephemeral")
+                                      and "standup.prompty:5: " in f["message"]["text"]][1:])
+    assert notes[0]["channel"] == GENERAL
+    await play.fw.conversation.drain(5)
+    assert play.answers(GENERAL, ts) == [] and play.model.requests == []
 
 
 async def test_response_urls_post_in_the_channel_or_to_you_five_times(play: Play):
@@ -264,21 +297,44 @@ async def test_a_thumbs_up_reaction_and_the_feedback_buttons_are_one_vote(play: 
     assert (await play.post("reactions", {"channel": GENERAL, "ts": answer["ts"], "name": "+1", "add": True}))["ok"]
     await wait_until(lambda: play.messages()[(GENERAL, answer["ts"])].get("reactions"))
     assert play.messages()[(GENERAL, answer["ts"])]["reactions"] == [{"name": "+1", "users": [ME], "count": 1}]
-    for _ in range(250):
-        if await play.fw.store.votes(call.id) == {ME: 1}:
-            break
-        await asyncio.sleep(0.02)
-    assert await play.fw.store.votes(call.id) == {ME: 1}
+    await play.votes(call.id, {ME: 1})
 
     [feedback] = [b for b in answer["blocks"] if b["type"] == "context_actions"]
     click = {"channel": GENERAL, "ts": answer["ts"], "action_id": "vote", "block_id": feedback["block_id"],
              "value": "down", "type": "feedback_buttons"}
     assert (await play.post("actions", click))["ok"]
-    for _ in range(250):
-        if await play.fw.store.votes(call.id) == {ME: -1}:
-            break
-        await asyncio.sleep(0.02)
-    assert await play.fw.store.votes(call.id) == {ME: -1}, "the latest signal is the vote"
+    await play.votes(call.id, {ME: -1})  # the latest signal is the vote
+
+
+async def test_the_pressed_feedback_button_is_the_stored_vote_and_survives_a_reload(play: Play):
+    play.model.reply("Hi.")
+    ts = (await play.say("@flywheel hello"))["ts"]
+    [answer] = await play.answered(GENERAL, ts)
+    [call] = await play.calls(1)
+    [feedback] = [b for b in answer["blocks"] if b["type"] == "context_actions"]
+    up = {"channel": GENERAL, "ts": answer["ts"], "action_id": "vote", "block_id": feedback["block_id"],
+          "value": "up", "type": "feedback_buttons"}
+
+    def shown() -> dict[str, Any]:
+        return play.messages()[(GENERAL, answer["ts"])]
+
+    async def reloaded() -> dict[str, Any]:
+        [m] = [m for m in (await play.state())["messages"][GENERAL] if m["ts"] == answer["ts"]]
+        return m
+
+    assert (await play.post("actions", up))["ok"]
+    await play.votes(call.id, {ME: 1})
+    assert shown()["your_feedback"] == "up" and (await reloaded())["your_feedback"] == "up"
+    [ack] = await wait_until(lambda: [f["message"] for f in play.of_type("message") if f["message"].get("ephemeral")])
+    assert "Your vote on this answer: 👍" in ack["text"] and ack["thread_ts"] == ts
+
+    await play.post("reactions", {"channel": GENERAL, "ts": answer["ts"], "name": "-1", "add": True})
+    await play.votes(call.id, {ME: -1})
+    assert "your_feedback" not in shown() and "your_feedback" not in await reloaded(), "one vote, shown once"
+    await play.post("reactions", {"channel": GENERAL, "ts": answer["ts"], "name": "-1", "add": False})
+    await play.votes(call.id, {})
+    assert "your_feedback" not in await reloaded() and not (await reloaded()).get("reactions")
+    assert "your_feedback" not in play.standin.state.for_api(play.standin.state.get(GENERAL, answer["ts"]))
 
 
 async def test_fix_it_opens_a_modal_and_saving_stores_a_correction(play: Play):
@@ -311,7 +367,9 @@ async def test_fix_it_opens_a_modal_and_saving_stores_a_correction(play: Play):
         await asyncio.sleep(0.02)
     [correction] = await play.fw.store.corrections(call.id)
     assert (correction.text, correction.user_id) == ("Canberra.", ME)
-    await wait_until(lambda: [m for m in play.answers(GENERAL, ts) if "corrected this answer" in m["text"]])
+    [note] = await wait_until(lambda: [m for m in play.answers(GENERAL, ts) if "corrected" in m["text"]])
+    link = f"{play.standin.base_url}/archives/{GENERAL}/p{answer['ts'].replace('.', '')}?thread_ts={ts}&cid={GENERAL}"
+    assert note["text"].startswith(f"✏️ <@{ME}> corrected <{link}|this answer>")
     await play.post("views/submit", {"view_id": view["id"], "values": {}}, status=404)
 
 
@@ -339,7 +397,8 @@ async def test_regenerate_posts_a_second_answer_linked_to_the_first(play: Play):
     await play.post("actions", {"channel": GENERAL, "ts": answer["ts"], "action_id": "regenerate",
                                 "block_id": actions["block_id"], "value": "regenerate"})
     answers = await play.answered(GENERAL, ts, 2)
-    assert [a["text"] for a in answers] == ["First take.", "Second take."]
+    link = f"{play.standin.base_url}/archives/{GENERAL}/p{answer['ts'].replace('.', '')}?thread_ts={ts}&cid={GENERAL}"
+    assert [a["text"] for a in answers] == ["First take.", f"Second take.\n\n_🔄 Regenerated from [this answer]({link})._"]
     first, second = sorted(await play.calls(2), key=lambda c: c.id)
     assert second.parent_call_id == first.id
 

@@ -556,3 +556,18 @@ def test_feedback_settings_default_to_everything_on_and_are_checked(tmp_path):
     assert [line for line, _ in reasons] == [5, 6]
     assert "metadata.feedback.buttons: must be true or false" in reasons[0][1]
     assert "metadata.feedback.stars: unknown key" in reasons[1][1]
+
+
+def test_a_broken_file_is_found_by_its_name_or_the_command_it_declares_with_a_relative_path(tmp_path: Path):
+    (tmp_path / "ask.prompty").write_text("---\nname: ask\ndescription: Ask\n---\nuser:\n{{ text }}\n")
+    (tmp_path / "standup.prompty").write_text(  # the YAML itself is broken: the command is read as text
+        "---\nname: standup\ndescription: [unclosed\nmetadata:\n  slack:\n    command: /daily\n---\nuser:\n{{ text }}\n")
+    prompts = PromptSet.load(tmp_path)
+    assert [p.name for p in prompts] == ["ask"]
+    for word in ("standup", "Standup:", "/daily", "/standup"):
+        [problem] = prompts.broken(word)
+        assert str(problem).startswith("standup.prompty:") and str(tmp_path) not in str(problem), word
+    assert prompts.broken("ask") == prompts.broken("/nope") == prompts.broken("") == []
+    note = prompts.broken_note("/daily")
+    assert note is not None and note.startswith("`/daily` is not answering: its prompt file is broken.")
+    assert prompts.broken_note("ask") is None

@@ -10,7 +10,7 @@ import time
 import aiohttp
 import pytest
 
-from conftest import PROMPTS, Harness, serve_bot
+from conftest import PROMPTS, Harness, bot_with_prompt, serve_bot
 from fakes import wait_until
 from fakes.slack_sender import mention
 
@@ -306,6 +306,28 @@ async def test_a_new_prompt_file_is_live_at_the_next_message(bot: Harness, tmp_p
         assert status == 200
         calls = await h.calls(2)
         assert calls[1].prompt_name == "standup" and calls[1].trigger == "command"
+
+
+async def test_a_broken_prompt_says_privately_where_it_is_broken_instead_of_vanishing(bot: Harness, tmp_path):
+    broken = ("---\nname: standup\ndescription: Stand-up update\nmodel:\n  options: {temperature: 7}\n"
+              "metadata:\n  slack:\n    command: /standup\n---\nsystem:\nWrite a stand-up update.\n\nuser:\n{{ text }}\n")
+    async with bot_with_prompt(bot, tmp_path, "standup.prompty", broken) as h:
+        status, body = await h.sender.command("/standup", "shipped billing export", user_id="U7")
+        assert status == 200
+        assert "standup.prompty:5: " in body and "temperature" in body and "broken" in body
+        assert str(tmp_path) not in body, "no absolute path beyond the prompts folder"
+
+        event = await h.mention("standup fixed the flaky test", channel="C1", user="U7")
+        await h.settle()
+        [note] = h.slack.calls("chat.postEphemeral")
+        assert (note["channel"], note["user"]) == ("C1", "U7")
+        assert "standup.prompty:5: " in note["text"] and str(tmp_path) not in note["text"]
+        assert bot.model.requests == [], "not answered by `ask` instead"
+        assert bot_replies(h, "C1", event["ts"]) == [] and await h.store.list_calls() == []
+
+        await h.mention("standups are at ten, right?", channel="C1", user="U7")
+        [call] = await h.calls(1)
+        assert call.prompt_name == "ask", "a word that only starts like a broken prompt is a question"
 
 
 async def test_a_long_answer_spans_several_messages_and_a_vote_on_any_of_them_counts(bot: Harness):

@@ -329,25 +329,26 @@ async def test_feedback_one_vote_per_person_latest_wins(store: Store) -> None:
     assert await store.votes(call) == {"U1": 1}
     assert await store.count(Feedback) == 1
 
-    await vote("U1", "button", "vote", -1)  # a later signal from another source wins
+    await vote("U1", "button", "vote", -1)  # a later signal from another source replaces it
     await vote("U2", "reaction", "-1", -1)
     await vote("U3", "reaction", "+1", 1, call_id=other_call)
     assert await store.votes(call) == {"U1": -1, "U2": -1}
     assert await store.votes(other_call) == {"U3": 1}
 
-    assert await unvote("U1", "button", "vote")  # withdraws only that signal
-    assert await store.votes(call) == {"U1": 1, "U2": -1}
+    assert await unvote("U1", "button", "vote")  # withdrawing it brings back none of what it replaced
+    assert await store.votes(call) == {"U2": -1}
     assert not await unvote("U1", "button", "vote")  # already withdrawn
     assert not await unvote("U9", "reaction", "+1")  # never there
     assert not await unvote("U1", "reaction", "-1")
+    assert not await unvote("U1", "reaction", "+1")  # replaced already: removing it changes nothing
 
-    await vote("U1", "button", "vote", -1)  # re-adding re-activates the row, now the latest
+    await vote("U1", "button", "vote", -1)  # re-adding re-activates the row
     assert await store.votes(call) == {"U1": -1, "U2": -1}
-    await vote("U1", "reaction", "+1", 1)  # the reaction is touched again: it is the latest now
+    await vote("U1", "reaction", "+1", 1)  # the reaction is added again: it replaces the button
     assert await store.votes(call) == {"U1": 1, "U2": -1}
 
+    assert not await unvote("U1", "button", "vote")  # replaced: nothing left to withdraw
     assert await unvote("U1", "reaction", "+1")
-    assert await unvote("U1", "button", "vote")
     assert await store.votes(call) == {"U2": -1}
     assert await store.count(Feedback) == 4  # U1 reaction, U1 button, U2 reaction, U3 on the other call
 

@@ -178,7 +178,7 @@ async def test_a_database_outage_loses_no_vote_correction_or_call_row(database_u
         assert await h.store.votes(calls[during["ts"]].id) == {"U6": 1}
         assert [c.text for c in await h.store.corrections(calls[first["ts"]].id)] == ["Answer A, corrected."]
         await wait_until(lambda: [m for m in bot_replies(h, "C1", first["ts"])
-                                  if "corrected this answer" in slack.text_of(m)], timeout=10)
+                                  if "corrected <" in slack.text_of(m)], timeout=10)
         status, report = await health(h)
         assert status == 200 and report["backlog"] == {"pending": 0, "oldest_seconds": 0.0, "refused": 0}
 

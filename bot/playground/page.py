@@ -22,7 +22,7 @@ from aiohttp import web
 
 from bot.manifest import manifest
 from bot.playground.deliver import VERIFICATION_TOKEN
-from bot.playground.state import APP_ID, BOT_NAME, ME, MY_NAME, TEAM_DOMAIN, TEAM_NAME
+from bot.playground.state import APP_ID, BOT_NAME, ME, MY_NAME, SLACKBOT, TEAM_DOMAIN, TEAM_NAME
 from bot.playground.webapi import SlackError
 
 if TYPE_CHECKING:
@@ -172,6 +172,7 @@ class PageApi:
             "channels": [dict(c) for c in st.channels.values()],
             "messages": {c: [st.for_page(c, m) for m in st.sorted(c)] for c in st.channels},
             "prompts": self.s.prompt_list(),
+            "broken_commands": self.s.broken_commands(),
             "shortcuts": self.shortcuts(),
             "model": self.s.model,
             "home": st.home,
@@ -223,19 +224,24 @@ class PageApi:
             prompt = self.s.prompts().by_command(name)
         except Exception:  # noqa: BLE001 - reported as an unknown command
             prompt = None
-        if prompt is None or not prompt.command:
+        command = prompt.command if prompt is not None else None
+        if command is None and name.lower() in self.s.broken_commands():
+            command = name.lower()  # its file is broken: the bot says how
+        if command is None:
             raise PageError(f"unknown command {name}")
-        if root is not None:  # Slack: an app's slash commands cannot be used in threads
-            raise PageError(f"{prompt.command} is not supported in threads. Sorry!")
+        if root is not None:  # Slack runs no app's command in a thread: Slackbot says so, only to you
+            self.s.ephemeral(channel, text=f"{command} is not supported in threads. Sorry!", thread_ts=root,
+                             user=SLACKBOT)
+            return {"ok": True, "command": command, "refused": True}
         form = {
             "token": VERIFICATION_TOKEN, "team_id": self.s.team_id, "team_domain": TEAM_DOMAIN,
             "channel_id": channel, "channel_name": self._channel_ref(channel)["name"], "user_id": ME,
-            "user_name": MY_NAME, "command": prompt.command, "text": rest, "api_app_id": APP_ID,
+            "user_name": MY_NAME, "command": command, "text": rest, "api_app_id": APP_ID,
             "is_enterprise_install": "false", "response_url": self.s.response_url(channel),
             "trigger_id": self.s.api.issue_trigger(),
         }
         self.s.delivery.spawn(self._run_command(form, channel))
-        return {"ok": True, "command": prompt.command}
+        return {"ok": True, "command": command}
 
     async def _run_command(self, form: dict[str, str], channel: str) -> None:
         """Deliver the command; the bot's acknowledgement, if it says something, is shown to you."""
@@ -268,6 +274,9 @@ class PageApi:
             add = not any(r["name"] == name and ME in r["users"] for r in message.get("reactions") or [])
         if not self.state.toggle_reaction(message, name, ME, add):
             return {"ok": True, "changed": False}
+        if add and name.split("::")[0] in self.s.vote_reactions:
+            message.pop("your_feedback", None)  # one vote per person: the reaction replaces a button vote
+            self.state.changed()
         self.s.show(channel, message)
         event: dict[str, Any] = {"type": "reaction_added" if add else "reaction_removed", "user": ME,
                                  "reaction": name, "item": {"type": "message", "channel": channel,
@@ -306,6 +315,15 @@ class PageApi:
             actions=[action])
         if not ephemeral:
             payload["message"] = self.state.for_api(message)
+        if kind == "feedback_buttons" and not ephemeral and value in ("up", "down"):
+            # The pressed button, as Slack's client keeps it (and across a reload here): clicking
+            # your choice again withdraws it, as the bot counts it.
+            if message.get("your_feedback") == value:
+                message.pop("your_feedback")
+            else:
+                message["your_feedback"] = value
+            self.state.changed()
+            self.s.show(channel, message)
         self.s.delivery.spawn(self.s.delivery.interaction(payload))
         return {"ok": True}
 

@@ -53,7 +53,7 @@ async def playground(settings: Settings, *, host: str, port: int, state: Path,
     token = "xoxb-playground-" + secrets.token_hex(8)
     secret = secrets.token_hex(16)
     stand_in = StandIn(state_path=state, signing_secret=secret, bot_token=token, prompts=prompts, model=model,
-                       access=access)
+                       access=access, vote_reactions=settings.up_reactions | settings.down_reactions)
     stand_in.base_url = base_url
     bot_settings = dataclasses.replace(
         settings, slack_bot_token=token, slack_signing_secret=secret, slack_app_token=None,

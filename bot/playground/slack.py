@@ -23,7 +23,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
@@ -61,15 +61,18 @@ class StandIn:
     def __init__(self, *, state_path: Path, signing_secret: str, bot_token: str,
                  prompts: Callable[[], PromptSet], model: dict, bot_user_id: str = "UBOT", bot_id: str = "BBOT",
                  team_id: str = "T_PLAY", static_dir: Path | None = None,
-                 prompt_poll_seconds: float = PROMPT_POLL_SECONDS, access: Access | None = None):
+                 prompt_poll_seconds: float = PROMPT_POLL_SECONDS, access: Access | None = None,
+                 vote_reactions: Collection[str] = ("+1", "thumbsup", "-1", "thumbsdown")):
         """``prompt_poll_seconds``: while a page is connected, the prompt files are read this often
         and a changed list is pushed to the pages as a ``prompts`` frame. ``access``: who may use
-        it (default: requests addressed to this machine, no token)."""
+        it (default: requests addressed to this machine, no token). ``vote_reactions``: the
+        reactions the bot counts as 👍/👎 (a new one replaces your button vote on the page too)."""
         if prompt_poll_seconds <= 0:
             raise ValueError("prompt_poll_seconds must be positive")
         self.signing_secret = signing_secret
         self.bot_token = bot_token
         self.prompts = prompts
+        self.vote_reactions = frozenset(vote_reactions)
         self.model = dict(model)
         self.bot_user_id, self.bot_id, self.team_id = bot_user_id, bot_id, team_id
         self.static_dir = Path(static_dir) if static_dir is not None else STATIC_DIR
@@ -84,7 +87,7 @@ class StandIn:
         self.response_urls: dict[str, dict[str, Any]] = {}
         self._clients: dict[web.WebSocketResponse, tuple[asyncio.Queue, asyncio.Task]] = {}
         self._watcher: asyncio.Task | None = None
-        self._prompts_shown: list[dict[str, Any]] | None = None
+        self._prompts_shown: list[list[Any]] | None = None
         self._closed = False
 
     @property
@@ -175,16 +178,27 @@ class StandIn:
         return [{"name": p.name, "command": p.command, "description": p.description,
                  "usage_hint": p.usage_hint, "version": p.version} for p in prompts]
 
+    def broken_commands(self) -> list[str]:
+        """The commands of prompt files that do not load. Slack keeps an app's commands, so it
+        still sends them; the bot answers with what is wrong with the file."""
+        try:
+            prompts = self.prompts()
+            named = {"/" + p.path.stem.lower() for p in prompts.problems if p.path.suffix == ".prompty"}
+            return sorted(c for c in named if prompts.broken(c))
+        except Exception:  # noqa: BLE001 - a broken prompt folder must not break the page
+            log.exception("could not load the prompts")
+            return []
+
     async def _watch_prompts(self) -> None:
         """Tell the pages when the prompt files change (the bot reloads them itself)."""
         while True:
             await asyncio.sleep(self.prompt_poll_seconds)
             if not self._clients:
                 continue
-            prompts = self.prompt_list()
-            if prompts != self._prompts_shown:
-                self._prompts_shown = prompts
-                self.push({"type": "prompts", "prompts": prompts})
+            prompts, broken = self.prompt_list(), self.broken_commands()
+            if [prompts, broken] != self._prompts_shown:
+                self._prompts_shown = [prompts, broken]
+                self.push({"type": "prompts", "prompts": prompts, "broken_commands": broken})
 
     # -- HTTP: the WebSocket -----------------------------------------------------------------
 
@@ -200,7 +214,7 @@ class StandIn:
         writer = asyncio.get_running_loop().create_task(self._write(ws, queue))
         self._clients[ws] = (queue, writer)
         if self._prompts_shown is None:
-            self._prompts_shown = self.prompt_list()
+            self._prompts_shown = [self.prompt_list(), self.broken_commands()]
         if self._watcher is None or self._watcher.done():
             self._watcher = asyncio.get_running_loop().create_task(self._watch_prompts())
         try:

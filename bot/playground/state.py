@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 ME = "U_YOU"
 MY_NAME = "you"
+SLACKBOT = "USLACKBOT"  # Slack's own voice: says, to you alone, what it will not do
 BOT_NAME = "flywheel"
 APP_ID = "A_PLAY"
 TEAM_NAME = "Playground"
@@ -36,7 +37,7 @@ CHANNELS: tuple[dict[str, Any], ...] = (
 )
 SAVE_DELAY = 0.5
 STATE_FORMAT = "flywheel-playground-state"
-OURS = ("format", "streaming")  # kept on messages for the page, never returned by the Web API
+OURS = ("format", "streaming", "your_feedback")  # kept on messages for the page, never returned by the Web API
 
 
 def ts_micros(ts: str) -> int:

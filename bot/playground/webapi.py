@@ -342,6 +342,13 @@ class WebApi:
                               blocks=blocks, thread_ts=thread)
         return {"message_ts": ts}
 
+    def api_chat_getPermalink(self, params: dict[str, Any]) -> dict[str, Any]:
+        channel, message = self._message(params, "message_ts")
+        link = f"{self.s.base_url}/archives/{channel}/p{message['ts'].replace('.', '')}"  # the page opens it
+        if self.state.is_reply(message):
+            link += f"?thread_ts={message['thread_ts']}&cid={channel}"
+        return {"channel": channel, "permalink": link}
+
     # -- streaming -------------------------------------------------------------------------
 
     def api_chat_startStream(self, params: dict[str, Any]) -> dict[str, Any]:

@@ -259,20 +259,23 @@ def test_a_thumbs_up_counts_in_stats_and_the_exchange_is_exported(page: Page):
     in_thread = f'{THREAD} > [data-ts="{ts}"]'
 
     page.click(f'{in_thread} [data-testid="action-vote-up"]')
+    query = ("SELECT f.source, f.value FROM feedback f JOIN calls c ON c.id = f.call_id "
+             "WHERE c.reply_ts = ? AND f.removed_at IS NULL")
+    page.wait(lambda: page.pg.sql(query, ts) == [("button", 1)], 5, "the bot did not store the 👍 button")
+    ack = page.wait(lambda: next((m for m in page.messages(THREAD) if m["ephemeral"]), None), 5,
+                    "the 👍 button vote was not acknowledged")
+    assert "Your vote on this answer: 👍" in ack["text"] and ack["user"] == "UBOT"
     page.hover_click(in_thread, '[data-testid="react-+1"]')
     page.wait(lambda: page.js(
         "const c = document.querySelector(arguments[0]); return c && c.getAttribute('aria-pressed') === 'true'"
         " && c.textContent.includes('1')", f'{in_thread} [data-testid="reaction-+1"]'),
         5, "the 👍 reaction did not show on the answer")
-    assert page.js("return document.querySelector(arguments[0]).getAttribute('aria-pressed')",
-                   f'{in_thread} [data-testid="action-vote-up"]') == "true"
+    # One vote per person: the reaction replaces the button vote, and the page shows it once.
+    page.wait(lambda: page.js("return document.querySelector(arguments[0]).getAttribute('aria-pressed')",
+                              f'{in_thread} [data-testid="action-vote-up"]') == "false", 5,
+              "the 👍 button still shows pressed beside the 👍 reaction")
     page.shot("voted")
-
-    # Wait until the bot has stored both signals: the button and the reaction.
-    query = ("SELECT f.source, f.value FROM feedback f JOIN calls c ON c.id = f.call_id "
-             "WHERE c.reply_ts = ? AND f.removed_at IS NULL")
-    page.wait(lambda: sorted(page.pg.sql(query, ts)) == [("button", 1), ("reaction", 1)], 5,
-              "the bot did not store the 👍 button and the 👍 reaction")
+    page.wait(lambda: page.pg.sql(query, ts) == [("reaction", 1)], 5, "the reaction did not replace the button")
 
     assert page.pg.stats_and_export("openai-chat") == ([], []), "practice is not data: not counted by default"
     stats, export = page.pg.stats_and_export("openai-chat", "--source", "playground")
@@ -289,7 +292,9 @@ def test_slash_commands_answer_in_a_thread_or_show_their_usage_privately(page: P
     root = page.wait(lambda: next((m for m in page.messages(MAIN) if "asked /ask" in m["text"] and m["replies"]),
                                   None), 5, "no 'asked /ask' message with a reply in the channel")
     assert root["user"] == "UBOT" and "how do I undo the last git commit?" in root["text"]
-    page.click(f'{MAIN} > [data-ts="{root["ts"]}"] [data-testid="reply-count"]')
+    # The thread opens by itself, as after a mention: that is where the answer is.
+    page.wait(lambda: page.js("return !document.querySelector('[data-testid=\"thread\"]').hidden"), 5,
+              "the thread did not open when the bot answered the command")
     [answer] = page.wait_answers(1)
     assert answer["prompt"] == "ask" and answer["echo"]
     assert "how do I undo the last git commit?" in answer["text"]
@@ -309,6 +314,45 @@ def test_slash_commands_answer_in_a_thread_or_show_their_usage_privately(page: P
         time.sleep(0.05)
     assert len(page.pg.api("state")["messages"][GENERAL]) == before
     assert page.pg.sql("SELECT count(*) FROM calls") == calls
+
+    # Slack runs no app's command in a thread: it says so, privately, and nothing fails.
+    page.send("thread-composer", "/ask again please")
+    said = page.wait(lambda: next((m for m in page.messages(THREAD) if m["ephemeral"] and m["user"] == "USLACKBOT"),
+                                  None), 5, "Slackbot did not say that commands do not run in threads")
+    assert "/ask is not supported in threads" in said["text"] and "Slackbot" in said["shown"]
+    page.shot("command-in-thread")
+    assert page.pg.sql("SELECT count(*) FROM calls") == calls
+    page.assert_clean()
+
+
+def test_the_pressed_feedback_button_is_the_stored_vote_also_after_a_reload(page: Page):
+    answer = page.mention("what is a vector index?")
+    ts = answer["ts"]
+    in_thread = f'{THREAD} > [data-ts="{ts}"]'
+    up = f'{in_thread} [data-testid="action-vote-up"]'
+    query = ("SELECT f.source, f.value FROM feedback f JOIN calls c ON c.id = f.call_id "
+             "WHERE c.reply_ts = ? AND f.removed_at IS NULL")
+
+    def pressed() -> str:
+        return page.js("return document.querySelector(arguments[0]).getAttribute('aria-pressed')", up)
+
+    page.click(up)
+    page.wait(lambda: page.pg.sql(query, ts) == [("button", 1)], 5, "the bot did not store the 👍 button")
+    page.hover_click(in_thread, '[data-testid="react--1"]')
+    page.wait(lambda: page.pg.sql(query, ts) == [("reaction", -1)], 5, "the 👎 reaction did not replace the 👍")
+    assert pressed() == "false", "the page shows the 👍 button beside the 👎 that is recorded"
+    page.click(f'{in_thread} [data-testid="reaction--1"]')  # take the 👎 back: nothing is left, nothing shows
+    page.wait(lambda: page.pg.sql(query, ts) == [], 5, "removing the 👎 did not withdraw the vote")
+    assert pressed() == "false"
+
+    page.click(up)
+    page.wait(lambda: page.pg.sql(query, ts) == [("button", 1)], 5, "the bot did not store the 👍 button")
+    page.d.get(f"{page.pg.url}/?run={time.time_ns()}#/{GENERAL}")  # reload
+    page.wait(lambda: page.js("return !!document.querySelector(arguments[0])", f'{MAIN} [data-ts="{answer["ts"]}"],'
+                              f' {MAIN} [data-testid="reply-count"]'), 10, "the page did not load again")
+    page.click(f'{MAIN} [data-testid="reply-count"]')
+    page.wait(lambda: pressed() == "true", 5, "after a reload the 👍 button vote left no trace")
+    page.shot("reloaded")
     page.assert_clean()
 
 
@@ -354,6 +398,14 @@ def test_fix_it_saves_a_correction_that_becomes_the_training_target(page: Page):
               "the modal did not close after saving")
     note = page.wait(lambda: next((m for m in page.messages(THREAD) if "corrected this answer" in m["text"]), None),
                      5, "no 'corrected this answer' note in the thread")
+    # "this answer" links to it: the page opens it and points it out, without leaving.
+    link = page.el(f'{THREAD} > [data-ts="{note["ts"]}"] [data-testid="message-text"] a')
+    assert link.text == "this answer" and "/archives/C_GENERAL/p" in link.get_attribute("href")
+    page.js("document.querySelector(arguments[0]).scrollTop = 0", THREAD)
+    link.click()
+    page.wait(lambda: page.js("return !!document.querySelector(arguments[0])", f'{in_thread}.linked'), 3,
+              "the link did not point out the corrected answer")
+    assert "/archives/" not in page.d.current_url and len(page.d.window_handles) == 1
     assert note["user"] == "UBOT"
     page.shot("corrected")
 

@@ -803,6 +803,14 @@ class FakeSlack(LoopbackServer):
         self.ephemerals.append({**params, "message_ts": message_ts})
         return {"message_ts": message_ts}
 
+    def _api_chat_getPermalink(self, params: dict[str, Any]) -> dict[str, Any]:
+        _require(params, "channel", error="channel_not_found")
+        message = self._existing(params, "message_ts")
+        link = f"https://flywheel-test.slack.com/archives/{params['channel']}/p{message['ts'].replace('.', '')}"
+        if message.get("thread_ts") and message["thread_ts"] != message["ts"]:
+            link += f"?thread_ts={message['thread_ts']}&cid={params['channel']}"
+        return {"channel": params["channel"], "permalink": link}
+
     def _api_chat_startStream(self, params: dict[str, Any]) -> dict[str, Any]:
         _require(params, "channel", error="channel_not_found")
         _require(params, "thread_ts")

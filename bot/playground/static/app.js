@@ -18,7 +18,7 @@ const S = {
   me: "U_YOU",
   bot: "UBOT",
   team: "T_PLAY",
-  names: { U_YOU: "you", UBOT: "flywheel" },
+  names: { U_YOU: "you", UBOT: "flywheel", USLACKBOT: "Slackbot" },
   channels: [
     { id: "C_GENERAL", name: "general", is_im: false },
     { id: "C_RANDOM", name: "random", is_im: false },
@@ -26,6 +26,7 @@ const S = {
   ],
   messages: new Map(), // channel -> Map(ts -> message)
   prompts: [],
+  brokenCommands: [], // commands of prompt files that do not load: sent all the same, the bot says why
   model: { name: "", offline: false },
   home: null,
   shortcuts: [],
@@ -33,10 +34,11 @@ const S = {
   thread: null, // {channel, ts}
   unread: new Set(),
   dismissed: new Set(), // ephemeral messages you dismissed: "channel:ts"
-  feedback: new Map(), // "channel:ts" -> "up" | "down" (the feedback buttons' pressed state)
+  feedback: new Map(), // "channel:ts" -> "up" | "down" | null: a click on its way (else the message's your_feedback)
   modal: null, // the open view
   sentAt: new Map(), // "channel:ts" of messages you sent -> Date.now(), to open their thread on reply
   lastSend: null, // {channel, at}: your latest top-level message on its way
+  lastCommand: null, // {channel, at}: your latest slash command, whose request the bot shows in the channel
 };
 
 const idOf = (x, fallback) => (typeof x === "string" ? x : (x && (x.id || x.user_id)) || fallback);
@@ -89,6 +91,7 @@ function setState(st) {
     for (const m of list || []) map.set(m.ts, { ...m, channel });
   }
   S.prompts = st.prompts || [];
+  S.brokenCommands = st.broken_commands || [];
   S.model = st.model || S.model;
   S.home = st.home || null;
   S.shortcuts = (st.shortcuts || []).filter((x) => x.type === "message");
@@ -251,6 +254,7 @@ function applyFrame(f) {
       if (S.view.kind === "home") renderHome();
       break;
     case "prompts":
+      S.brokenCommands = f.broken_commands || [];
       promptsChanged(f.prompts || []);
       break;
     case "reset":
@@ -280,6 +284,13 @@ function upsertMessage(channel, msg) {
   if (!existed && m.user === S.me && !parentTs && S.lastSend && S.lastSend.channel === channel && Date.now() - S.lastSend.at < 10000) {
     S.sentAt.set(key(channel, m.ts), Date.now());
   }
+  // A slash command's request, which the bot shows in the channel: its thread is where the answer goes.
+  const cmd = S.lastCommand;
+  if (!existed && !parentTs && isBot(m) && !m.ephemeral && cmd && cmd.channel === channel && Date.now() - cmd.at < 10000 && (m.text || "").includes(`<@${S.me}>`)) {
+    S.lastCommand = null;
+    S.sentAt.set(key(channel, m.ts), Date.now());
+  }
+  S.feedback.delete(key(channel, m.ts)); // the stand-in's word on the pressed feedback button
   if (!existed && !(S.view.kind === "channel" && S.view.id === channel) && !m.ephemeral && m.user !== S.me) {
     S.unread.add(channel);
     renderSidebar();
@@ -323,6 +334,7 @@ function deleteMessage(channel, ts) {
 async function send(channel, text, threadTs) {
   const body = { channel, text };
   if (threadTs) body.thread_ts = threadTs;
+  else if (text.startsWith("/")) S.lastCommand = { channel, at: Date.now() };
   else S.lastSend = { channel, at: Date.now() };
   const res = await api("/messages", body);
   if (res.ts) {
@@ -1118,10 +1130,18 @@ function element(e, block, ctx) {
   }
   if (e.type === "feedback_buttons") {
     const k = key(ctx.channel, ctx.ts);
+    const chosen = () => (S.feedback.has(k) ? S.feedback.get(k) : channelMsgs(ctx.channel).get(ctx.ts)?.your_feedback || null);
     const group = h("span", { class: "feedback", role: "group", "aria-label": "Rate this answer" });
+    const paint = () => {
+      for (const b of group.querySelectorAll("button")) {
+        const on = b.dataset.value === chosen();
+        b.classList.toggle("pressed", on);
+        b.setAttribute("aria-pressed", on ? "true" : "false");
+      }
+    };
     for (const [side, spec] of [["up", e.positive_button], ["down", e.negative_button]]) {
       if (!spec) continue;
-      const pressed = S.feedback.get(k) === spec.value;
+      const pressed = chosen() === spec.value;
       const btn = h(
         "button",
         {
@@ -1130,24 +1150,19 @@ function element(e, block, ctx) {
           "data-testid": `action-${e.action_id}-${side}`,
           "data-fk": `action-${e.action_id}-${side}`,
           "aria-pressed": pressed ? "true" : "false",
+          "data-value": spec.value,
           "aria-label": spec.accessibility_label || (side === "up" ? "Good answer" : "Bad answer"),
           title: spec.accessibility_label || null,
         },
         renderPlain(spec.text?.text ?? (side === "up" ? "👍" : "👎")),
       );
       btn.addEventListener("click", async () => {
-        const was = S.feedback.get(k);
-        if (was === spec.value) S.feedback.delete(k);
-        else S.feedback.set(k, spec.value);
-        for (const b of group.querySelectorAll("button")) {
-          const on = b === btn && S.feedback.get(k) === spec.value;
-          b.classList.toggle("pressed", on);
-          b.setAttribute("aria-pressed", on ? "true" : "false");
-        }
+        S.feedback.set(k, chosen() === spec.value ? null : spec.value);
+        paint();
         const ok = await click(btn, ctx, { action_id: e.action_id, block_id: block.block_id, value: spec.value, type: "feedback_buttons" });
         if (!ok) {
-          if (was) S.feedback.set(k, was);
-          else S.feedback.delete(k);
+          S.feedback.delete(k);
+          paint();
         }
       });
       group.append(btn);
@@ -1400,7 +1415,8 @@ function setupComposer(form, ta, where) {
     const t = target();
     if (!text || !t) return;
     const cmd = /^\/([\w-]+)/.exec(text);
-    if (cmd && !S.prompts.some((p) => p.command && p.command.toLowerCase() === `/${cmd[1].toLowerCase()}`)) {
+    const known = (c) => S.prompts.some((p) => p.command && p.command.toLowerCase() === c) || S.brokenCommands.includes(c);
+    if (cmd && !known(`/${cmd[1].toLowerCase()}`)) {
       localNotice(t, `\`/${cmd[1]}\` is not a command here. The commands come from the prompt files in prompts/: ${S.prompts.filter((p) => p.command).map((p) => `\`${p.command}\``).join(", ") || "none yet"}.`);
       return;
     }
@@ -1466,6 +1482,34 @@ function setupComposer(form, ta, where) {
     submit();
   });
   return { refresh: () => ac.open && update(), autosize };
+}
+
+/** A link to a message here (what chat.getPermalink gives the bot): {channel, ts, thread} or null. */
+function permalinkTarget(href) {
+  let url;
+  try {
+    url = new URL(href, location.href);
+  } catch {
+    return null;
+  }
+  const m = url.origin === location.origin && /^\/archives\/([^/]+)\/p(\d{7,})$/.exec(url.pathname);
+  if (!m) return null;
+  return { channel: m[1], ts: `${m[2].slice(0, -6)}.${m[2].slice(-6)}`, thread: url.searchParams.get("thread_ts") };
+}
+
+/** Open a linked message's channel (and thread) and point it out, as Slack does. */
+function showLinked({ channel, ts, thread }) {
+  if (!channelById(channel)) return;
+  if (!(S.view.kind === "channel" && S.view.id === channel)) openChannel(channel);
+  if (thread) openThread(channel, thread, { focus: false });
+  requestAnimationFrame(() => {
+    const list = thread ? threadList() : mainList();
+    const node = list && list.querySelector(`.message[data-ts="${CSS.escape(ts)}"]`);
+    if (!node) return;
+    node.scrollIntoView({ block: "center" });
+    node.classList.add("linked");
+    setTimeout(() => node.classList.remove("linked"), 2500);
+  });
 }
 
 let localSeq = 0;
@@ -1793,6 +1837,17 @@ function start() {
     const picker = $("#picker");
     if (!picker.hidden && !picker.contains(e.target) && !(pickerFor && pickerFor.anchor.contains(e.target))) closePicker(false);
   });
+  document.addEventListener(
+    "click",
+    (e) => {
+      const a = e.target instanceof Element ? e.target.closest("a[href]") : null;
+      const linked = a && permalinkTarget(a.getAttribute("href"));
+      if (!linked) return;
+      e.preventDefault();
+      showLinked(linked);
+    },
+    true,
+  );
   window.addEventListener("resize", () => closePicker(false));
   window.addEventListener("hashchange", () => {
     const before = JSON.stringify(S.view);
