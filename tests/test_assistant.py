@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
-from conftest import Harness
+import yaml
+
+from conftest import FLYWHEEL, REPO, Harness, clean_env
 from fakes import wait_until
 from fakes.slack_sender import message, new_ts
 
@@ -170,3 +173,26 @@ async def test_a_reply_in_an_ordinary_dm_thread_is_still_a_dm(bot: Harness):
     calls = await bot.calls(2)
     assert [c.trigger for c in calls] == ["dm", "dm"]
     assert bot.slack.calls("assistant.threads.setStatus") == []
+
+
+async def _manifest(*args: str) -> dict[str, Any]:
+    proc = await asyncio.create_subprocess_exec(str(FLYWHEEL), "manifest", "--url", "https://bot.example.com",
+                                                *args, cwd=REPO, env=clean_env(),
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+    return yaml.safe_load(out)
+
+
+async def test_manifest_adds_the_pane_its_events_and_scopes_only_when_asked():
+    plain, pane = await _manifest(), await _manifest("--assistant")
+    assert "assistant_view" not in plain["features"]
+    assert "assistant:write" not in plain["oauth_config"]["scopes"]["bot"]
+
+    view = pane["features"]["assistant_view"]
+    assert view["assistant_description"] and 1 <= len(view["suggested_prompts"]) <= 4
+    assert all(set(p) == {"title", "message"} for p in view["suggested_prompts"])
+    events = pane["settings"]["event_subscriptions"]["bot_events"]
+    assert {"assistant_thread_started", "assistant_thread_context_changed", "message.im"} <= set(events)
+    assert len(events) == len(set(events))
+    assert {"assistant:write", "im:history", "channels:history"} <= set(pane["oauth_config"]["scopes"]["bot"])
