@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from conftest import FLYWHEEL, REPO, Harness, clean_env
+from conftest import FLYWHEEL, REPO, Harness, clean_env, serve_bot
 from fakes import wait_until
 from fakes.slack_sender import message, new_ts
 
@@ -153,6 +153,19 @@ async def test_switching_channels_with_the_pane_open_changes_the_channel_read(bo
     await bot.calls(1)
     assert [c["channel"] for c in bot.slack.calls("conversations.history")] == ["C9"]
     assert "Standup moved to 10:00." in str(bot.model.requests[0]["messages"])
+
+
+async def test_another_process_finds_the_channel_the_pane_was_opened_from(bot: Harness, database_url: str):
+    """The pane opened on one process, the question went to another (or after a restart)."""
+    bot.slack.add_message("C7", "Release train leaves Thursday.", user="U2")
+    thread_ts = await open_pane(bot, context_channel="C7")
+    async with serve_bot(bot.slack, bot.model, database_url) as other:
+        bot.model.reply("Thursday.")
+        await ask_in_pane(other, "When is the release?", thread_ts)
+        [call] = await other.calls(1)
+    assert call.trigger == "assistant"
+    assert "Release train leaves Thursday." in str(bot.model.requests[0]["messages"])
+    assert bot.slack.pane(DM, thread_ts)["title"] == "When is the release?"
 
 
 async def test_a_repeated_pane_opened_event_greets_once(bot: Harness):
