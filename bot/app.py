@@ -25,6 +25,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.web.async_client import AsyncWebClient
 
 import handlers
+from bot.assistant import Assistant
 from bot.conversation import Conversation
 from bot.feedback import Votes
 from bot.journal import Journal
@@ -189,6 +190,7 @@ def create_app(settings: Settings, *, llm: LLM | None = None, store: Store | Non
     )
 
     votes = Votes(journal, settings)
+    assistant = Assistant(conversation)
 
     @app.middleware
     async def services(context, next):
@@ -196,6 +198,7 @@ def create_app(settings: Settings, *, llm: LLM | None = None, store: Store | Non
         waits for it). Nothing here waits on anything."""
         context["conversation"] = conversation
         context["votes"] = votes
+        context["assistant"] = assistant
         context["settings"] = settings
         with conversation.dispatching():
             return await next()

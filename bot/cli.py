@@ -95,6 +95,8 @@ def parser() -> argparse.ArgumentParser:
     man_mode.add_argument("--socket", dest="socket", action="store_true")
     man.add_argument("--url", help="public base URL of the bot in HTTP mode, e.g. https://my-bot.herokuapp.com")
     man.add_argument("--name", default="Flywheel", help="app and bot name shown in Slack")
+    man.add_argument("--assistant", action="store_true",
+                     help="add Slack's assistant pane (AI app split view): its view, events and scopes")
     man.set_defaults(func=cmd_manifest)
     return p
 
@@ -247,7 +249,7 @@ def cmd_manifest(args: argparse.Namespace, settings: Settings) -> int:
     prompts = PromptSet.load(settings.prompts_dir)
     for problem in prompts.problems:
         print(f"flywheel: skipped invalid prompt: {problem}", file=sys.stderr)
-    print(to_yaml(manifest(prompts, socket=socket, url=args.url, name=args.name)), end="")
+    print(to_yaml(manifest(prompts, socket=socket, url=args.url, name=args.name, assistant=args.assistant)), end="")
     if not socket and not args.url:
         print(f"flywheel: replace {PLACEHOLDER_URL} with your bot's public URL (or pass --url)",
               file=sys.stderr)

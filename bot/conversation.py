@@ -351,6 +351,11 @@ class Conversation:
             return None
         return self.prompts.get(name) or self.prompts.get("ask")
 
+    async def claim(self, key: str) -> bool:
+        """Whether this process takes the Slack message or event behind ``key`` (False: a retry, or
+        another process has it). Answers use ``msg:CHANNEL:TS``, so one message is answered once."""
+        return await self._claim(key)
+
     async def _claim(self, key: str) -> bool:
         """Take a Slack message once: in this process first, then across processes through the
         database. If the database does not answer in time, answer anyway (a person is waiting)."""

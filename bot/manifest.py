@@ -6,6 +6,7 @@ from typing import Any
 
 import yaml
 
+from bot.assistant import suggested_prompts
 from bot.feedback import FIX_SHORTCUT
 from bot.prompts import PromptSet
 
@@ -34,7 +35,14 @@ BOT_EVENTS = [
 PLACEHOLDER_URL = "https://YOUR-APP.example.com/slack/events"
 
 
-def manifest(prompts: PromptSet, *, socket: bool, url: str | None = None, name: str = "Flywheel") -> dict[str, Any]:
+# `--assistant`: Slack's assistant pane (bot/assistant.py). It reads DMs and, when the pane is opened
+# from a channel, that channel's history: channels:history and im:history above.
+ASSISTANT_SCOPES = ["assistant:write"]
+ASSISTANT_EVENTS = ["assistant_thread_started", "assistant_thread_context_changed"]
+
+
+def manifest(prompts: PromptSet, *, socket: bool, url: str | None = None, name: str = "Flywheel",
+             assistant: bool = False) -> dict[str, Any]:
     request_url = url or PLACEHOLDER_URL
     if not request_url.rstrip("/").endswith("/slack/events"):
         request_url = request_url.rstrip("/") + "/slack/events"
@@ -68,6 +76,14 @@ def manifest(prompts: PromptSet, *, socket: bool, url: str | None = None, name: 
     }]
     if commands:
         features["slash_commands"] = commands
+    scopes = list(BOT_SCOPES)
+    if assistant:
+        features["assistant_view"] = {
+            "assistant_description": "Answers with this team's prompts; can read the channel you open it from.",
+            "suggested_prompts": suggested_prompts(prompts),
+        }
+        events["bot_events"] += [e for e in ASSISTANT_EVENTS if e not in events["bot_events"]]
+        scopes += [s for s in ASSISTANT_SCOPES if s not in scopes]
     return {
         "_metadata": {"major_version": 1, "minor_version": 1},
         "display_information": {
@@ -76,7 +92,7 @@ def manifest(prompts: PromptSet, *, socket: bool, url: str | None = None, name: 
             "background_color": "#1d3557",
         },
         "features": features,
-        "oauth_config": {"scopes": {"bot": list(BOT_SCOPES)}},
+        "oauth_config": {"scopes": {"bot": scopes}},
         "settings": {
             "event_subscriptions": events,
             "interactivity": interactivity,

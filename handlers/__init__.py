@@ -13,11 +13,15 @@ from collections.abc import Callable
 from slack_bolt.async_app import AsyncApp
 
 from bot.feedback import FIX_ACTION, FIX_SHORTCUT, FIX_VIEW, REGENERATE_ACTION, VOTE_ACTION
-from handlers import actions, commands, home, mentions, messages, reactions
+from handlers import actions, assistant, commands, home, mentions, messages, reactions
 
 
 def register(app: AsyncApp, tracked: Callable[[Callable], Callable] = lambda listener: listener) -> None:
     app.event("app_mention")(tracked(mentions.on_app_mention))
+    # The assistant pane (`flywheel manifest --assistant`): questions asked there first, then other messages.
+    app.event("assistant_thread_started")(tracked(assistant.on_thread_started))
+    app.event("assistant_thread_context_changed")(tracked(assistant.on_context_changed))
+    app.event("message", matchers=[assistant.in_pane])(tracked(assistant.on_message))
     app.event("message")(tracked(messages.on_message))  # channels, groups, DMs, thread follow-ups
     app.event("reaction_added", middleware=[reactions.record_added])(tracked(reactions.recorded))
     app.event("reaction_removed", middleware=[reactions.record_removed])(tracked(reactions.recorded))

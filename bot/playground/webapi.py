@@ -30,7 +30,7 @@ MAX_MARKDOWN = 12_000
 MAX_BLOCKS = 50
 MAX_VIEW_BLOCKS = 100
 TRIGGER_SECONDS = 3.0  # a trigger_id is good for one view, within 3 seconds
-JSON_PARAMS = ("blocks", "chunks", "attachments", "view", "metadata")
+JSON_PARAMS = ("blocks", "chunks", "attachments", "view", "metadata", "prompts")
 SCOPES = ("app_mentions:read,channels:history,chat:write,commands,groups:history,im:history,"
           "mpim:history,reactions:read,reactions:write,users:read")
 _METHOD = re.compile(r"^[A-Za-z]+(?:\.[A-Za-z]+)+$")
@@ -504,5 +504,18 @@ class WebApi:
     def api_assistant_threads_setStatus(self, params: dict[str, Any]) -> dict[str, Any]:
         self._channel(params, "channel_id")
         if not params.get("thread_ts"):
+            raise SlackError("invalid_arguments")
+        return {}
+
+    def api_assistant_threads_setTitle(self, params: dict[str, Any]) -> dict[str, Any]:
+        self._channel(params, "channel_id")
+        if not params.get("thread_ts") or not params.get("title"):
+            raise SlackError("invalid_arguments")
+        return {}
+
+    def api_assistant_threads_setSuggestedPrompts(self, params: dict[str, Any]) -> dict[str, Any]:
+        self._channel(params, "channel_id")
+        prompts = params.get("prompts")
+        if not params.get("thread_ts") or not isinstance(prompts, list) or not 0 < len(prompts) <= 4:
             raise SlackError("invalid_arguments")
         return {}

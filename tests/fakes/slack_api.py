@@ -264,6 +264,7 @@ class FakeSlack(LoopbackServer):
         self.ephemerals: list[dict[str, Any]] = []
         self.views: dict[str, dict[str, Any]] = {}
         self.users: dict[str, dict[str, Any]] = {}
+        self.assistant_threads: dict[tuple[str, str], dict[str, Any]] = {}  # see pane()
         self.responses: defaultdict[str, list[Any]] = defaultdict(list)
         self._channels: defaultdict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
         self._clock = 1_700_000_000_000_000
@@ -985,8 +986,27 @@ class FakeSlack(LoopbackServer):
             raise SlackError("not_found")
         return {"view": self._save_view(params["view"], view_id)}
 
+    def pane(self, channel_id: str, thread_ts: str) -> dict[str, Any]:
+        """What the assistant pane shows for a thread: ``status``, ``title``, ``prompts`` (as last set)."""
+        return self.assistant_threads.setdefault((channel_id, thread_ts), {"status": "", "title": None, "prompts": []})
+
     def _api_assistant_threads_setStatus(self, params: dict[str, Any]) -> dict[str, Any]:
         _require(params, "channel_id", "thread_ts")
         if "status" not in params:
             raise SlackError("invalid_arguments")
+        self.pane(params["channel_id"], params["thread_ts"])["status"] = params["status"]
+        return {}
+
+    def _api_assistant_threads_setTitle(self, params: dict[str, Any]) -> dict[str, Any]:
+        _require(params, "channel_id", "thread_ts", "title")
+        self.pane(params["channel_id"], params["thread_ts"])["title"] = params["title"]
+        return {}
+
+    def _api_assistant_threads_setSuggestedPrompts(self, params: dict[str, Any]) -> dict[str, Any]:
+        _require(params, "channel_id", "thread_ts")
+        prompts = params.get("prompts")
+        if not isinstance(prompts, list) or not prompts or len(prompts) > 4 or not all(
+                isinstance(p, dict) and p.get("title") and p.get("message") for p in prompts):
+            raise SlackError("invalid_arguments")
+        self.pane(params["channel_id"], params["thread_ts"])["prompts"] = prompts
         return {}
