@@ -30,12 +30,12 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.conversation import Ask, BotIdentity, Context, Conversation
 from bot.delivery import StreamedReply
+from bot.models import Trigger
 from bot.prompts import PromptSet
 from bot.slack_text import strip_mention, unescape
 
 log = logging.getLogger(__name__)
 
-TRIGGER = "assistant"  # the call rows' trigger
 SUGGESTIONS = 4  # Slack shows at most four suggested prompts
 THINKING = "is thinking…"
 TITLE_CHARS = 80
@@ -133,7 +133,7 @@ class Assistant:
         prompt, routed = self.conversation.prompts.route(text)
         if prompt is None:
             return None
-        ask = Ask(trigger=TRIGGER, prompt=prompt, text=routed, channel_id=channel, user_id=user,
+        ask = Ask(trigger=Trigger.ASSISTANT, prompt=prompt, text=routed, channel_id=channel, user_id=user,
                   team_id=team_id, ts=ts, thread_ts=thread_ts)
         reply = PaneReply(client, self.conversation.budget, channel=channel, thread_ts=thread_ts,
                           team_id=team_id, user_id=user)

@@ -65,6 +65,7 @@ class Trigger(StrEnum):
     CLI = "cli"  # `flywheel try`
     REPLAY = "replay"  # `flywheel replay`: the candidate prompt on a logged input
     JUDGE = "judge"  # `flywheel replay`: the pairwise judge comparing two answers
+    ASSISTANT = "assistant"  # a question in Slack's assistant pane (bot.assistant)
 
 
 class Base(DeclarativeBase):
