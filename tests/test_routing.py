@@ -7,11 +7,13 @@ retries it; a listener for an event the manifest does not subscribe to never run
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 
 import handlers
@@ -29,8 +31,8 @@ CHANNEL_TYPES = {"message.channels": "channel", "message.groups": "group", "mess
 EVERY_CONTROL = {"buttons": True, "fix": True, "regenerate": True}
 
 
-def shipped_manifest(*, socket: bool = False) -> dict[str, Any]:
-    return manifest(PromptSet.load(PROMPTS), socket=socket, url="https://bot.example.com")
+def shipped_manifest(*, socket: bool = False, assistant: bool = False) -> dict[str, Any]:
+    return manifest(PromptSet.load(PROMPTS), socket=socket, url="https://bot.example.com", assistant=assistant)
 
 
 def _action_ids(value: Any) -> Iterator[str]:
@@ -132,7 +134,7 @@ class RoutingTable:
 def test_every_listener_has_its_subscription_in_the_manifest(socket: bool):
     table = RoutingTable()
     handlers.register(table)  # type: ignore[arg-type]
-    doc = shipped_manifest(socket=socket)
+    doc = shipped_manifest(socket=socket, assistant=True)  # the fullest manifest: the pane's events too
     assert {kind for kind, _ in table.routes} <= {"event", "command", "action", "shortcut", "view"}, \
         f"a kind of listener this test does not check against the manifest: {table.routes}"
     # Events: Slack's message.channels, .groups, .im and .mpim all arrive as "message".
@@ -148,3 +150,20 @@ def test_every_listener_has_its_subscription_in_the_manifest(socket: bool):
     assert doc["settings"]["interactivity"]["is_enabled"]
     assert set(table.of("action")) == set(_action_ids(answer_controls(EVERY_CONTROL)))
     assert set(table.of("view")) == {fix_modal(AnswerRef(call_id=1), "")["callback_id"]}
+
+
+# -- Slack's own manifest schema --------------------------------------------------------------------
+
+# tests/data/slack_manifest.schema.1.0.0.json is schemas/manifest.schema.1.0.0.json of
+# slackapi/manifest-schema (MIT, commit c50cfa8, 2026-07-21): what api.slack.com checks a pasted
+# manifest against. A manifest that fails it is refused when the app is created.
+SLACK_SCHEMA = json.loads((Path(__file__).parent / "data" / "slack_manifest.schema.1.0.0.json").read_text())
+
+
+@pytest.mark.parametrize(("socket", "assistant"), [(True, False), (False, False), (True, True), (False, True)])
+def test_every_manifest_validates_against_slacks_schema(socket: bool, assistant: bool):
+    prompts = PromptSet.load(PROMPTS)
+    shown = manifest(prompts, socket=socket, url=None if socket else "https://bot.example.com", assistant=assistant)
+    jsonschema.validate(shown, SLACK_SCHEMA)  # raises with the path of the first violation
+    with pytest.raises(jsonschema.ValidationError):  # the check can fail: a scope Slack does not know
+        jsonschema.validate({**shown, "oauth_config": {"scopes": {"bot": ["chat:write", 42]}}}, SLACK_SCHEMA)
