@@ -48,10 +48,9 @@ class OverBudget(FlywheelError):
         whose = {"user": "your", "channel": "this channel's", "total": "the workspace's"}[scope]
         left = resets - now
         hours, minutes = divmod(max(0, int(left.total_seconds()) // 60), 60)
-        when = f"<!date^{int(resets.timestamp())}^{{time}}|00:00 UTC>"
         self.user_message = (
             f"Sorry, {whose} daily Flywheel budget of {_amount(kind, limit)} is used up ({_amount(kind, used)} "
-            f"so far today). It resets at {when}, in {hours} h {minutes} min. An admin can raise it in "
+            f"so far today). It resets at 00:00 UTC, in {hours} h {minutes} min. An admin can raise it in "
             "prompts/team.yaml.")
 
     @property

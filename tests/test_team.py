@@ -132,7 +132,7 @@ async def test_a_budget_refuses_politely_at_the_limit_logs_it_exempts_admins_and
         assert refused.prompt_tokens is None and len(model.requests) == 2  # the model was not asked
         [note] = [m for m in slack.thread("C1", event["ts"]) if m.get("user") == slack.bot_user_id]
         text = slack.text_of(note)
-        assert "your daily Flywheel budget" in text and f"{2 * one:,} tokens" in text and "resets at" in text
+        assert "your daily Flywheel budget" in text and f"{2 * one:,} tokens" in text and "resets at 00:00 UTC, in " in text
         assert not note.get("blocks") or "feedback" not in json.dumps(note["blocks"])  # nothing to rate
 
         await h.mention("tiny: question 4", user="UADMIN1", channel="C1")  # admins are exempt
