@@ -320,7 +320,7 @@ async def test_sigterm_during_a_burst_answers_or_apologises_for_every_acked_ment
     """The real `flywheel run` process, HTTP mode. Mentions arrive all at once; SIGTERM comes when
     half of them are acknowledged. Each acknowledged mention ends in an answer or an apology in
     its thread and exactly one row; each refused one (503, or no connection) in neither."""
-    n, grace = 40, 2.0
+    n, grace = 40, 3.0
     async with FakeSlack() as slack, FakeOpenAI() as model:
         for k in range(n):  # every fourth answer would never finish: the grace runs out on it
             if k % 4 == 3:
@@ -335,7 +335,7 @@ async def test_sigterm_during_a_burst_answers_or_apologises_for_every_acked_ment
                         FLYWHEEL_SHUTDOWN_GRACE=str(grace), FLYWHEEL_JOURNAL_DIR=str(tmp_path / "journal"))
         async with flywheel_process("run", "--http", "--port", str(port), cwd=tmp_path, env=env) as proc:
             await wait_healthy(url, proc)
-            events = [mention(f"question {k}", channel=f"C{k % 5}") for k in range(n)]
+            events = [mention(f"question {k}", channel=f"C{k % 20}") for k in range(n)]
             for event in events:
                 slack.add_message(event["channel"], event["text"], user=event["user"], ts=event["ts"])
             acked: list[dict[str, Any]] = []
