@@ -436,8 +436,8 @@ class PageApi:
         context = self._context(body)
         dm = next(c for c, info in self.state.channels.items() if info["is_im"])
         pane = self.state.open_pane(dm, user=ME, context_channel=context.get("channel_id"))
-        self.s.show(dm, self.state.get(dm, pane["thread_ts"]) or {})
         self.s.show_pane(pane)
+        self.s.show(dm, self.state.get(dm, pane["thread_ts"]) or {})
         event = self._pane_event("assistant_thread_started", pane, context)
         self.s.delivery.spawn(self.s.delivery.events(event))
         return {"ok": True, "channel": dm, "thread_ts": pane["thread_ts"]}
