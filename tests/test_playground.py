@@ -141,7 +141,7 @@ async def play(tmp_path: Path) -> AsyncIterator[Play]:
         standin.base_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
         prompts = tmp_path / "prompts"  # a copy: a test may add a file
         shutil.copytree(PROMPTS, prompts)
-        fw = holder["fw"] = create_app(bot_settings(standin.api_url, model, tmp_path, prompts))
+        fw = holder["fw"] = create_app(bot_settings(standin.api_url, model, tmp_path, prompts), source="playground")
         await fw.store.upgrade()
         await fw.start()
         app = web_app(fw)
@@ -408,6 +408,81 @@ async def test_the_home_tab_is_published_to_the_page(play: Play):
     [frame] = await wait_until(lambda: play.of_type("home"))
     assert frame["view"]["type"] == "home" and frame["view"]["blocks"]
     assert (await play.state())["home"]["id"] == frame["view"]["id"]
+
+
+# -- the assistant pane -----------------------------------------------------------------------------
+
+
+def pane_frames(play: Play, thread_ts: str) -> list[dict[str, Any]]:
+    return [f["thread"] for f in play.of_type("assistant_thread") if f["thread"]["thread_ts"] == thread_ts]
+
+
+async def test_opening_the_pane_from_a_channel_starts_an_assistant_thread_with_suggestions(play: Play):
+    opened = await play.post("assistant", {"channel": GENERAL})
+    dm, thread_ts = opened["channel"], opened["thread_ts"]
+    assert dm == "D_BOT"
+
+    # The bot hears assistant_thread_started, greets in the thread and sets its suggestions.
+    await wait_until(lambda: [p for p in pane_frames(play, thread_ts) if p["prompts"]])
+    [pane] = (await play.state())["assistant_threads"]
+    assert (pane["channel"], pane["thread_ts"], pane["context_channel"]) == (dm, thread_ts, GENERAL)
+    assert 1 <= len(pane["prompts"]) <= 4
+    assert pane["prompts"][0] == {"title": "Summarise this channel",
+                                  "message": "summarize the recent messages of this channel"}
+    [greeting] = await wait_until(lambda: play.answers(dm, thread_ts))
+    assert "How can I help?" in greeting["text"] and "<#C_GENERAL>" in greeting["text"]
+    assert play.model.requests == [] and not play.of_type("error")
+
+    # Switching channel with the pane open: the bot hears it, and the suggestions follow the context.
+    assert await play.post("assistant/context", {"thread_ts": thread_ts, "channel": "D_BOT"}) == {
+        "ok": True, "changed": True}
+    await wait_until(lambda: pane_frames(play, thread_ts)[-1]["prompts"][0]["title"] != "Summarise this channel")
+    assert (await play.state())["assistant_threads"][0]["context_channel"] == "D_BOT"
+    assert await play.post("assistant/context", {"thread_ts": thread_ts, "channel": "D_BOT"}) == {
+        "ok": True, "changed": False}
+    assert (await play.post("assistant/context", {"thread_ts": "1.0", "channel": GENERAL}, status=404))["error"]
+
+
+async def test_a_question_in_the_pane_is_answered_there_with_status_and_title(play: Play):
+    await play.say("The release train leaves on Thursdays.")  # in #general, where the pane is opened
+    opened = await play.post("assistant", {"channel": GENERAL})
+    dm, thread_ts = opened["channel"], opened["thread_ts"]
+    await wait_until(lambda: [p for p in pane_frames(play, thread_ts) if p["prompts"]])
+
+    play.model.reply("On Thursdays.", first_token_delay=0.3)
+    await play.say("When does the release train leave?", channel=dm, thread_ts=thread_ts)
+    [_greeting, answer] = await play.answered(dm, thread_ts)
+    assert answer["text"] == "On Thursdays."
+    kinds = [b["type"] for b in answer["blocks"]]
+    assert "context_actions" in kinds  # the same feedback buttons as everywhere
+    [call] = await play.calls(1)
+    assert (call.trigger, call.source, call.channel_id, call.thread_ts) == ("assistant", "playground", dm, thread_ts)
+    assert "The release train leaves on Thursdays." in json.dumps(play.model.requests[-1]["messages"])
+
+    # The pane showed the status while the model thought, then the title; the status is gone after.
+    shown = pane_frames(play, thread_ts)
+    statuses = [p["status"] for p in shown]
+    assert "is thinking…" in statuses and statuses[-1] == ""
+    [pane] = (await play.state())["assistant_threads"]
+    assert pane["title"] == "When does the release train leave?" and pane["status"] == ""
+
+
+async def test_the_pane_opened_from_home_and_its_threads_survive_a_restart(play: Play, tmp_path: Path):
+    opened = await play.post("assistant", {})
+    thread_ts = opened["thread_ts"]
+    [pane] = await wait_until(lambda: [p for p in pane_frames(play, thread_ts) if p["prompts"]])
+    assert pane["context_channel"] is None
+    assert all(p["title"] != "Summarise this channel" for p in pane["prompts"])
+    assert (await play.post("assistant", {"channel": "C_NOPE"}, status=400))["error"] == "no such channel: 'C_NOPE'"
+
+    play.standin.state.save()
+    again = StandIn(state_path=tmp_path / "playground.json", signing_secret=SECRET, bot_token=TOKEN,
+                    prompts=list, model={})
+    [kept] = again.state.panes.values()
+    assert kept["prompts"] == pane["prompts"] and kept["thread_ts"] == thread_ts
+
+    await play.post("reset")
+    assert (await play.state())["assistant_threads"] == []
 
 
 # -- safety and errors ---------------------------------------------------------------------------------

@@ -176,6 +176,7 @@ class PageApi:
             "shortcuts": self.shortcuts(),
             "model": self.s.model,
             "home": st.home,
+            "assistant_threads": sorted((dict(p) for p in st.panes.values()), key=lambda p: float(p["thread_ts"])),
         }
 
     @_json_call
@@ -208,6 +209,8 @@ class PageApi:
         }
         if root:
             event.update(thread_ts=root, parent_user_id=message.get("parent_user_id", ME))
+            if self.state.pane(channel, root) is not None:  # Slack marks what is written in the pane
+                event["assistant_thread"] = {"action_token": f"{time.time():.0f}.{uuid.uuid4().hex}"}
         events = []
         if not im and f"<@{self.s.bot_user_id}>" in said:  # Slack sends both: app_mention and message
             events.append({**event, "type": "app_mention"})
@@ -414,6 +417,46 @@ class PageApi:
             event["view"] = self.state.home
         self.s.delivery.spawn(self.s.delivery.events(event))
         return {"ok": True}
+
+    # -- the assistant pane ------------------------------------------------------------------
+
+    def _context(self, body: dict[str, Any]) -> dict[str, Any]:
+        """``assistant_thread.context``: the channel you are looking at (none: from the Home tab)."""
+        if body.get("channel") is None:
+            return {}
+        return {"channel_id": self._channel(body), "team_id": self.s.team_id, "enterprise_id": None}
+
+    def _pane_event(self, kind: str, pane: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
+        return {"type": kind, "event_ts": self.state.next_ts(),
+                "assistant_thread": {"user_id": ME, "context": context, "channel_id": pane["channel"],
+                                     "thread_ts": pane["thread_ts"]}}
+
+    @_json_call
+    async def open_pane(self, body: dict[str, Any]) -> dict[str, Any]:
+        context = self._context(body)
+        dm = next(c for c, info in self.state.channels.items() if info["is_im"])
+        pane = self.state.open_pane(dm, user=ME, context_channel=context.get("channel_id"))
+        self.s.show_pane(pane)
+        self.s.show(dm, self.state.get(dm, pane["thread_ts"]) or {})
+        event = self._pane_event("assistant_thread_started", pane, context)
+        self.s.delivery.spawn(self.s.delivery.events(event))
+        return {"ok": True, "channel": dm, "thread_ts": pane["thread_ts"]}
+
+    @_json_call
+    async def pane_context(self, body: dict[str, Any]) -> dict[str, Any]:
+        thread_ts = body.get("thread_ts")
+        pane = next((p for p in self.state.panes.values() if p["thread_ts"] == thread_ts), None)
+        if pane is None:
+            raise PageError(f"no assistant thread {thread_ts!r}", 404)
+        context = self._context(body)
+        if context.get("channel_id") == pane.get("context_channel"):
+            return {"ok": True, "changed": False}
+        pane["context_channel"] = context.get("channel_id")
+        self.state.changed()
+        self.s.show_pane(pane)
+        event = self._pane_event("assistant_thread_context_changed", pane, context)
+        self.s.delivery.spawn(self.s.delivery.events(event))
+        return {"ok": True, "changed": True}
 
     @_json_call
     async def reset(self, body: dict[str, Any]) -> dict[str, Any]:

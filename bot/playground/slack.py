@@ -115,6 +115,8 @@ class StandIn:
             web.post("/playground/api/views/submit", page.submit),
             web.post("/playground/api/views/close", page.close_view),
             web.post("/playground/api/home", page.home),
+            web.post("/playground/api/assistant", page.open_pane),
+            web.post("/playground/api/assistant/context", page.pane_context),
             web.post("/playground/api/reset", page.reset),
             web.get("/", self._index),
             web.get("/static/{name:.+}", self._static),
@@ -152,6 +154,10 @@ class StandIn:
     def show(self, channel: str, message: dict[str, Any]) -> None:
         """A message was created or changed."""
         self.push({"type": "message", "channel": channel, "message": self.state.for_page(channel, message)})
+
+    def show_pane(self, pane: dict[str, Any]) -> None:
+        """An assistant thread changed (its suggested prompts, title or status)."""
+        self.push({"type": "assistant_thread", "thread": dict(pane)})
 
     def ephemeral(self, channel: str, *, text: str, fmt: str = "mrkdwn", blocks: list | None = None,
                   thread_ts: str | None = None, user: str | None = None) -> str:

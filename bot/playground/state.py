@@ -8,6 +8,9 @@ are not kept.
 Messages are stored the way Slack returns them from ``conversations.history`` plus two keys
 of our own that Slack does not return: ``format`` (``markdown`` for text the bot sent as
 ``markdown_text``, ``mrkdwn`` for ``text``) and ``streaming``.
+
+Assistant threads (Slack's assistant pane, one thread in the DM with the bot per chat) are kept
+with what the bot set on them: suggested prompts and title (kept), status (this run only).
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ class State:
         self.channels: dict[str, dict[str, Any]] = {c["id"]: dict(c) for c in CHANNELS}
         self.messages: dict[str, dict[str, dict[str, Any]]] = {c: {} for c in self.channels}
         self.home: dict[str, Any] | None = None
+        self.panes: dict[tuple[str, str], dict[str, Any]] = {}  # (DM, thread_ts) -> assistant thread
         self._clock = 0
         self._dirty = False
         self._timer: asyncio.TimerHandle | None = None
@@ -92,6 +96,10 @@ class State:
             return None
         return message.get("thread_ts") or message["ts"]
 
+    def pane(self, channel: str, thread_ts: str | None) -> dict[str, Any] | None:
+        """The assistant thread rooted at ``thread_ts`` (None: an ordinary thread or none)."""
+        return self.panes.get((channel, thread_ts or ""))
+
     def is_reply(self, message: dict[str, Any]) -> bool:
         return bool(message.get("thread_ts")) and message["thread_ts"] != message["ts"]
 
@@ -111,6 +119,15 @@ class State:
         return out
 
     # -- writing ----------------------------------------------------------------------
+
+    def open_pane(self, channel: str, *, user: str, context_channel: str | None) -> dict[str, Any]:
+        """A new assistant thread: Slack starts it with a message of the app's in the DM."""
+        root, _ = self.add(channel, user=self.bot_user_id, bot=True, text="New chat")
+        pane = {"channel": channel, "thread_ts": root["ts"], "user": user, "context_channel": context_channel,
+                "title": None, "status": "", "prompts": []}
+        self.panes[(channel, root["ts"])] = pane
+        self.changed()
+        return pane
 
     def add(self, channel: str, *, user: str, text: str, fmt: str = "mrkdwn", thread_ts: str | None = None,
             bot: bool = False, **extra: Any) -> tuple[dict[str, Any], dict[str, Any] | None]:
@@ -194,8 +211,9 @@ class State:
         return True
 
     def reset(self) -> None:
-        """Forget every message (the Home view stays)."""
+        """Forget every message and assistant thread (the Home view stays)."""
         self.messages = {c: {} for c in self.channels}
+        self.panes = {}
         self.changed()
 
     # -- persistence ------------------------------------------------------------------
@@ -226,6 +244,7 @@ class State:
         data = {
             "format": STATE_FORMAT, "version": 1, "clock": self._clock, "home": self.home,
             "channels": {c: [self._persisted(m) for m in self.sorted(c)] for c in self.channels},
+            "panes": [{**p, "status": ""} for p in self.panes.values()],  # a status does not survive a restart
         }
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         try:
@@ -259,6 +278,8 @@ class State:
                     self.messages[channel] = {m["ts"]: m for m in messages if isinstance(m, dict) and "ts" in m}
             home = data.get("home")
             self.home = home if isinstance(home, dict) else None
+            self.panes = {(p["channel"], p["thread_ts"]): p for p in data.get("panes") or []
+                          if isinstance(p, dict) and self.get(p.get("channel", ""), p.get("thread_ts"))}
             newest = max((ts_micros(ts) for msgs in self.messages.values() for ts in msgs), default=0)
             self._clock = max(int(data.get("clock") or 0), newest)
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
@@ -269,3 +290,4 @@ class State:
                 os.replace(self.path, broken)
             self.messages = {c: {} for c in self.channels}
             self.home = None
+            self.panes = {}

@@ -292,6 +292,7 @@ class WebApi:
             metadata=self._metadata(params.get("metadata")),
             subtype="thread_broadcast" if thread and _truthy(params.get("reply_broadcast")) else None)
         self._show(channel, message, parent)
+        self._replied(channel, thread)
         return {"channel": channel, "ts": message["ts"], "message": self.state.for_api(message)}
 
     def api_chat_update(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -365,6 +366,7 @@ class WebApi:
         message, parent = self.state.add(channel, user=self.s.bot_user_id, bot=True, text=text, fmt="markdown",
                                          thread_ts=thread, streaming=True)
         self._show(channel, message, parent)
+        self._replied(channel, thread)
         return {"channel": channel, "ts": message["ts"]}
 
     def _streaming(self, params: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -500,22 +502,45 @@ class WebApi:
         return {"view": self.state.home}
 
     # -- assistant -------------------------------------------------------------------------
+    # On an assistant thread (the pane), what the bot sets is kept and shown in the pane; on any
+    # other thread it is accepted and has nothing to show.
 
-    def api_assistant_threads_setStatus(self, params: dict[str, Any]) -> dict[str, Any]:
-        self._channel(params, "channel_id")
+    def _assistant(self, params: dict[str, Any]) -> tuple[str, dict[str, Any] | None]:
+        channel = self._channel(params, "channel_id")
         if not params.get("thread_ts"):
             raise SlackError("invalid_arguments")
+        return channel, self.state.pane(channel, str(params["thread_ts"]))
+
+    def _set(self, pane: dict[str, Any] | None, **changes: Any) -> None:
+        if pane is not None:
+            pane.update(changes)
+            self.state.changed()
+            self.s.show_pane(pane)
+
+    def _replied(self, channel: str, thread: str | None) -> None:
+        """The app answered in a thread: Slack clears the thread's status."""
+        pane = self.state.pane(channel, thread)
+        if pane is not None and pane.get("status"):
+            self._set(pane, status="")
+
+    def api_assistant_threads_setStatus(self, params: dict[str, Any]) -> dict[str, Any]:
+        _, pane = self._assistant(params)
+        self._set(pane, status=str(params.get("status") or ""))
         return {}
 
     def api_assistant_threads_setTitle(self, params: dict[str, Any]) -> dict[str, Any]:
-        self._channel(params, "channel_id")
-        if not params.get("thread_ts") or not params.get("title"):
+        _, pane = self._assistant(params)
+        if not params.get("title"):
             raise SlackError("invalid_arguments")
+        self._set(pane, title=str(params["title"]))
         return {}
 
     def api_assistant_threads_setSuggestedPrompts(self, params: dict[str, Any]) -> dict[str, Any]:
-        self._channel(params, "channel_id")
+        _, pane = self._assistant(params)
         prompts = params.get("prompts")
-        if not params.get("thread_ts") or not isinstance(prompts, list) or not 0 < len(prompts) <= 4:
+        if not isinstance(prompts, list) or not 0 < len(prompts) <= 4:
             raise SlackError("invalid_arguments")
+        shown = [{"title": str(p.get("title") or p.get("message") or ""), "message": str(p.get("message") or "")}
+                 for p in prompts if isinstance(p, dict)]
+        self._set(pane, prompts=shown, prompts_title=str(params.get("title") or "") or None)
         return {}

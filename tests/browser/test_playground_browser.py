@@ -464,3 +464,53 @@ def test_a_configured_model_answers_instead_of_echo(browse: Callable[[Any], Page
     assert len(requests) == 1 and requests[0]["model"] == "gpt-4o-mini"
     assert requests[0]["messages"][-1] == {"role": "user", "content": "what is a vector database?"}
     page.assert_clean()
+
+
+PANE = '[data-testid="assistant-messages"]'
+
+
+def test_the_assistant_pane_suggests_answers_and_follows_the_channel(page: Page):
+    """Slack's assistant pane: open it from #general, click a suggestion, see the answer and title."""
+    page.click('[data-testid="open-assistant"]')
+    suggestion = '[data-testid="assistant-suggestion"]'
+    page.wait(lambda: page.d.find_elements(By.CSS_SELECTOR, suggestion), 5, "the pane shows no suggested prompts")
+    assert page.text_of('[data-testid="assistant-title"]') == "New chat"
+    assert page.text_of('[data-testid="assistant-context"]') == "Context: #general"
+    first = page.d.find_elements(By.CSS_SELECTOR, suggestion)[0]
+    assert first.text == "Summarise this channel"  # offered because the pane was opened from a channel
+    page.shot("pane-opened")
+
+    first.click()
+
+    def answered() -> list[dict[str, Any]] | None:
+        done = [m for m in page.messages(PANE) if m["user"] == "UBOT" and not m["busy"] and m["prompt"]]
+        return done or None
+
+    [answer] = page.wait(answered, 5, f"no answer in the pane; saw {page.messages(PANE)}")
+    assert answer["prompt"] == "summarize" and answer["echo"]
+    # The streamed answer, with the note that says which channel it read under it.
+    assert answer["text"].startswith("Echo model (offline). You wrote:"), answer
+    assert answer["text"].endswith("most recent messages of #general for this answer."), answer
+    mine = [m for m in page.messages(PANE) if m["user"] == "U_YOU"]
+    assert [m["text"] for m in mine] == ["summarize the recent messages of this channel"]
+    page.wait(lambda: page.text_of('[data-testid="assistant-title"]') == "summarize the recent messages of this channel",
+              5, "the pane did not show the title the bot set")
+    assert page.d.find_element(By.CSS_SELECTOR, '[data-testid="assistant-status"]').get_attribute("hidden") is not None
+    calls = "SELECT trigger, source, prompt_name FROM calls WHERE reply_ts = ?"
+    page.wait(lambda: page.pg.sql(calls, answer["ts"]) == [("assistant", "playground", "summarize")], 5,
+              f"the call row: {page.pg.sql(calls, answer['ts'])}")
+
+    # The feedback buttons work in the pane as elsewhere.
+    page.click(f'{PANE} > [data-ts="{answer["ts"]}"] [data-testid="action-vote-up"]')
+    query = "SELECT f.value FROM feedback f JOIN calls c ON c.id = f.call_id WHERE c.reply_ts = ?"
+    page.wait(lambda: page.pg.sql(query, answer["ts"]) == [(1,)], 5, "the 👍 in the pane was not stored")
+
+    # Switching channel with the pane open: the bot hears the new context; the pane stays.
+    page.click('[data-testid="channel-C_RANDOM"]')
+    page.wait(lambda: page.text_of('[data-testid="assistant-context"]') == "Context: #random", 5,
+              "the pane did not follow the channel")
+    assert answer["ts"] in [m["ts"] for m in page.messages(PANE)]
+    page.shot("pane-answered")
+    page.click("#assistant-close")
+    assert page.js("return document.querySelector('[data-testid=\"assistant\"]').hidden")
+    page.assert_clean()

@@ -39,6 +39,9 @@ const S = {
   sentAt: new Map(), // "channel:ts" of messages you sent -> Date.now(), to open their thread on reply
   lastSend: null, // {channel, at}: your latest top-level message on its way
   lastCommand: null, // {channel, at}: your latest slash command, whose request the bot shows in the channel
+  panes: new Map(), // thread_ts -> assistant thread {channel, thread_ts, context_channel, title, status, prompts}
+  pane: null, // the assistant pane's thread {channel, ts}, once opened
+  paneOpen: false,
 };
 
 const idOf = (x, fallback) => (typeof x === "string" ? x : (x && (x.id || x.user_id)) || fallback);
@@ -95,6 +98,8 @@ function setState(st) {
   S.model = st.model || S.model;
   S.home = st.home || null;
   S.shortcuts = (st.shortcuts || []).filter((x) => x.type === "message");
+  S.panes = new Map((st.assistant_threads || []).map((p) => [p.thread_ts, p]));
+  if (S.pane && !S.panes.has(S.pane.ts)) S.pane = null;
   S.loaded = true;
   if (S.view.kind === "channel" && S.channels.length && !channelById(S.view.id)) S.view = { kind: "channel", id: S.channels[0].id };
 }
@@ -253,6 +258,12 @@ function applyFrame(f) {
       S.home = f.view;
       if (S.view.kind === "home") renderHome();
       break;
+    case "assistant_thread":
+      if (f.thread) {
+        S.panes.set(f.thread.thread_ts, f.thread);
+        if (S.paneOpen && S.pane && S.pane.ts === f.thread.thread_ts) renderPaneChrome();
+      }
+      break;
     case "prompts":
       S.brokenCommands = f.broken_commands || [];
       promptsChanged(f.prompts || []);
@@ -260,6 +271,9 @@ function applyFrame(f) {
     case "reset":
       S.messages = new Map();
       S.dismissed.clear();
+      S.panes = new Map();
+      S.pane = null;
+      closePane(false);
       closeThread(false);
       renderAll();
       loadState().then(renderAll);
@@ -291,7 +305,8 @@ function upsertMessage(channel, msg) {
     S.sentAt.set(key(channel, m.ts), Date.now());
   }
   S.feedback.delete(key(channel, m.ts)); // the stand-in's word on the pressed feedback button
-  if (!existed && !(S.view.kind === "channel" && S.view.id === channel) && !m.ephemeral && m.user !== S.me) {
+  const inPane = S.panes.has(parentTs || m.ts); // the assistant pane's threads are read in the pane
+  if (!existed && !(S.view.kind === "channel" && S.view.id === channel) && !m.ephemeral && m.user !== S.me && !inPane) {
     S.unread.add(channel);
     renderSidebar();
   }
@@ -320,6 +335,7 @@ function upsertMessage(channel, msg) {
       else addReply(channel, m);
     }
   }
+  if (S.paneOpen && S.pane && S.pane.channel === channel && parentTs === S.pane.ts) paneMessage(channel, m, existed);
 }
 
 function deleteMessage(channel, ts) {
@@ -329,6 +345,7 @@ function deleteMessage(channel, ts) {
   if (S.thread && S.thread.channel === channel && S.thread.ts === ts) closeThread();
   if (S.view.kind === "channel" && S.view.id === channel) renderMessages();
   if (S.thread && S.thread.channel === channel && m && m.thread_ts === S.thread.ts) renderThread();
+  if (S.paneOpen && S.pane && S.pane.channel === channel && m && m.thread_ts === S.pane.ts) renderPane();
 }
 
 async function send(channel, text, threadTs) {
@@ -359,6 +376,7 @@ function renderAll() {
   if (S.view.kind === "home") renderHome();
   else renderMessages();
   if (S.thread) renderThread();
+  if (S.paneOpen) renderPane();
 }
 
 function renderSidebar() {
@@ -453,6 +471,7 @@ function openChannel(id) {
   renderSidebar();
   renderHeader();
   renderMessages();
+  paneContextChanged();
   requestAnimationFrame(() => $('[data-testid="composer"]').focus({ preventScroll: true }));
 }
 
@@ -465,6 +484,7 @@ async function openHome() {
   renderSidebar();
   renderHeader();
   renderHome();
+  paneContextChanged();
   try {
     await api("/home", {});
   } catch {
@@ -695,8 +715,11 @@ function messageNode(channel, m, { grouped = false, inThread = false, isParent =
   const body = h("div", { class: "msg-text", "data-testid": "message-text", "data-part": "body" });
   // A person's rich_text block is Slack's copy of the text: the text itself reads the same.
   const onlyRich = contentBlocks.length && contentBlocks.every((b) => b.type === "rich_text") && m.text;
-  if (contentBlocks.length && !onlyRich) body.append(renderBlocks(contentBlocks, { channel, ts: m.ts }));
+  // A streamed message (the only kind with markdown text and blocks) shows chat.stopStream's blocks under its text.
+  const streamed = m.format === "markdown";
+  if (contentBlocks.length && !onlyRich && !streamed) body.append(renderBlocks(contentBlocks, { channel, ts: m.ts }));
   else if (m.text) body.append(renderText(m.text, m.format || "mrkdwn", textCtx));
+  if (contentBlocks.length && streamed) body.append(renderBlocks(contentBlocks, { channel, ts: m.ts }));
   if (m.streaming) {
     const dots = h("span", { class: "typing", role: "status", "aria-label": `${name} is typing` }, h("span"), h("span"), h("span"));
     (lastTextBlock(body) || body).append(dots);
@@ -743,7 +766,8 @@ function dismissEphemeral(channel, m) {
 
 function answerMeta(m, bot) {
   if (!bot || m.ephemeral) return null;
-  const payload = (m.metadata && m.metadata.event_payload) || null;
+  // Only an answer's metadata says which prompt and model wrote it (a greeting's says other things).
+  const payload = (m.metadata && m.metadata.event_type === "flywheel_answer" && m.metadata.event_payload) || null;
   // Every answer says when it came from the offline echo model (also while it streams,
   // before its metadata arrives); the bot's notes and apologies don't.
   const echo = payload ? payload.model === "echo" || (S.model.offline && !payload.model) : S.model.offline && m.streaming;
@@ -1249,6 +1273,7 @@ function richElement(e) {
 // -- threads ----------------------------------------------------------------------------------
 
 function openThread(channel, ts, { focus = true } = {}) {
+  closePane(false);
   S.thread = { channel, ts };
   const pane = $('[data-testid="thread"]');
   pane.hidden = false;
@@ -1301,6 +1326,106 @@ function renderThread() {
   ta.placeholder = "Reply…";
 }
 
+// -- the assistant pane (Slack's AI app split view) -------------------------------------------
+// Opening it starts an assistant thread in the DM with the bot (the stand-in delivers
+// assistant_thread_started with the channel you are looking at); switching channels while it
+// is open delivers assistant_thread_context_changed. What you write there is a reply in that thread.
+
+const paneList = () => $('[data-testid="assistant-messages"]');
+const paneContext = () => (S.view.kind === "channel" ? S.view.id : null);
+
+async function openPane({ fresh = false } = {}) {
+  closeThread(false);
+  S.paneOpen = true;
+  $('[data-testid="assistant"]').hidden = false;
+  $("#open-assistant").setAttribute("aria-expanded", "true");
+  document.body.classList.add("pane-open");
+  if (fresh || !S.pane) {
+    S.pane = null;
+    renderPane();
+    try {
+      const res = await api("/assistant", { channel: paneContext() });
+      S.pane = { channel: res.channel, ts: res.thread_ts };
+    } catch {
+      /* banner shown */
+    }
+  } else {
+    paneContextChanged();
+  }
+  renderPane();
+  $('[data-testid="assistant-composer"]').focus();
+}
+
+function closePane(restore = true) {
+  if (!S.paneOpen) return;
+  S.paneOpen = false;
+  $('[data-testid="assistant"]').hidden = true;
+  $("#open-assistant").setAttribute("aria-expanded", "false");
+  document.body.classList.remove("pane-open");
+  if (restore) $("#open-assistant").focus();
+}
+
+function paneContextChanged() {
+  if (!S.paneOpen || !S.pane) return;
+  const info = S.panes.get(S.pane.ts);
+  const channel = paneContext();
+  if (info && (info.context_channel || null) === channel) return;
+  api("/assistant/context", { thread_ts: S.pane.ts, channel }).catch(() => {});
+}
+
+/** A message in the pane's thread was added or changed. */
+function paneMessage(channel, m, existed) {
+  const list = paneList();
+  const old = existed && list.querySelector(`:scope > [data-ts="${CSS.escape(m.ts)}"]`);
+  if (!old) return renderPane();
+  const pinned = nearBottom(list);
+  const k = focusedKey(list);
+  morph(old, messageNode(channel, m, { inThread: true, grouped: old.classList.contains("grouped") }));
+  if (k && !list.contains(document.activeElement)) restoreFocus(list, k);
+  if (pinned) scrollToBottom(list);
+}
+
+function renderPane() {
+  if (!S.paneOpen) return;
+  const list = paneList();
+  const pinned = nearBottom(list) || list.dataset.thread !== (S.pane ? S.pane.ts : "");
+  const fk = focusedKey(list);
+  list.replaceChildren();
+  if (S.pane) {
+    list.dataset.thread = S.pane.ts;
+    let prev = null;
+    for (const r of replies(S.pane.channel, S.pane.ts)) {
+      list.append(messageNode(S.pane.channel, r, { inThread: true, grouped: prev && groupedWith(prev, r) }));
+      prev = r;
+    }
+  }
+  if (!list.children.length) list.append(h("p", { class: "assistant-empty" }, S.pane ? "Starting a new chat…" : "Opening the assistant…"));
+  restoreFocus(list, fk);
+  if (pinned) scrollToBottom(list);
+  renderPaneChrome();
+}
+
+/** The pane's title, status and suggested prompts: what the bot set on the thread. */
+function renderPaneChrome() {
+  const info = (S.pane && S.panes.get(S.pane.ts)) || {};
+  $("#assistant-name").textContent = nameOf(S.bot);
+  $('[data-testid="assistant-title"]').textContent = info.title || "New chat";
+  const status = $('[data-testid="assistant-status"]');
+  status.replaceChildren();
+  status.hidden = !info.status;
+  if (info.status) status.append(h("span", { class: "typing", "aria-hidden": "true" }, h("span"), h("span"), h("span")), `${nameOf(S.bot)} ${info.status}`);
+  const box = $('[data-testid="assistant-suggestions"]');
+  const prompts = info.prompts || [];
+  box.replaceChildren(
+    ...prompts.map((p) =>
+      h("button", { type: "button", class: "chip", "data-testid": "assistant-suggestion", title: p.message, onclick: () => S.pane && send(S.pane.channel, p.message, S.pane.ts).catch(() => {}) }, p.title),
+    ),
+  );
+  box.hidden = !prompts.length;
+  const where = info.context_channel && channelById(info.context_channel);
+  $('[data-testid="assistant-context"]').textContent = where && !where.is_im ? `Context: #${where.name}` : "The assistant's thread in your DM with the bot";
+}
+
 // -- the composers and autocomplete -----------------------------------------------------------
 
 function setupComposer(form, ta, where) {
@@ -1311,7 +1436,12 @@ function setupComposer(form, ta, where) {
   ta.setAttribute("aria-autocomplete", "list");
   ta.setAttribute("aria-controls", listId);
 
-  const target = () => (where === "thread" ? S.thread && { channel: S.thread.channel, thread_ts: S.thread.ts } : S.view.kind === "channel" && { channel: S.view.id });
+  const target = () =>
+    where === "pane"
+      ? S.pane && { channel: S.pane.channel, thread_ts: S.pane.ts }
+      : where === "thread"
+        ? S.thread && { channel: S.thread.channel, thread_ts: S.thread.ts }
+        : S.view.kind === "channel" && { channel: S.view.id };
 
   function autosize() {
     ta.style.height = "auto";
@@ -1475,6 +1605,9 @@ function setupComposer(form, ta, where) {
     } else if (e.key === "Escape" && where === "thread" && !ta.value) {
       e.preventDefault();
       closeThread();
+    } else if (e.key === "Escape" && where === "pane" && !ta.value) {
+      e.preventDefault();
+      closePane();
     }
   });
   form.addEventListener("submit", (e) => {
@@ -1817,6 +1950,7 @@ function start() {
       await api("/state", undefined, "GET").then((st) => {
         setState(st);
         closeThread(false);
+        closePane(false);
         renderAll();
       });
     } catch {
@@ -1825,6 +1959,10 @@ function start() {
   });
   composers.push(setupComposer($("#composer-form"), $('[data-testid="composer"]'), "main"));
   composers.push(setupComposer($("#thread-form"), $('[data-testid="thread-composer"]'), "thread"));
+  composers.push(setupComposer($("#assistant-form"), $('[data-testid="assistant-composer"]'), "pane"));
+  $("#open-assistant").addEventListener("click", () => (S.paneOpen ? closePane() : openPane()));
+  $("#assistant-close").addEventListener("click", () => closePane());
+  $("#assistant-new").addEventListener("click", () => openPane({ fresh: true }));
   document.addEventListener("keydown", (e) => {
     if (e.key === "Escape" && !$("#picker").hidden) {
       e.preventDefault();
