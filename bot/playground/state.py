@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bot.playground.wire import format_ts, ts_micros
+
 log = logging.getLogger(__name__)
 
 ME = "U_YOU"
@@ -38,15 +40,6 @@ CHANNELS: tuple[dict[str, Any], ...] = (
 SAVE_DELAY = 0.5
 STATE_FORMAT = "flywheel-playground-state"
 OURS = ("format", "streaming", "your_feedback")  # kept on messages for the page, never returned by the Web API
-
-
-def ts_micros(ts: str) -> int:
-    seconds, _, frac = str(ts).partition(".")
-    return int(seconds) * 1_000_000 + int((frac or "0").ljust(6, "0")[:6])
-
-
-def format_ts(micros: int) -> str:
-    return f"{micros // 1_000_000}.{micros % 1_000_000:06d}"
 
 
 class State:
