@@ -165,7 +165,7 @@ class State:
 
     def toggle_reaction(self, message: dict[str, Any], name: str, user: str, add: bool) -> bool:
         """Add or remove ``user``'s reaction; False if that changes nothing."""
-        reactions = message.setdefault("reactions", [])
+        reactions = message.get("reactions") or []
         entry = next((r for r in reactions if r["name"] == name), None)
         if add:
             if entry is not None and user in entry["users"]:
@@ -173,6 +173,7 @@ class State:
             if entry is None:
                 entry = {"name": name, "users": [], "count": 0}
                 reactions.append(entry)
+                message["reactions"] = reactions
             entry["users"].append(user)
         else:
             if entry is None or user not in entry["users"]:
