@@ -68,12 +68,12 @@ def parser() -> argparse.ArgumentParser:
     try_.set_defaults(func=cmd_try)
 
     export = sub.add_parser("export", help="write a dataset (JSONL or CSV) from the logged calls and votes")
-    _module("export").add_arguments(export)
-    export.set_defaults(func=lambda args, settings: _module("export").run(args, settings))
+    _module("export_cli").add_arguments(export)
+    export.set_defaults(func=lambda args, settings: _module("export_cli").run(args, settings))
 
     stats = sub.add_parser("stats", help="calls, votes, approval, cost and latency per prompt version")
-    _module("stats").add_arguments(stats)
-    stats.set_defaults(func=lambda args, settings: _module("stats").run(args, settings))
+    _module("stats_cli").add_arguments(stats)
+    stats.set_defaults(func=lambda args, settings: _module("stats_cli").run(args, settings))
 
     replay = sub.add_parser("replay", help="run a candidate prompt on logged inputs and compare it with the "
                             "corrected or approved answers")
@@ -81,8 +81,8 @@ def parser() -> argparse.ArgumentParser:
     replay.set_defaults(func=lambda args, settings: _module("replay").run(args, settings))
 
     experiment = sub.add_parser("experiment", help="live A/B experiments: how each arm is doing, and a verdict")
-    _module("experiment_status").add_arguments(experiment)
-    experiment.set_defaults(func=lambda args, settings: _module("experiment_status").run(args, settings))
+    _module("experiment_cli").add_arguments(experiment)
+    experiment.set_defaults(func=lambda args, settings: _module("experiment_cli").run(args, settings))
 
     prune = sub.add_parser("prune", help="remove the text of old calls (questions, answers, corrections); "
                            "keep tokens, cost and votes")
@@ -260,7 +260,7 @@ def cmd_manifest(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _module(name: str):
-    """bot.export / stats / replay / experiment_status / prune: each module owns its options."""
+    """bot.export_cli / stats_cli / replay / experiment_cli / prune: each module owns its options."""
     return importlib.import_module(f"bot.{name}")
 
 

@@ -1,7 +1,7 @@
 """`flywheel experiment status`: how each arm of each A/B experiment is doing, and a verdict.
 
 One result object per experiment (:class:`ExperimentStatus`), computed here and formatted by
-the terminal table, ``--json`` and the Home tab alike.
+the terminal table and ``--json`` (bot/experiment_cli.py) and the Home tab (bot/home.py) alike.
 
 Per arm: calls, rated answers (answers with at least one vote), approval = answers with more
 👍 than 👎 over answers with more of either (each person once, their latest vote, as in
@@ -17,20 +17,16 @@ with ``needed_per_arm`` the rated answers each arm still needs.
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from bot.experiments import CONTROL
+from bot.figures import Approval, pct
 from bot.significance import ALPHA, POWER, compare, sample_size
-from bot.stats import _Approval, duration, usd
 
 if TYPE_CHECKING:
     from bot.prompts import PromptSet
-    from bot.settings import Settings
     from bot.store import Store
 
 MIN_EFFECT = 0.05  # the smallest difference in approval worth detecting: 5 points
@@ -40,7 +36,7 @@ State = Literal["running", "scheduled", "ended"]
 
 
 @dataclass
-class ArmStatus(_Approval):  # approval and approval_interval, as in `flywheel stats`
+class ArmStatus(Approval):  # approval and approval_interval, as in `flywheel stats`
     arm: str
     weight: float | None  # percent of people; None once the experiment's files are gone
     version: str | None  # the arm's file now (running), else the version it last ran with
@@ -180,14 +176,14 @@ def _decide(status: ExperimentStatus) -> None:
     if p_value < ALPHA:
         winner, loser = (b, a) if pb > pa else (a, b)
         status.verdict = f"better:{winner.arm}"
-        status.summary = (f"{winner.arm} is better: {_pct(winner.approval)} vs {_pct(loser.approval)} approval "
+        status.summary = (f"{winner.arm} is better: {pct(winner.approval)} vs {pct(loser.approval)} approval "
                           f"(p = {_p(p_value)}, {test_name})")
         status.needed_per_arm, status.required_per_arm = 0, None
         return
     status.needed_per_arm, status.required_per_arm, status.effect = max(shortfalls)
     if status.needed_per_arm == 0:
         status.verdict = "no_difference"
-        status.summary = (f"no difference: {_pct(pa)} vs {_pct(pb)} approval (p = {_p(p_value)}); with "
+        status.summary = (f"no difference: {pct(pa)} vs {pct(pb)} approval (p = {_p(p_value)}); with "
                           f"{min(x.up + x.down for x in status.arms):,} rated answers per arm a difference of "
                           f"{MIN_EFFECT * 100:.0f} points or more would have shown ({POWER * 100:.0f} % power)")
     else:
@@ -196,46 +192,9 @@ def _decide(status: ExperimentStatus) -> None:
                           f"{status.effect * 100:.0f}-point difference ({POWER * 100:.0f} % power)")
 
 
-# -- formatting -------------------------------------------------------------------------------
-
-
-def format_status(results: list[ExperimentStatus]) -> str:
-    """The terminal view: one block per experiment, one line per arm, then the verdict."""
-    out: list[str] = []
-    for status in results:
-        when = {"running": "running", "ended": "ended (its variant files are gone)",
-                "scheduled": f"starts {status.start:%Y-%m-%d %H:%M} UTC" if status.start else "scheduled"}
-        out.append(f"{status.name}  (prompt {status.prompt}, {when[status.state]})")
-        header = ("arm", "weight", "version", "calls", "rated", "up", "down", "approval (95% CI)", "cost", "p50")
-        lines = [header]
-        for arm in status.arms:
-            interval = arm.approval_interval
-            shown = _pct(arm.approval) + (f" ({_pct(interval[0])}–{_pct(interval[1])})" if interval else "")
-            version = (arm.version or "")[:SHORT_VERSION]
-            if len(arm.versions) > 1:
-                version += f" (+{len(arm.versions) - 1} earlier)"
-            lines.append((arm.arm, f"{arm.weight:g} %" if arm.weight is not None else "–", version,
-                          f"{arm.calls:,}", f"{arm.rated:,}", f"{arm.up:,}", f"{arm.down:,}", shown,
-                          usd(arm.cost_usd), duration(arm.latency_p50_ms)))
-        widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-        for line in lines:
-            out.append("  " + "  ".join(cell.ljust(w) if i in (0, 2, 7) else cell.rjust(w)
-                                        for i, (cell, w) in enumerate(zip(line, widths, strict=True))).rstrip())
-        changed = [a.arm for a in status.arms if len(a.versions) > 1]
-        if changed:
-            out.append(f"  note: arm {', '.join(changed)} changed during the experiment; its figures mix versions")
-        out.append(f"  verdict: {status.summary}")
-        out.append("")
-    return "\n".join(out).rstrip()
-
-
 def _shifted(p: float, effect: float, *, up: bool) -> float:
     """``p`` moved by ``effect`` (upwards if ``up`` and there is room, else downwards)."""
     return p + effect if (up and p + effect <= 1) or p - effect < 0 else p - effect
-
-
-def _pct(share: float | None) -> str:
-    return "–" if share is None else f"{share * 100:.0f} %"
 
 
 def _p(p: float) -> str:
@@ -244,61 +203,3 @@ def _p(p: float) -> str:
 
 def _per_call(cost: float | None, priced: int) -> float | None:
     return round(cost / priced, 6) if cost is not None and priced else None
-
-
-# -- the command ------------------------------------------------------------------------------
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from bot.reports import add_traffic_arguments
-
-    sub = parser.add_subparsers(dest="experiment_command", required=True, metavar="COMMAND")
-    status = sub.add_parser("status", help="per arm: calls, approval with its interval, cost, latency; a verdict")
-    status.add_argument("name", nargs="?", help="only this experiment")
-    add_traffic_arguments(status)
-    status.add_argument("--json", action="store_true", help="print a JSON list, one object per experiment")
-
-
-def run(args: argparse.Namespace, settings: Settings) -> int:
-    from bot.prompts import PromptSet
-
-    settings.require()
-    prompts = PromptSet.load(settings.prompts_dir)
-    results = asyncio.run(_load(settings.database_url, prompts, name=args.name, sources=args.sources,
-                                models=args.models))
-    if args.json:
-        print(json.dumps([r.to_json() for r in results], indent=2, ensure_ascii=False))
-    elif results:
-        print(format_status(results))
-    else:
-        which = f"named {args.name!r} " if args.name else ""
-        print(f"no experiment {which}yet: add a variant file next to a prompt (e.g. prompts/ask.b.prompty "
-              "with a metadata.experiment block; see prompts/README.md)")
-    return 0
-
-
-async def _load(url: str, prompts: PromptSet, **filters: Any) -> list[ExperimentStatus]:
-    from bot.errors import ConfigError
-    from bot.stats import _missing_sqlite_file
-    from bot.store import Store
-
-    if _missing_sqlite_file(url):
-        return await experiment_status(_NoLog(), prompts, **filters)  # type: ignore[arg-type]
-    store = Store(url)
-    try:
-        if await store.revision() is None:
-            return await experiment_status(_NoLog(), prompts, **filters)  # type: ignore[arg-type]
-        return await experiment_status(store, prompts, **filters)
-    except Exception as exc:  # noqa: BLE001 - any driver error: one line, no traceback
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
-        raise ConfigError([f"DATABASE_URL: cannot read the database: {reason}"]) from exc
-    finally:
-        await store.close()
-
-
-class _NoLog:
-    """A log with nothing in it yet (no database file, or no tables)."""
-
-    async def experiment_figures(self, **_: Any) -> list[dict[str, Any]]:
-        return []
-

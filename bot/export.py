@@ -11,8 +11,6 @@ byte-identical files. `bot.export_formats` builds, validates and scrubs each row
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import contextlib
 import csv
 import hashlib
@@ -27,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import IO, Any, NoReturn
+from typing import IO, Any
 
 from sqlalchemy.engine import make_url
 
@@ -39,22 +37,13 @@ from bot.export_formats import (
     REDACTED,
     USER_IDS,
     Scrubber,
-    chat_row,
-    csv_cells,
-    dpo_row,
+    candidate_rows,
     dumps,
-    eval_row,
-    kto_row,
-    money,
-    same_text,
     split_of,
-    utc_iso,
     validate,
 )
 from bot.export_queries import Filters
 from bot.progress import ProgressBar, is_terminal
-from bot.reports import add_traffic_arguments
-from bot.settings import Settings
 from bot.store import Store
 
 RATINGS = ("up", "down", "any")
@@ -108,52 +97,12 @@ async def examples(store: Store, fmt: str, filters: Filters, *, redact: bool = F
                 read += 1
                 if on_read is not None:
                     on_read(read)
-                for row in _rows(fmt, rec, scrub):
+                for row in candidate_rows(fmt, rec, scrub):
                     problem = validate(fmt, row)
                     if problem:
                         skipped[problem] += 1
                     else:
                         yield Example(rec.id, rec.input_hash, row)
-
-
-def _rows(fmt: str, rec: Any, scrub: Scrubber) -> list[Any]:
-    """The candidate rows one query row gives (before validation)."""
-    def text(value: str | None) -> str:
-        return scrub.text(value or "", rec.user_id, rec.channel_id)
-
-    messages = scrub.messages(rec.messages, rec.user_id, rec.channel_id)
-    if fmt == "csv":
-        return [csv_cells((rec.id, utc_iso(rec.created_at), rec.prompt_name, rec.prompt_version, rec.model,
-                           scrub.pseudonym(rec.user_id), scrub.channel(rec.channel_id), text(rec.request_text),
-                           text(rec.answer), text(rec.correction), rec.up, rec.down, rec.status,
-                           money(rec.cost_usd), rec.latency_ms))]
-    if fmt in ("openai-chat", "eval"):
-        target = text(rec.correction if rec.correction is not None else rec.answer)
-        if fmt == "openai-chat":
-            return [chat_row(messages, target)]
-        return [eval_row(messages, target, prompt=rec.prompt_name, version=rec.prompt_version,
-                         call_id=rec.id, output=text(rec.answer))]
-    # Preference formats: the good call's target, and what it is preferred to.
-    good = None
-    if rec.good_id is not None:
-        good = rec.correction if rec.correction is not None else (rec.good_answer or "")
-    worse = None
-    if good is not None and rec.correction is not None and not same_text(rec.good_answer, good):
-        worse = rec.good_answer or ""  # the answer the correction replaced
-    elif rec.bad_id is not None and rec.bad_id != rec.good_id and not same_text(rec.bad_answer, good):
-        worse = rec.bad_answer or ""  # a net-down answer to the same input
-    elif good is None and rec.bad_id is not None:
-        worse = rec.bad_answer or ""  # KTO: an input with only a net-down answer
-    good = None if good is None else text(good)
-    worse = None if worse is None else text(worse)
-    if fmt == "openai-dpo":  # no distinct alternative: validation counts it as "the same"
-        return [dpo_row(messages, good or "", good or "" if worse is None else worse)]
-    rows = []
-    if good is not None:
-        rows.append(kto_row(messages, good, True))
-    if worse is not None:
-        rows.append(kto_row(messages, worse, False))
-    return rows
 
 
 # -- writing ----------------------------------------------------------------------------------
@@ -351,107 +300,6 @@ def _report(options: ExportOptions, result: ExportResult, stderr: IO[str]) -> No
     if options.output is not None:
         files = ", ".join(f"{f['path']} ({f['rows']})" for f in result.files)
         say(f"wrote {result.rows} {options.format} row(s): {files}; manifest {result.manifest}")
-
-
-# -- command line -----------------------------------------------------------------------------
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.description = ("Write a dataset from the logged calls. Default selection: approved (more 👍 than 👎) "
-                          "or corrected answers; never errors, truncated or excluded ones, nor direct messages "
-                          "unless --include-dms. User and channel ids are always pseudonymised.")
-    parser.add_argument("--format", required=True, choices=list(FORMATS),
-                        help="; ".join(f"{f.name}: {f.description}" for f in FORMATS.values()))
-    parser.add_argument("--output", "-o", metavar="FILE",
-                        help="write FILE and FILE's manifest, readable by you only (mode 0600; default: stdout)")
-    parser.add_argument("--prompt", metavar="NAME", help="only this prompt")
-    parser.add_argument("--version", metavar="HASH", help="only this prompt version (a prefix is enough)")
-    parser.add_argument("--since", metavar="WHEN", help="calls at or after this UTC date or datetime")
-    parser.add_argument("--until", metavar="WHEN",
-                        help="calls before this UTC datetime (a date includes that whole day)")
-    parser.add_argument("--channel", metavar="ID", help="only this Slack channel id (the raw id, e.g. C0123ABCD)")
-    parser.add_argument("--rating", choices=RATINGS,
-                        help="up: approved; down: more 👎 than 👍; any: any vote or correction "
-                             "(default: approved or corrected)")
-    parser.add_argument("--include-unrated", action="store_true", help="also calls nobody rated or corrected")
-    add_traffic_arguments(parser)
-    parser.add_argument("--include-dms", action="store_true",
-                        help="also calls in direct messages with the bot, left out of every format by default "
-                             "(private conversations)")
-    parser.add_argument("--split", type=str, metavar="FRACTION",
-                        help="e.g. 0.9: stable train/validation split by input (needs --output)")
-    parser.add_argument("--redact", action="store_true",
-                        help="also replace e-mail addresses, phone numbers, user mentions and channel mentions "
-                             "with their names in texts (user and channel ids are always pseudonymised)")
-
-    def error(message: str) -> NoReturn:  # one line, no usage block
-        print(f"flywheel: {message}", file=sys.stderr)
-        raise SystemExit(2)
-
-    parser.error = error  # type: ignore[method-assign]
-
-
-def options_from(args: argparse.Namespace) -> ExportOptions:
-    """Check and convert the options; a bad one raises ConfigError (one line, exit 2)."""
-    since = when_option(args.since, "--since", end=False) if args.since else None
-    until = when_option(args.until, "--until", end=True) if args.until else None
-    if since and until and since >= until:
-        raise ConfigError(["--since must be before --until"])
-    split = None
-    if args.split is not None:
-        try:
-            split = float(args.split)
-        except ValueError:
-            split = -1.0
-        if not 0 < split < 1:
-            raise ConfigError([f"--split must be a fraction between 0 and 1 such as 0.9, got {args.split!r}"])
-    output = Path(args.output) if args.output and args.output != "-" else None
-    if output is not None and (output.is_dir() or not output.parent.is_dir()):
-        where = "is a folder" if output.is_dir() else f"folder {output.parent} does not exist"
-        raise ConfigError([f"cannot write --output {output}: {where}"])
-    if args.split is not None and output is None:
-        raise ConfigError(["--split needs --output FILE (it writes FILE.train and FILE.validation)"])
-    filters = Filters(prompt=args.prompt or None, version=(args.version or "").strip() or None, since=since,
-                      until=until, channel=args.channel or None, rating=args.rating,
-                      include_unrated=args.include_unrated, include_dms=args.include_dms,
-                      sources=tuple(dict.fromkeys(args.sources or ["slack"])), models=tuple(args.models or ()))
-    return ExportOptions(format=args.format, filters=filters, output=output, split=split, redact=args.redact)
-
-
-def when_option(value: str, option: str, *, end: bool) -> datetime:
-    """``--since``/``--until``: an ISO date or datetime in UTC (naive means UTC), read as
-    `flywheel stats` reads it; a date as ``--until`` includes that day."""
-    from bot.stats import parse_when
-
-    try:
-        return parse_when(value, end_of_day=end)
-    except argparse.ArgumentTypeError:
-        raise ConfigError([f"{option} must be an ISO date or datetime such as 2026-01-31 or "
-                           f"2026-01-31T12:00Z (UTC), got {value!r}"]) from None
-
-
-def run(args: argparse.Namespace, settings: Settings) -> int:
-    settings.require()
-    options = options_from(args)
-    if options.format == "openai-dpo" and (options.filters.rating or options.filters.include_unrated):
-        print("flywheel: note: openai-dpo ignores --rating and --include-unrated (pairs always prefer an "
-              "approved or corrected answer to a corrected-away or net-down one)", file=sys.stderr)
-
-    async def go() -> ExportResult:
-        store = Store(settings.database_url)
-        try:
-            await check_schema(store)
-            return await export(store, options)
-        finally:
-            await store.close()
-
-    try:
-        asyncio.run(go())
-    except BrokenPipeError:  # `flywheel export … | head`: the reader has what it wanted
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return 0
-    return 0
 
 
 async def check_schema(store: Store) -> None:

@@ -324,3 +324,43 @@ def split_of(input_hash: str, ratio: float) -> str:
     Depends on the input alone, so a re-export never moves an example to the other set."""
     fraction = int.from_bytes(hashlib.sha256(input_hash.encode()).digest()[:8], "big") / 2**64
     return "train" if fraction < ratio else "validation"
+
+
+def candidate_rows(fmt: str, rec: Any, scrub: Scrubber) -> list[Any]:
+    """The candidate rows of ``fmt`` one query row (bot/export_queries.py) gives, before validation."""
+    def text(value: str | None) -> str:
+        return scrub.text(value or "", rec.user_id, rec.channel_id)
+
+    messages = scrub.messages(rec.messages, rec.user_id, rec.channel_id)
+    if fmt == "csv":
+        return [csv_cells((rec.id, utc_iso(rec.created_at), rec.prompt_name, rec.prompt_version, rec.model,
+                           scrub.pseudonym(rec.user_id), scrub.channel(rec.channel_id), text(rec.request_text),
+                           text(rec.answer), text(rec.correction), rec.up, rec.down, rec.status,
+                           money(rec.cost_usd), rec.latency_ms))]
+    if fmt in ("openai-chat", "eval"):
+        target = text(rec.correction if rec.correction is not None else rec.answer)
+        if fmt == "openai-chat":
+            return [chat_row(messages, target)]
+        return [eval_row(messages, target, prompt=rec.prompt_name, version=rec.prompt_version,
+                         call_id=rec.id, output=text(rec.answer))]
+    # Preference formats: the good call's target, and what it is preferred to.
+    good = None
+    if rec.good_id is not None:
+        good = rec.correction if rec.correction is not None else (rec.good_answer or "")
+    worse = None
+    if good is not None and rec.correction is not None and not same_text(rec.good_answer, good):
+        worse = rec.good_answer or ""  # the answer the correction replaced
+    elif rec.bad_id is not None and rec.bad_id != rec.good_id and not same_text(rec.bad_answer, good):
+        worse = rec.bad_answer or ""  # a net-down answer to the same input
+    elif good is None and rec.bad_id is not None:
+        worse = rec.bad_answer or ""  # KTO: an input with only a net-down answer
+    good = None if good is None else text(good)
+    worse = None if worse is None else text(worse)
+    if fmt == "openai-dpo":  # no distinct alternative: validation counts it as "the same"
+        return [dpo_row(messages, good or "", good or "" if worse is None else worse)]
+    rows = []
+    if good is not None:
+        rows.append(kto_row(messages, good, True))
+    if worse is not None:
+        rows.append(kto_row(messages, worse, False))
+    return rows

@@ -12,16 +12,9 @@ from collections import defaultdict
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from bot.figures import approval_bar, approval_text, duration, usd
 from bot.slack_text import escape, truncate
-from bot.stats import (
-    VersionStats,
-    approval_bar,
-    approval_text,
-    duration,
-    totals,
-    usd,
-    version_stats,
-)
+from bot.stats import VersionStats, totals, version_stats
 
 if TYPE_CHECKING:
     from bot.experiment_status import ExperimentStatus

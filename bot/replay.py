@@ -37,8 +37,10 @@ from typing import IO, TYPE_CHECKING, Any, NoReturn
 
 from bot.checks import Check, checks_of
 from bot.errors import ConfigError, PromptError
-from bot.export import check_schema, when_option
+from bot.export import check_schema
+from bot.export_cli import when_option
 from bot.export_queries import Filters
+from bot.figures import wilson_interval
 from bot.judge import check_judge, judge_messages, outcome, positions, verdict
 from bot.models import ANSWERED, Trigger
 from bot.progress import INTERVAL as PROGRESS_INTERVAL
@@ -47,7 +49,6 @@ from bot.prompts import Prompt, PromptSet, load_file, short_version
 from bot.replay_inputs import Input, InputError, from_eval, from_log
 from bot.reports import add_traffic_arguments
 from bot.settings import Settings
-from bot.stats import wilson_interval
 from bot.store import Store
 
 if TYPE_CHECKING:  # the Slack side is imported when a replay runs, not for every `flywheel` command

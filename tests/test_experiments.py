@@ -13,13 +13,14 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from bot.experiment_status import experiment_status, format_status
+from bot.experiment_cli import format_status
+from bot.experiment_status import experiment_status
 from bot.experiments import bucket
+from bot.figures import wilson_interval
 from bot.home import build_experiments
 from bot.models import Call, Feedback
 from bot.prompts import PromptSet
 from bot.significance import compare, fisher_exact, sample_size, z_test
-from bot.stats import wilson_interval
 from bot.store import Store
 
 from conftest import PROMPTS, clean_env, serve_bot

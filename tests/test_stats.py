@@ -32,9 +32,11 @@ from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy import update
 
 from bot import cli
+from bot.figures import wilson_interval
 from bot.home import MAX_VERSIONS, build_home, home_view, publish_home
 from bot.models import Call, PromptVersion
-from bot.stats import VersionStats, format_table, parse_when, version_stats, wilson_interval
+from bot.stats import VersionStats, version_stats
+from bot.stats_cli import format_table, parse_when
 from bot.store import CallLog, Store
 
 from fakes import FakeSlack

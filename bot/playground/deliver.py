@@ -2,30 +2,26 @@
 
 Events go in ``event_callback`` envelopes (JSON); slash commands as form bodies; interactivity
 (``block_actions``, ``message_action``, ``view_submission``, ``view_closed``) as a form body
-with one ``payload`` field holding the JSON. The signature is Slack's:
-``v0=`` + hex HMAC-SHA256(signing secret, ``"v0:{timestamp}:{body}"``).
+with one ``payload`` field holding the JSON, signed as Slack signs them (:mod:`bot.signing`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import itertools
 import json
 import logging
 import time
 import uuid
 from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlencode
 
 import aiohttp
 
+from bot.playground.host import Host
 from bot.playground.state import APP_ID
-
-if TYPE_CHECKING:
-    from bot.playground.slack import StandIn
+from bot.signing import signed_headers
 
 log = logging.getLogger(__name__)
 
@@ -35,15 +31,10 @@ VERIFICATION_TOKEN = "playground-verification-token"
 _event_ids = itertools.count(1)
 
 
-def sign(secret: str, timestamp: int | str, body: bytes) -> str:
-    base = f"v0:{timestamp}:".encode() + body
-    return "v0=" + hmac.new(secret.encode(), base, hashlib.sha256).hexdigest()
-
-
 class Delivery:
     """Posts to the bot; failures become ``error`` frames on the page."""
 
-    def __init__(self, standin: StandIn):
+    def __init__(self, standin: Host):
         self.s = standin
         self._session: aiohttp.ClientSession | None = None
         self._tasks: set[asyncio.Task] = set()
@@ -92,10 +83,7 @@ class Delivery:
     async def post(self, body: str, content_type: str, what: str) -> tuple[int, str] | None:
         """Sign and post ``body``; returns (status, text), or None after pushing an error frame."""
         data = body.encode()
-        timestamp = str(int(time.time()))
-        headers = {"Content-Type": content_type, "User-Agent": "Slackbot 1.0 (+https://api.slack.com/robots)",
-                   "X-Slack-Request-Timestamp": timestamp,
-                   "X-Slack-Signature": sign(self.s.signing_secret, timestamp, data)}
+        headers = signed_headers(self.s.signing_secret, data, content_type)
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=TIMEOUT))
         started = time.monotonic()

@@ -15,18 +15,20 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from functools import wraps
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
 from aiohttp import web
 
 from bot.manifest import manifest
-from bot.playground.deliver import VERIFICATION_TOKEN
+from bot.playground.deliver import VERIFICATION_TOKEN, Delivery
+from bot.playground.host import Host
 from bot.playground.state import APP_ID, BOT_NAME, ME, MY_NAME, SLACKBOT, TEAM_DOMAIN, TEAM_NAME
-from bot.playground.webapi import SlackError
+from bot.playground.webapi import WebApi
+from bot.playground.wire import SlackError
 
 if TYPE_CHECKING:
-    from bot.playground.slack import StandIn
+    from bot.prompts import PromptSet
 
 MAX_TEXT = 40_000
 _BOT_MENTION = re.compile(r"(?<![\w@/])@" + BOT_NAME + r"\b", re.IGNORECASE)
@@ -109,8 +111,30 @@ def _find_element(blocks: Any, action_id: str, block_id: str | None) -> tuple[di
     return {}, {}
 
 
+class PageHost(Host, Protocol):
+    """What the page's calls need of the stand-in besides :class:`~bot.playground.host.Host`."""
+
+    api: WebApi
+    delivery: Delivery
+    ephemerals: dict[str, dict[str, Any]]
+    model: dict
+    vote_reactions: frozenset[str]
+
+    def prompts(self) -> PromptSet:
+        raise NotImplementedError
+
+    def prompt_list(self) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def broken_commands(self) -> list[str]:
+        raise NotImplementedError
+
+    def response_url(self, channel: str, *, thread_ts: str | None = None, message_ts: str | None = None) -> str:
+        raise NotImplementedError
+
+
 class PageApi:
-    def __init__(self, standin: StandIn):
+    def __init__(self, standin: PageHost):
         self.s = standin
 
     @property

@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bot.playground.wire import format_ts, ts_micros
+
 log = logging.getLogger(__name__)
 
 ME = "U_YOU"
@@ -41,15 +43,6 @@ CHANNELS: tuple[dict[str, Any], ...] = (
 SAVE_DELAY = 0.5
 STATE_FORMAT = "flywheel-playground-state"
 OURS = ("format", "streaming", "your_feedback")  # kept on messages for the page, never returned by the Web API
-
-
-def ts_micros(ts: str) -> int:
-    seconds, _, frac = str(ts).partition(".")
-    return int(seconds) * 1_000_000 + int((frac or "0").ljust(6, "0")[:6])
-
-
-def format_ts(micros: int) -> str:
-    return f"{micros // 1_000_000}.{micros % 1_000_000:06d}"
 
 
 class State:
@@ -189,7 +182,7 @@ class State:
 
     def toggle_reaction(self, message: dict[str, Any], name: str, user: str, add: bool) -> bool:
         """Add or remove ``user``'s reaction; False if that changes nothing."""
-        reactions = message.setdefault("reactions", [])
+        reactions = message.get("reactions") or []
         entry = next((r for r in reactions if r["name"] == name), None)
         if add:
             if entry is not None and user in entry["users"]:
@@ -197,6 +190,7 @@ class State:
             if entry is None:
                 entry = {"name": name, "users": [], "count": 0}
                 reactions.append(entry)
+                message["reactions"] = reactions
             entry["users"].append(user)
         else:
             if entry is None or user not in entry["users"]:

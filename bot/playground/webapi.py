@@ -3,99 +3,44 @@
 Answers have Slack's shapes: HTTP 200 with ``{"ok": true, ...}`` or ``{"ok": false, "error": code}``.
 Every call needs ``Authorization: Bearer <bot token>`` (``not_authed`` without it, ``invalid_auth``
 with another). Parameters come from the query string, a form body or a JSON body, as
-``slack_sdk`` sends them. Every change is pushed to the page (``StandIn.show``).
+``slack_sdk`` sends them. Every change is pushed to the page (``Host.show``).
+The rules every stand-in shares are in :mod:`bot.playground.wire`.
 """
 
 from __future__ import annotations
 
-import base64
-import contextlib
-import json
 import re
 import time
 import uuid
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
-from bot.playground.state import APP_ID, BOT_NAME, ME, MY_NAME, TEAM_DOMAIN, TEAM_NAME, ts_micros
+from bot.playground.host import Host
+from bot.playground.state import APP_ID, BOT_NAME, ME, MY_NAME, TEAM_DOMAIN, TEAM_NAME
+from bot.playground.wire import (
+    MAX_TEXT,
+    MAX_UPDATE_TEXT,
+    MAX_VIEW_BLOCKS,
+    SlackError,
+    check_blocks,
+    check_metadata,
+    history_page,
+    message_text,
+    read_params,
+    replies_page,
+    stream_text,
+    truthy,
+)
 
-if TYPE_CHECKING:
-    from bot.playground.slack import StandIn
-
-MAX_TEXT = 40_000
-MAX_UPDATE_TEXT = 4_000
-MAX_MARKDOWN = 12_000
-MAX_BLOCKS = 50
-MAX_VIEW_BLOCKS = 100
 TRIGGER_SECONDS = 3.0  # a trigger_id is good for one view, within 3 seconds
-JSON_PARAMS = ("blocks", "chunks", "attachments", "view", "metadata", "prompts")
 SCOPES = ("app_mentions:read,channels:history,chat:write,commands,groups:history,im:history,"
           "mpim:history,reactions:read,reactions:write,users:read")
 _METHOD = re.compile(r"^[A-Za-z]+(?:\.[A-Za-z]+)+$")
 
 
-class SlackError(Exception):
-    def __init__(self, code: str):
-        super().__init__(code)
-        self.code = code
-
-
-def _truthy(value: Any) -> bool:
-    return value is True or str(value).lower() in ("1", "true")
-
-
-def _int(params: dict[str, Any], name: str, default: int) -> int:
-    try:
-        return int(params.get(name) or default)
-    except (TypeError, ValueError) as exc:
-        raise SlackError(f"invalid_{name}") from exc
-
-
-def _window(params: dict[str, Any]) -> tuple[Callable[[int], bool], int | None]:
-    """conversations.history/replies: a test for oldest/latest/inclusive, and the cursor's ts."""
-    inclusive = _truthy(params.get("inclusive"))
-    oldest = ts_micros(params.get("oldest") or "0")
-    latest = ts_micros(params["latest"]) if params.get("latest") else None
-
-    def within(ts: int) -> bool:
-        after = ts > oldest or (ts == oldest and inclusive)
-        before = latest is None or ts < latest or (ts == latest and inclusive)
-        return after and before
-
-    return within, _from_cursor(params["cursor"]) if params.get("cursor") else None
-
-
-def _cursor(ts: str) -> str:
-    return base64.b64encode(f"next_ts:{ts}".encode()).decode()
-
-
-def _from_cursor(cursor: str) -> int:
-    try:
-        kind, _, ts = base64.b64decode(cursor).decode().partition(":")
-        if kind != "next_ts":
-            raise ValueError(cursor)
-        return ts_micros(ts)
-    except ValueError as exc:
-        raise SlackError("invalid_cursor") from exc
-
-
-def _stream_text(params: dict[str, Any]) -> str:
-    """``markdown_text`` plus any ``markdown_text`` chunks (slack_sdk's chat_stream sends chunks)."""
-    text = params.get("markdown_text") or ""
-    if not isinstance(text, str):
-        raise SlackError("invalid_arguments")
-    for chunk in params.get("chunks") or []:
-        if isinstance(chunk, dict) and chunk.get("type") == "markdown_text":
-            text += str(chunk.get("text") or "")
-    if len(text) > MAX_MARKDOWN:
-        raise SlackError("msg_too_long")
-    return text
-
-
 class WebApi:
-    def __init__(self, standin: StandIn):
+    def __init__(self, standin: Host):
         self.s = standin
         self.views: dict[str, dict[str, Any]] = {}  # open modals by id
         self.triggers: dict[str, float] = {}  # trigger_id -> when issued
@@ -127,26 +72,7 @@ class WebApi:
             body = {"ok": False, "error": "invalid_arguments"}
         return web.json_response(body, headers=headers)
 
-    @staticmethod
-    async def _params(request: web.Request) -> dict[str, Any]:
-        params: dict[str, Any] = dict(request.query)
-        if request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
-            params.update({k: v for k, v in (await request.post()).items() if isinstance(v, str)})
-        elif request.can_read_body:
-            raw = await request.text()
-            if raw.strip():
-                try:
-                    body = json.loads(raw)
-                except ValueError as exc:
-                    raise SlackError("invalid_json") from exc
-                if not isinstance(body, dict):
-                    raise SlackError("invalid_json")
-                params.update(body)
-        for name in JSON_PARAMS:
-            if isinstance(params.get(name), str) and params[name][:1] in "[{":
-                with contextlib.suppress(ValueError):
-                    params[name] = json.loads(params[name])
-        return params
+    _params = staticmethod(read_params)
 
     # -- checks ----------------------------------------------------------------------
 
@@ -179,31 +105,8 @@ class WebApi:
             raise SlackError("thread_not_found")
         return root
 
-    def _blocks(self, blocks: Any, limit: int = MAX_BLOCKS) -> list[dict[str, Any]] | None:
-        """Checked blocks, each with a block_id as Slack gives them (the markdown block's is ignored)."""
-        if blocks is None:
-            return None
-        if not isinstance(blocks, list) or len(blocks) > limit or \
-                not all(isinstance(b, dict) and isinstance(b.get("type"), str) for b in blocks):
-            raise SlackError("invalid_blocks")
-        markdown = sum(len(str(b.get("text") or "")) for b in blocks if b["type"] == "markdown")
-        if markdown > MAX_MARKDOWN:
-            raise SlackError("msg_blocks_too_long")
-        out = []
-        for block in blocks:
-            if "block_id" not in block and block["type"] != "markdown":
-                block = {**block, "block_id": uuid.uuid4().hex[:5]}
-            out.append(block)
-        return out
-
-    @staticmethod
-    def _metadata(metadata: Any) -> dict[str, Any] | None:
-        if metadata is None:
-            return None
-        if not isinstance(metadata, dict) or not isinstance(metadata.get("event_type"), str) \
-                or not isinstance(metadata.get("event_payload", {}), dict):
-            raise SlackError("invalid_metadata_format")
-        return metadata
+    _blocks = staticmethod(check_blocks)
+    _metadata = staticmethod(check_metadata)
 
     def _show(self, channel: str, *messages: dict[str, Any] | None) -> None:
         for message in messages:
@@ -237,60 +140,38 @@ class WebApi:
 
     def api_conversations_history(self, params: dict[str, Any]) -> dict[str, Any]:
         channel = self._channel(params)
-        limit = min(max(_int(params, "limit", 100), 1), 999)
-        within, start = _window(params)
-        found = []
-        for m in reversed(self.state.sorted(channel)):  # newest first
-            if self.state.is_reply(m) and m.get("subtype") != "thread_broadcast":
-                continue
-            ts = ts_micros(m["ts"])
-            if not within(ts):
-                continue
-            if start is not None and ts > start:
-                continue
-            found.append(m)
-        return self._page(found, limit, _truthy(params.get("include_all_metadata")), pin_count=0)
+        messages, more, cursor = history_page(
+            self.state.sorted(channel), params,
+            include=lambda m: not self.state.is_reply(m) or m.get("subtype") == "thread_broadcast")
+        return self._page(messages, more, cursor, params, pin_count=0)
 
     def api_conversations_replies(self, params: dict[str, Any]) -> dict[str, Any]:
         channel = self._channel(params)
         anchor = self.state.get(channel, params.get("ts"))
         if anchor is None:
             raise SlackError("thread_not_found")
-        limit = min(max(_int(params, "limit", 1000), 1), 1000)
-        within, start = _window(params)
-        found = []
-        for m in self.state.thread(channel, anchor.get("thread_ts") or anchor["ts"]):  # oldest first
-            ts = ts_micros(m["ts"])
-            if not within(ts):
-                continue
-            if start is not None and ts < start:
-                continue
-            found.append(m)
-        return self._page(found, limit, _truthy(params.get("include_all_metadata")))
+        messages, more, cursor = replies_page(self.state.thread(channel, anchor.get("thread_ts") or anchor["ts"]),
+                                              params)
+        return self._page(messages, more, cursor, params)
 
-    def _page(self, found: list[dict], limit: int, metadata: bool, **extra: Any) -> dict[str, Any]:
-        page, rest = found[:limit], found[limit:]
-        return {"messages": [self.state.for_api(m, metadata=metadata) for m in page], "has_more": bool(rest),
-                **extra, "response_metadata": {"next_cursor": _cursor(rest[0]["ts"]) if rest else ""}}
+    def _page(self, messages: list[dict], more: bool, cursor: str, params: dict[str, Any],
+              **extra: Any) -> dict[str, Any]:
+        metadata = truthy(params.get("include_all_metadata"))
+        return {"messages": [self.state.for_api(m, metadata=metadata) for m in messages], "has_more": more,
+                **extra, "response_metadata": {"next_cursor": cursor}}
 
     # -- chat ------------------------------------------------------------------------------
 
     def api_chat_postMessage(self, params: dict[str, Any]) -> dict[str, Any]:
         channel = self._channel(params)
-        markdown, text = params.get("markdown_text"), params.get("text")
+        text, markdown = message_text(params)
         blocks = self._blocks(params.get("blocks"))
-        if markdown and (text or blocks):
-            raise SlackError("markdown_text_conflict")
-        if not (markdown or text or blocks or params.get("attachments")):
-            raise SlackError("no_text")
-        if len(markdown or "") > MAX_MARKDOWN or len(text or "") > MAX_TEXT:
-            raise SlackError("msg_too_long")
         thread = self._thread(channel, params.get("thread_ts"))
         message, parent = self.state.add(
-            channel, user=self.s.bot_user_id, bot=True, text=str(markdown or text or ""),
+            channel, user=self.s.bot_user_id, bot=True, text=text,
             fmt="markdown" if markdown else "mrkdwn", thread_ts=thread, blocks=blocks,
             metadata=self._metadata(params.get("metadata")),
-            subtype="thread_broadcast" if thread and _truthy(params.get("reply_broadcast")) else None)
+            subtype="thread_broadcast" if thread and truthy(params.get("reply_broadcast")) else None)
         self._show(channel, message, parent)
         self._replied(channel, thread)
         return {"channel": channel, "ts": message["ts"], "message": self.state.for_api(message)}
@@ -334,12 +215,10 @@ class WebApi:
         channel = self._channel(params)
         if params.get("user") not in (ME,):
             raise SlackError("user_not_in_channel")
-        markdown, text = params.get("markdown_text"), params.get("text")
+        text, markdown = message_text(params)
         blocks = self._blocks(params.get("blocks"))
-        if not (markdown or text or blocks or params.get("attachments")):
-            raise SlackError("no_text")
         thread = self._thread(channel, params.get("thread_ts"))
-        ts = self.s.ephemeral(channel, text=str(markdown or text or ""), fmt="markdown" if markdown else "mrkdwn",
+        ts = self.s.ephemeral(channel, text=text, fmt="markdown" if markdown else "mrkdwn",
                               blocks=blocks, thread_ts=thread)
         return {"message_ts": ts}
 
@@ -361,7 +240,7 @@ class WebApi:
                 raise SlackError("missing_recipient_team_id")
             if not params.get("recipient_user_id"):
                 raise SlackError("missing_recipient_user_id")
-        text = _stream_text(params)
+        text = stream_text(params)
         thread = self._thread(channel, params["thread_ts"])
         message, parent = self.state.add(channel, user=self.s.bot_user_id, bot=True, text=text, fmt="markdown",
                                          thread_ts=thread, streaming=True)
@@ -376,7 +255,7 @@ class WebApi:
         return channel, message
 
     def _append(self, message: dict[str, Any], params: dict[str, Any]) -> None:
-        text = message.get("text", "") + _stream_text(params)
+        text = message.get("text", "") + stream_text(params)
         if len(text) > MAX_TEXT:
             raise SlackError("msg_too_long")
         message["text"] = text

@@ -32,7 +32,6 @@ streaming calls) need it to exist in the fake.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import itertools
 import json
@@ -47,18 +46,28 @@ from typing import Any
 from aiohttp import WSMsgType, web
 from multidict import CIMultiDict
 
+from bot.playground.wire import (
+    MAX_TEXT,
+    MAX_UPDATE_TEXT,
+    MAX_VIEW_BLOCKS,
+    SlackError,
+    check_blocks,
+    check_metadata,
+    format_ts,
+    history_page,
+    message_text,
+    read_params,
+    replies_page,
+    stream_text,
+    ts_micros,
+)
+
 __all__ = ["FakeSlack", "LoopbackServer", "RecordedRequest", "SlackError"]
 
-MAX_TEXT = 40_000
-MAX_UPDATE_TEXT = 4_000
-MAX_MARKDOWN = 12_000
-MAX_BLOCKS = 50
 OAUTH_SCOPES = (
     "app_mentions:read,assistant:write,channels:history,chat:write,commands,groups:history,"
     "im:history,mpim:history,reactions:read,reactions:write,users:read"
 )
-# Params that slack_sdk JSON-encodes when it sends them as query/form fields.
-JSON_PARAMS = ("blocks", "chunks", "attachments", "view", "metadata", "prompts", "loading_messages")
 # Envelope types Slack delivers over a Socket Mode connection.
 SOCKET_TYPES = ("events_api", "slash_commands", "interactive")
 # Keys the fake keeps on stored messages for tests but that real Slack does not return.
@@ -145,14 +154,6 @@ class LoopbackServer:
             self._inflight.discard(task)
 
 
-class SlackError(Exception):
-    """Raised by a method implementation; becomes ``{"ok": false, "error": <code>}``."""
-
-    def __init__(self, code: str):
-        super().__init__(code)
-        self.code = code
-
-
 @dataclass
 class RecordedRequest:
     """One call the fake received (including failed ones)."""
@@ -176,66 +177,9 @@ class _Fault:
     seconds: float = 0.0
 
 
-def _ts_micros(ts: str) -> int:
-    seconds, _, frac = ts.partition(".")
-    return int(seconds) * 1_000_000 + int(frac.ljust(6, "0")[:6] or 0)
-
-
-def _format_ts(micros: int) -> str:
-    return f"{micros // 1_000_000}.{micros % 1_000_000:06d}"
-
-
-def _encode_cursor(offset: int) -> str:
-    return base64.b64encode(f"offset:{offset}".encode()).decode()
-
-
-def _decode_cursor(cursor: str) -> int:
-    try:
-        prefix, _, offset = base64.b64decode(cursor).decode().partition(":")
-        if prefix != "offset":
-            raise ValueError(cursor)
-        return int(offset)
-    except ValueError as exc:
-        raise SlackError("invalid_cursor") from exc
-
-
-def _int_param(params: dict[str, Any], name: str, default: int) -> int:
-    try:
-        return int(params.get(name) or default)
-    except (TypeError, ValueError) as exc:
-        raise SlackError(f"invalid_{name}") from exc
-
-
-def _truthy(value: Any) -> bool:
-    return value is True or str(value).lower() in ("1", "true")
-
-
 def _require(params: dict[str, Any], *names: str, error: str = "invalid_arguments") -> None:
     if any(not params.get(n) for n in names):
         raise SlackError(error)
-
-
-def _markdown_of(params: dict[str, Any]) -> str:
-    """Text carried by ``markdown_text`` plus any ``markdown_text`` chunks."""
-    text = params.get("markdown_text") or ""
-    for chunk in params.get("chunks") or []:
-        if isinstance(chunk, dict) and chunk.get("type") == "markdown_text":
-            text += chunk.get("text", "")
-    if len(text) > MAX_MARKDOWN:
-        raise SlackError("msg_too_long")
-    return text
-
-
-def _paginate(items: list[dict], params: dict[str, Any], default_limit: int) -> dict[str, Any]:
-    limit = max(1, _int_param(params, "limit", default_limit))
-    offset = _decode_cursor(params["cursor"]) if params.get("cursor") else 0
-    page = items[offset : offset + limit]
-    has_more = offset + limit < len(items)
-    return {
-        "messages": page,
-        "has_more": has_more,
-        "response_metadata": {"next_cursor": _encode_cursor(offset + limit) if has_more else ""},
-    }
 
 
 class FakeSlack(LoopbackServer):
@@ -265,6 +209,8 @@ class FakeSlack(LoopbackServer):
         self.views: dict[str, dict[str, Any]] = {}
         self.users: dict[str, dict[str, Any]] = {}
         self.assistant_threads: dict[tuple[str, str], dict[str, Any]] = {}  # see pane()
+        # The workspace's channels; None: any channel exists (a test need not declare them).
+        self.channels: set[str] | None = None
         self.responses: defaultdict[str, list[Any]] = defaultdict(list)
         self._channels: defaultdict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
         self._clock = 1_700_000_000_000_000
@@ -395,7 +341,10 @@ class FakeSlack(LoopbackServer):
 
     async def _handle_api(self, request: web.Request) -> web.Response:
         method = request.match_info["method"]
-        params = await self._parse_params(request)
+        try:
+            params, unreadable = await read_params(request), None
+        except SlackError as exc:  # a body that is not a JSON object: answered, and recorded
+            params, unreadable = dict(request.query), exc.code
         record = RecordedRequest(method, params, request.headers.copy(), request.method)
         self.requests.append(record)
         headers = {"x-oauth-scopes": OAUTH_SCOPES, "x-accepted-oauth-scopes": ""}
@@ -415,6 +364,8 @@ class FakeSlack(LoopbackServer):
             body: dict[str, Any] = {"ok": False, "error": fault.error}
             headers.update(fault.headers)
             record.status = fault.status
+        elif unreadable is not None:
+            body = {"ok": False, "error": unreadable}
         else:
             body = self._dispatch(method, params, request)
         if not body["ok"]:
@@ -438,24 +389,6 @@ class FakeSlack(LoopbackServer):
             return {"ok": False, "error": exc.code}
         except (TypeError, ValueError, AttributeError):  # e.g. a non-numeric ts or a malformed param
             return {"ok": False, "error": "invalid_arguments"}
-
-    @staticmethod
-    async def _parse_params(request: web.Request) -> dict[str, Any]:
-        params: dict[str, Any] = dict(request.query)
-        if request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
-            params.update({k: v for k, v in (await request.post()).items() if isinstance(v, str)})
-        elif request.can_read_body:
-            raw = await request.text()
-            if raw.strip():
-                with contextlib.suppress(ValueError):
-                    body = json.loads(raw)
-                    if isinstance(body, dict):
-                        params.update(body)
-        for name in JSON_PARAMS:
-            if isinstance(params.get(name), str) and params[name][:1] in "[{":
-                with contextlib.suppress(ValueError):
-                    params[name] = json.loads(params[name])
-        return params
 
     async def _handle_response_url(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
@@ -614,7 +547,7 @@ class FakeSlack(LoopbackServer):
 
     def _next_ts(self) -> str:
         self._clock += 100
-        return _format_ts(self._clock)
+        return format_ts(self._clock)
 
     def _store(
         self,
@@ -630,7 +563,7 @@ class FakeSlack(LoopbackServer):
         if ts is None:
             ts = self._next_ts()
         else:
-            self._clock = max(self._clock, _ts_micros(ts))
+            self._clock = max(self._clock, ts_micros(ts))
         message: dict[str, Any] = {
             "type": "message",
             "ts": ts,
@@ -659,6 +592,31 @@ class FakeSlack(LoopbackServer):
         self._channels[channel][ts] = message
         return message
 
+    def _delete(self, channel: str, message: dict[str, Any]) -> None:
+        """As Slack: a parent with replies becomes a tombstone; a reply is taken off its parent's
+        counts, and a tombstone goes with its last reply."""
+        messages = self._channels[channel]
+        if message.get("reply_count"):
+            kept = ("type", "ts", "thread_ts", "reply_count", "reply_users", "reply_users_count", "latest_reply")
+            messages[message["ts"]] = {**{k: message[k] for k in kept if k in message}, "subtype": "tombstone",
+                                       "user": "USLACKBOT", "text": "This message was deleted.", "hidden": True,
+                                       "streaming": False}
+            return
+        del messages[message["ts"]]
+        parent = messages.get(message.get("thread_ts") or "")
+        if parent is None or parent is message:
+            return
+        replies = [m for m in self.thread(channel, parent["ts"]) if m["ts"] != parent["ts"]]
+        if replies:
+            users = list(dict.fromkeys(m["user"] for m in replies))
+            parent.update(reply_count=len(replies), reply_users=users, reply_users_count=len(users),
+                          latest_reply=replies[-1]["ts"])
+        elif parent.get("subtype") == "tombstone":
+            del messages[parent["ts"]]
+        else:
+            for key in ("thread_ts", "reply_count", "reply_users", "reply_users_count", "latest_reply"):
+                parent.pop(key, None)
+
     def add_message(
         self,
         channel: str,
@@ -674,7 +632,7 @@ class FakeSlack(LoopbackServer):
 
     def messages(self, channel: str) -> list[dict[str, Any]]:
         """All stored messages of ``channel`` (thread replies included), oldest first."""
-        return sorted(self._channels[channel].values(), key=lambda m: _ts_micros(m["ts"]))
+        return sorted(self._channels[channel].values(), key=lambda m: ts_micros(m["ts"]))
 
     def message(self, channel: str, ts: str) -> dict[str, Any] | None:
         """The stored message, or None."""
@@ -688,7 +646,7 @@ class FakeSlack(LoopbackServer):
         """Messages posted by the bot, in one channel or across all channels, oldest first."""
         channels = [channel] if channel is not None else list(self._channels)
         found = [m for c in channels for m in self.messages(c) if m.get("bot_id") == self.bot_id]
-        return sorted(found, key=lambda m: _ts_micros(m["ts"]))
+        return sorted(found, key=lambda m: ts_micros(m["ts"]))
 
     def calls(self, method: str) -> list[dict[str, Any]]:
         """Params of every call to ``method`` (failed ones included), in order."""
@@ -712,12 +670,18 @@ class FakeSlack(LoopbackServer):
         return "\n".join(block_texts) if block_texts else message.get("text", "")
 
     def _existing(self, params: dict[str, Any], ts_param: str = "ts") -> dict[str, Any]:
-        _require(params, "channel", error="channel_not_found")
+        self._channel(params)
         _require(params, ts_param, error="message_not_found")
         message = self._channels[params["channel"]].get(params[ts_param])
         if message is None:
             raise SlackError("message_not_found")
         return message
+
+    def _channel(self, params: dict[str, Any], name: str = "channel") -> str:
+        channel = params.get(name)
+        if not channel or not isinstance(channel, str) or (self.channels is not None and channel not in self.channels):
+            raise SlackError("channel_not_found")
+        return channel
 
     def _public(self, message: dict[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in message.items() if k not in FAKE_ONLY_KEYS}
@@ -741,17 +705,11 @@ class FakeSlack(LoopbackServer):
         return {"url": f"ws://127.0.0.1:{self.port}/socket?ticket={ticket}"}
 
     def _api_chat_postMessage(self, params: dict[str, Any]) -> dict[str, Any]:
-        _require(params, "channel", error="channel_not_found")
+        self._channel(params)
+        text, _ = message_text(params)
         markdown = params.get("markdown_text")
-        if markdown and (params.get("text") or params.get("blocks")):
-            raise SlackError("markdown_text_conflict")
-        if not (params.get("text") or markdown or params.get("blocks") or params.get("attachments")):
-            raise SlackError("no_text")
-        if len(params.get("blocks") or []) > MAX_BLOCKS:
-            raise SlackError("invalid_blocks")
-        text = _markdown_of(params) if markdown else params.get("text") or ""
-        if len(text) > MAX_TEXT:
-            raise SlackError("msg_too_long")
+        check_blocks(params.get("blocks"))  # the fake keeps blocks as sent (no block_id added)
+        check_metadata(params.get("metadata"))
         message = self._store(
             params["channel"],
             text,
@@ -771,6 +729,10 @@ class FakeSlack(LoopbackServer):
         if message["streaming"]:
             raise SlackError("streaming_state_conflict")
         text, markdown = params.get("text"), params.get("markdown_text")
+        if markdown and (text or params.get("blocks")):
+            raise SlackError("markdown_text_conflict")
+        check_blocks(params.get("blocks"))
+        check_metadata(params.get("metadata"))
         if len(text or "") > MAX_UPDATE_TEXT or len(markdown or "") > MAX_UPDATE_TEXT:
             raise SlackError("msg_too_long")
         if markdown is not None:
@@ -780,6 +742,8 @@ class FakeSlack(LoopbackServer):
             message.pop("markdown_text", None)
         if params.get("blocks") is not None:
             message["blocks"] = params["blocks"]
+        if params.get("metadata") is not None:
+            message["metadata"] = params["metadata"]
         message["edited"] = {"user": self.bot_user_id, "ts": self._next_ts()}
         return {
             "channel": params["channel"],
@@ -792,20 +756,20 @@ class FakeSlack(LoopbackServer):
         message = self._existing(params)
         if message.get("bot_id") != self.bot_id:
             raise SlackError("cant_delete_message")
-        del self._channels[params["channel"]][message["ts"]]
+        self._delete(params["channel"], message)
         return {"channel": params["channel"], "ts": message["ts"]}
 
     def _api_chat_postEphemeral(self, params: dict[str, Any]) -> dict[str, Any]:
-        _require(params, "channel", error="channel_not_found")
+        self._channel(params)
         _require(params, "user", error="user_not_in_channel")
-        if not (params.get("text") or params.get("blocks") or params.get("attachments")):
-            raise SlackError("no_text")
+        message_text(params)
+        check_blocks(params.get("blocks"))
         message_ts = self._next_ts()
         self.ephemerals.append({**params, "message_ts": message_ts})
         return {"message_ts": message_ts}
 
     def _api_chat_getPermalink(self, params: dict[str, Any]) -> dict[str, Any]:
-        _require(params, "channel", error="channel_not_found")
+        self._channel(params)
         message = self._existing(params, "message_ts")
         link = f"https://flywheel-test.slack.com/archives/{params['channel']}/p{message['ts'].replace('.', '')}"
         if message.get("thread_ts") and message["thread_ts"] != message["ts"]:
@@ -813,7 +777,7 @@ class FakeSlack(LoopbackServer):
         return {"channel": params["channel"], "permalink": link}
 
     def _api_chat_startStream(self, params: dict[str, Any]) -> dict[str, Any]:
-        _require(params, "channel", error="channel_not_found")
+        self._channel(params)
         _require(params, "thread_ts")
         channel = params["channel"]
         if channel[:1] in ("C", "G"):
@@ -821,7 +785,7 @@ class FakeSlack(LoopbackServer):
             _require(params, "recipient_user_id", error="missing_recipient_user_id")
         message = self._store(
             channel,
-            _markdown_of(params),
+            stream_text(params),
             user=self.bot_user_id,
             bot=True,
             thread_ts=params["thread_ts"],
@@ -833,7 +797,7 @@ class FakeSlack(LoopbackServer):
     def _append(self, message: dict[str, Any], params: dict[str, Any]) -> None:
         if not message["streaming"]:
             raise SlackError("message_not_in_streaming_state")
-        text = message.get("text", "") + _markdown_of(params)
+        text = message.get("text", "") + stream_text(params)
         if len(text) > MAX_TEXT:
             raise SlackError("msg_too_long")
         message["text"] = text
@@ -848,9 +812,9 @@ class FakeSlack(LoopbackServer):
 
     def _api_chat_stopStream(self, params: dict[str, Any]) -> dict[str, Any]:
         message = self._existing(params)
+        check_blocks(params.get("blocks"))
+        check_metadata(params.get("metadata"))
         self._append(message, params)
-        if len(params.get("blocks") or []) > MAX_BLOCKS:
-            raise SlackError("invalid_blocks")
         if params.get("blocks") is not None:
             message["blocks"] = params["blocks"]
         if params.get("metadata") is not None:
@@ -859,42 +823,33 @@ class FakeSlack(LoopbackServer):
         return {"channel": params["channel"], "ts": message["ts"], "message": self._public(message)}
 
     def _api_conversations_replies(self, params: dict[str, Any]) -> dict[str, Any]:
-        _require(params, "channel", error="channel_not_found")
+        self._channel(params)
         _require(params, "ts", error="thread_not_found")
         anchor = self._channels[params["channel"]].get(params["ts"])
         if anchor is None:
             raise SlackError("thread_not_found")
         parent_ts = anchor.get("thread_ts", anchor["ts"])
-        thread = [self._public(m) for m in self.thread(params["channel"], parent_ts)]
-        return _paginate(thread, params, default_limit=1000)
+        page, more, cursor = replies_page(self.thread(params["channel"], parent_ts), params)
+        return self._page(page, more, cursor)
 
     def _api_conversations_history(self, params: dict[str, Any]) -> dict[str, Any]:
-        _require(params, "channel", error="channel_not_found")
-        inclusive = _truthy(params.get("inclusive"))
-        oldest = _ts_micros(str(params.get("oldest") or "0"))
-        latest = _ts_micros(str(params["latest"])) if params.get("latest") else None
+        self._channel(params)
+        page, more, cursor = history_page(self.messages(params["channel"]), params,
+                                          include=lambda m: m.get("thread_ts", m["ts"]) == m["ts"])
+        return {"pin_count": 0, **self._page(page, more, cursor)}
 
-        def in_range(m: dict[str, Any]) -> bool:
-            ts = _ts_micros(m["ts"])
-            above = ts >= oldest if inclusive else ts > oldest
-            below = latest is None or (ts <= latest if inclusive else ts < latest)
-            return above and below
-
-        top_level = [
-            self._public(m)
-            for m in reversed(self.messages(params["channel"]))
-            if m.get("thread_ts", m["ts"]) == m["ts"] and in_range(m)
-        ]
-        return {"pin_count": 0, **_paginate(top_level, params, default_limit=100)}
+    def _page(self, messages: list[dict[str, Any]], more: bool, cursor: str) -> dict[str, Any]:
+        return {"messages": [self._public(m) for m in messages], "has_more": more,
+                "response_metadata": {"next_cursor": cursor}}
 
     def _react(self, params: dict[str, Any], add: bool) -> dict[str, Any]:
-        _require(params, "channel", error="channel_not_found")
+        self._channel(params)
         _require(params, "timestamp", error="message_not_found")
         _require(params, "name", error="invalid_name")
         message = self._channels[params["channel"]].get(params["timestamp"])
         if message is None:  # a message the fake never saw: accept, the call is recorded
             return {}
-        reactions = message.setdefault("reactions", [])
+        reactions = message.get("reactions") or []
         entry = next((r for r in reactions if r["name"] == params["name"]), None)
         if add:
             if entry is not None and self.bot_user_id in entry["users"]:
@@ -902,6 +857,7 @@ class FakeSlack(LoopbackServer):
             if entry is None:
                 entry = {"name": params["name"], "users": [], "count": 0}
                 reactions.append(entry)
+                message["reactions"] = reactions
             entry["users"].append(self.bot_user_id)
         else:
             if entry is None or self.bot_user_id not in entry["users"]:
@@ -909,6 +865,8 @@ class FakeSlack(LoopbackServer):
             entry["users"].remove(self.bot_user_id)
             if not entry["users"]:
                 reactions.remove(entry)
+            if not reactions:
+                del message["reactions"]
         if entry is not None:
             entry["count"] = len(entry["users"])
         return {}
@@ -943,9 +901,10 @@ class FakeSlack(LoopbackServer):
         }
         return {"user": {**canned, **self.users.get(uid, {})}}
 
-    def _save_view(self, view: Any, view_id: str | None = None) -> dict[str, Any]:
-        if not isinstance(view, dict) or not view.get("type"):
+    def _save_view(self, view: Any, view_id: str | None = None, kind: str | None = None) -> dict[str, Any]:
+        if not isinstance(view, dict) or not view.get("type") or (kind is not None and view["type"] != kind):
             raise SlackError("invalid_arguments")
+        check_blocks(view.get("blocks") or [], MAX_VIEW_BLOCKS)
         view_id = view_id or f"V{next(self._view_ids):04d}"
         saved = {
             "id": view_id,
@@ -966,11 +925,11 @@ class FakeSlack(LoopbackServer):
 
     def _api_views_open(self, params: dict[str, Any]) -> dict[str, Any]:
         _require(params, "trigger_id", "view")
-        return {"view": self._save_view(params["view"])}
+        return {"view": self._save_view(params["view"], kind="modal")}
 
     def _api_views_publish(self, params: dict[str, Any]) -> dict[str, Any]:
         _require(params, "user_id", "view")
-        return {"view": self._save_view(params["view"])}
+        return {"view": self._save_view(params["view"], kind="home")}
 
     def _api_views_update(self, params: dict[str, Any]) -> dict[str, Any]:
         _require(params, "view")

@@ -1,13 +1,11 @@
 """Send signed Slack requests (events, slash commands, interactions) into the bot's HTTP endpoint.
 
-Signing follows /work/shared/notes/slack-platform.md §1: ``v0=`` + hex HMAC-SHA256 of
-``f"v0:{timestamp}:{body}"`` over the exact bytes sent. Payload shapes follow §2-4.
+Signing is the bot's own :mod:`bot.signing` (the playground signs with it too), over the exact
+bytes sent. Payload shapes follow /work/shared/notes/slack-platform.md §2-4.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import itertools
 import json
 import re
@@ -18,6 +16,8 @@ from urllib.parse import urlencode
 
 import aiohttp
 
+from bot.signing import USER_AGENT, sign
+
 __all__ = ["SlackSender", "mention", "message", "new_ts", "reaction", "sign"]
 
 BOT_USER_ID = "UBOT"
@@ -27,13 +27,6 @@ VERIFICATION_TOKEN = "legacy-verification-token"
 
 _event_ids = itertools.count(1)
 _last_ts = 0
-
-
-def sign(secret: str, timestamp: int | str, body: bytes | str) -> str:
-    """The ``X-Slack-Signature`` value for ``body`` sent at ``timestamp``."""
-    raw = body.encode() if isinstance(body, str) else body
-    base = f"v0:{timestamp}:".encode() + raw
-    return "v0=" + hmac.new(secret.encode(), base, hashlib.sha256).hexdigest()
 
 
 _sign = sign  # SlackSender.raw has a ``sign`` flag that shadows the function
@@ -206,10 +199,7 @@ class SlackSender:
         data = body.encode() if isinstance(body, str) else body
         if timestamp is None and sign:
             timestamp = int(time.time())
-        request_headers = {
-            "Content-Type": content_type,
-            "User-Agent": "Slackbot 1.0 (+https://api.slack.com/robots)",
-        }
+        request_headers = {"Content-Type": content_type, "User-Agent": USER_AGENT}
         if timestamp is not None:
             request_headers["X-Slack-Request-Timestamp"] = str(timestamp)
         if signature is None and sign:
