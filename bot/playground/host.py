@@ -31,6 +31,9 @@ class Host(Protocol):
     def show(self, channel: str, message: dict[str, Any]) -> None:
         """A message was created or changed."""
 
+    def show_pane(self, pane: dict[str, Any]) -> None:
+        """An assistant thread changed (its suggested prompts, title or status)."""
+
     def ephemeral(self, channel: str, *, text: str, fmt: str = "mrkdwn", blocks: list | None = None,
                   thread_ts: str | None = None, user: str | None = None) -> str:
         """Show a message only you see; returns its ts."""
