@@ -20,7 +20,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -31,24 +31,30 @@ from bot.budgets import Budgets, Hold, OverBudget
 from bot.delivery import PostedReply, Reply, ResponseUrlReply, Status, StreamedReply
 from bot.errors import FlywheelError, ModelError, redact
 from bot.feedback import AnswerRef, answer_controls, fix_modal, retry_controls
+from bot.history import (
+    CONTEXT_CHARS,
+    HISTORY_MIN_CHARS,
+    BotIdentity,
+    Context,
+    History,
+    fit_text,
+    pending_call,
+    pending_calls,
+    slack_error,
+)
 from bot.journal import Journal, NotKept, new_op, within
 from bot.llm import LLM
 from bot.models import CallStatus, Trigger
-from bot.people import Mentions, People, mentioned, name_mentions
+from bot.people import Mentions, People
 from bot.pricing import PriceTable
 from bot.prompts import Prompt, PromptSet
 from bot.ratelimits import RateBudget
 from bot.settings import Settings
-from bot.slack_text import escape, quote, strip_mention, truncate, unescape
-from bot.store import CallLog, PastCall, Store, ts_key
+from bot.slack_text import escape, quote, truncate
+from bot.store import CallLog, Store
 
 log = logging.getLogger(__name__)
 
-HISTORY_LIMIT = 200  # thread messages read as context
-CONTEXT_CHARS = 100_000  # what we send at most, in characters (~25k tokens); oldest messages go first
-HISTORY_MIN_CHARS = 20_000  # room kept for the conversation when the user's text is very long
-DM_WINDOW_SECONDS = 3600  # top-level DMs: earlier messages from the last hour are context
-DM_MESSAGES = 20
 DB_WAIT = 2.0  # seconds a read or claim on the answer path may wait for the database
 RECORD_WAIT = 2.0  # seconds an answer waits for its row to reach the database (it is kept anyway)
 CORRECTION_NOTE_WAIT = 300.0  # a correction kept during an outage is announced once it is stored
@@ -86,21 +92,9 @@ class Replay:
     arm: str | None = None
 
 
-@dataclass(frozen=True)
-class BotIdentity:
-    user_id: str | None
-    bot_id: str | None
-
-    def wrote(self, message: dict[str, Any]) -> bool:
-        return bool(
-            (self.user_id and message.get("user") == self.user_id)
-            or (self.bot_id and message.get("bot_id") == self.bot_id)
-        )
-
-
 # Before the model is called: open the place the answer goes (a command's root message).
 Opening = Callable[[], Awaitable[tuple[Ask, Reply]]]
-ContextSource = Callable[[], Awaitable["Context"]]
+ContextSource = Callable[[], Awaitable[Context]]
 Outcome = Literal["done", "not_an_answer", "unavailable"]
 
 
@@ -112,6 +106,7 @@ class Conversation:
         self.source = source  # recorded on every call: "slack" is real traffic (models.SOURCES)
         self.budget = budget or RateBudget()
         self.people = People(self.budget)  # display names for the model, looked up once per person
+        self.history = History(store=store, budget=self.budget, people=self.people, journal=journal)
         self._prompts = prompts
         self.llm = llm
         self.store = store
@@ -191,16 +186,17 @@ class Conversation:
         if ask.thread_ts:
             async def context() -> Context:
                 if ask.thread_ts == ts:  # a new thread: nothing before the question
-                    return await self.with_people(Context(), client, team, ask, bot)
-                found = await self.thread_context(client, channel, ask.thread_ts or "", ts, team, bot)
-                return await self.with_people(found, client, team, ask, bot)
+                    return await self.history.with_people(Context(), client, team, text=ask.text, asker=ask.user_id,
+                                                          bot=bot)
+                found = await self.history.thread(client, channel, ask.thread_ts or "", ts, team, bot)
+                return await self.history.with_people(found, client, team, text=ask.text, asker=ask.user_id, bot=bot)
 
             reply: Reply = StreamedReply(client, self.budget, channel=channel, thread_ts=ask.thread_ts,
                                          team_id=team, user_id=ask.user_id)
         else:  # a top-level DM: answer in the conversation itself
             async def context() -> Context:
-                found = await self.dm_context(client, channel, ts, team, bot)
-                return await self.with_people(found, client, team, ask, bot)
+                found = await self.history.dm(client, channel, ts, team, bot)
+                return await self.history.with_people(found, client, team, text=ask.text, asker=ask.user_id, bot=bot)
 
             reply = PostedReply(client, self.budget, channel=channel, team_id=team)
         return await self.answer(ask, reply, context)
@@ -217,7 +213,7 @@ class Conversation:
                 root = await self.budget.call(client, "chat.postMessage", team=ask.team_id, channel=channel,
                                               text=shown)
             except SlackApiError as exc:  # not a member, archived, a DM with others...: answer all the same
-                log.info("cannot post in %s (%s); answering via response_url", channel, _slack_error(exc))
+                log.info("cannot post in %s (%s); answering via response_url", channel, slack_error(exc))
                 return ask, by_response_url
             thread = root["ts"]
             return (dataclasses.replace(ask, ts=thread, thread_ts=thread),
@@ -225,7 +221,8 @@ class Conversation:
                                   user_id=ask.user_id))
 
         async def context() -> Context:  # no conversation before a command: its asker and whom they name
-            return await self.with_people(Context(), client, ask.team_id, ask, BotIdentity(None, None))
+            return await self.history.with_people(Context(), client, ask.team_id, text=ask.text, asker=ask.user_id,
+                                                  bot=BotIdentity(None, None))
 
         return await self.answer(ask, by_response_url, context, opening=open_thread)
 
@@ -278,7 +275,7 @@ class Conversation:
             await self.budget.call(client, "chat.postMessage", team=team_id, channel=call.channel_id,
                                    thread_ts=call.thread_ts or call.reply_ts, text=note)
         except SlackApiError as exc:  # the correction is saved; the note is a courtesy
-            log.warning("could not post the correction note: %s", _slack_error(exc))
+            log.warning("could not post the correction note: %s", slack_error(exc))
 
     async def tell_if_broken(self, client: AsyncWebClient, text: str, *, channel: str, user: str | None,
                              thread_ts: str | None = None) -> bool:
@@ -292,7 +289,7 @@ class Conversation:
             try:
                 await client.chat_postEphemeral(channel=channel, user=user, text=note, thread_ts=thread_ts)
             except SlackApiError as exc:
-                log.warning("could not say that a prompt is broken: %s", _slack_error(exc))
+                log.warning("could not say that a prompt is broken: %s", slack_error(exc))
         return True
 
     @staticmethod
@@ -304,7 +301,7 @@ class Conversation:
             try:
                 link = (await client.chat_getPermalink(channel=channel, message_ts=ts)).get("permalink")
             except SlackApiError as exc:
-                log.info("no permalink for %s (%s); quoting the answer instead", ts, _slack_error(exc))
+                log.info("no permalink for %s (%s); quoting the answer instead", ts, slack_error(exc))
         if link:
             return f"[this answer]({link})" if markdown else f"<{link}|this answer>"
         first = next((line.strip() for line in answer.splitlines() if line.strip()), "")
@@ -320,7 +317,7 @@ class Conversation:
 
     async def _answer_at(self, channel_id: str, ts: str) -> tuple[AnswerRef, str] | Outcome:
         """The answer posted as this message, and its current text (the newest correction)."""
-        if (pending := self._pending_call(channel_id, ts)) is not None:  # its row is on its way
+        if (pending := pending_call(self.journal, channel_id, ts)) is not None:  # its row is on its way
             if pending["log"]["status"] == CallStatus.ERROR:
                 return "not_an_answer"
             return AnswerRef(None, channel_id, ts), pending["log"]["answer"]
@@ -338,7 +335,7 @@ class Conversation:
     async def followup_prompt(self, channel_id: str, thread_ts: str) -> Prompt | None:
         """The prompt that continues a thread the bot answered in; None if it never did."""
         name = None
-        for op in self._pending_calls(channel_id):  # newer than any row: the latest wins
+        for op in pending_calls(self.journal, channel_id):  # newer than any row: the latest wins
             if op["log"]["thread_ts"] == thread_ts and op["log"]["status"] != CallStatus.ERROR:
                 name = op["log"]["prompt_name"]
         if name is None:
@@ -540,14 +537,6 @@ class Conversation:
 
     # -- calls whose rows are still in the journal ----------------------------------------
 
-    def _pending_calls(self, channel_id: str) -> list[dict[str, Any]]:
-        if self.journal is None:
-            return []
-        return [op for op in self.journal.pending("call") if op["log"]["channel_id"] == channel_id]
-
-    def _pending_call(self, channel_id: str, ts: str) -> dict[str, Any] | None:
-        return next((op for op in self._pending_calls(channel_id) if ts in op["log"]["message_ts"]), None)
-
     def _failed(self, record: CallLog, exc: BaseException, error_type: str, apology: str,
                 message: str | None = None) -> str | None:
         """Mark the call as failed; returns the apology to show in Slack."""
@@ -576,89 +565,6 @@ class Conversation:
 
     def _redact(self, text: str) -> str:
         return redact(text, self.settings.secrets)
-
-    # -- context -----------------------------------------------------------------------
-
-    async def thread_context(self, client: AsyncWebClient, channel: str, thread_ts: str, before: str | None,
-                             team: str | None, bot: BotIdentity) -> Context:
-        """The thread's earlier messages as chat turns (the bot's answers as assistant turns)."""
-        messages: list[dict[str, Any]] = []
-        cursor = None
-        while len(messages) < HISTORY_LIMIT * 5:
-            try:
-                resp = await self.budget.call(client, "conversations.replies", team=team, channel=channel,
-                                              ts=thread_ts, limit=200, cursor=cursor)
-            except SlackApiError as exc:
-                if _slack_error(exc) != "thread_not_found":
-                    raise
-                # The thread's first message was deleted (or never was): answer what was asked.
-                log.warning("thread %s in %s not found; answering without its history", thread_ts, channel)
-                break
-            messages.extend(resp.get("messages") or [])
-            cursor = (resp.get("response_metadata") or {}).get("next_cursor")
-            if not cursor:
-                break
-        return await self._turns(channel, messages, before, bot)
-
-    async def dm_context(self, client: AsyncWebClient, channel: str, before: str | None, team: str | None,
-                         bot: BotIdentity) -> Context:
-        oldest = (float(before) if before else time.time()) - DM_WINDOW_SECONDS
-        resp = await self.budget.call(client, "conversations.history", team=team, channel=channel,
-                                      limit=DM_MESSAGES, oldest=f"{oldest:.6f}")
-        messages = list(reversed(resp.get("messages") or []))
-        return await self._turns(channel, messages, before, bot)
-
-    async def _turns(self, channel: str, messages: list[dict[str, Any]], before: str | None,
-                     bot: BotIdentity) -> Context:
-        if before:
-            messages = [m for m in messages if ts_key(m.get("ts", "0")) < ts_key(before)]
-        messages = messages[-HISTORY_LIMIT:]
-        calls, complete = await self._calls_for(channel, [m["ts"] for m in messages if m.get("ts")])
-        answer_of: dict[str, PastCall] = {ts: c for c in calls for ts in c.message_ts}
-        asked_by: dict[str, PastCall] = {c.request_ts: c for c in calls if c.request_ts and c.trigger == Trigger.COMMAND}
-        context = Context()
-        used: set[int | str] = set()
-        for m in messages:
-            ts = m.get("ts", "")
-            if (call := answer_of.get(ts)) is not None:
-                if call.status not in (CallStatus.ERROR, CallStatus.REFUSED) and call.id not in used:
-                    # a corrected answer reads as corrected; with no text in the log (its channel
-                    # opted out of content logging), Slack's copy is what there is
-                    context.add("assistant", call.correction or call.answer or unescape(m.get("text") or ""),
-                                speaker=bot.user_id or YOU)
-                used.add(call.id)
-            elif (call := asked_by.get(ts)) is not None:
-                context.add("user", call.request_text or unescape(m.get("text") or ""),
-                            speaker=call.user_id or "someone")
-            elif bot.wrote(m):
-                if not complete and m.get("text"):  # without the log, what the bot wrote is all we know
-                    context.add("assistant", unescape(m["text"]), speaker=bot.user_id or YOU)
-                continue  # the bot's notes and apologies are not part of the conversation
-            elif m.get("subtype") in (None, "thread_broadcast", "file_share", "bot_message"):
-                text = unescape(strip_mention(m.get("text") or "", bot.user_id or ""))
-                context.add("user", text, speaker=m.get("user") or m.get("username") or "bot")
-        return context
-
-    async def with_people(self, context: Context, client: AsyncWebClient, team: str | None, ask: Ask,
-                          bot: BotIdentity) -> Context:
-        """The context with people by name: who spoke, whom they mentioned, who asks and whom they
-        name (each looked up once; a name that cannot be had leaves the id, as Slack wrote it)."""
-        ids = {s for s in context.speakers if _is_user_id(s)} | mentioned(ask.text) | {
-            i for turn in context.turns for i in mentioned(turn["content"])}
-        ids |= {i for i in (ask.user_id, bot.user_id) if i and _is_user_id(i)}
-        return context.named(await self.people.names(client, team, ids), bot=bot.user_id)
-
-    async def _calls_for(self, channel: str, ts: list[str]) -> tuple[list[PastCall], bool]:
-        """The logged calls behind these messages, rows still in the journal included; and
-        whether that is complete (False: the database did not answer)."""
-        wanted = set(ts)
-        pending = [_past_call(op) for op in self._pending_calls(channel)
-                   if wanted & set(op["log"]["message_ts"]) or op["log"]["request_ts"] in wanted]
-        try:
-            return await within(self.store.calls_for(channel, ts), DB_WAIT) + pending, True
-        except Exception as exc:  # noqa: BLE001 - answer from Slack's messages alone
-            log.warning("reading the conversation's calls: the database is unavailable (%s)", type(exc).__name__)
-            return pending, False
 
     # -- graceful shutdown ---------------------------------------------------------------
 
@@ -696,106 +602,3 @@ class Conversation:
         if self._work:
             await asyncio.wait(list(self._work), timeout=cleanup)
         return len(late)
-
-
-@dataclass
-class Context:
-    """Earlier messages of a conversation: chat turns for the model, and a transcript
-    (who said what) for prompts that template ``{{ thread }}``.
-
-    Built with Slack's ids (a speaker is a user id, or a label such as a bot's username);
-    `named` then puts people's display names in their place, the bot's own included."""
-
-    turns: list[dict[str, Any]] = field(default_factory=list)
-    speakers: list[str] = field(default_factory=list)
-    dropped: int = 0  # older messages left out to fit the model's context
-    people: dict[str, str | None] = field(default_factory=dict)  # user id -> display name (None: unknown)
-    bot: str | None = None  # the bot's user id
-
-    def add(self, role: str, content: str, *, speaker: str) -> None:
-        if content := content.strip():
-            self.turns.append({"role": role, "content": content})
-            self.speakers.append(speaker)
-
-    def named(self, people: dict[str, str | None], *, bot: str | None) -> Context:
-        """The same conversation with people by name: ``Ann Lee: …``, ``@Ann Lee``."""
-        def speaker(who: str) -> str:
-            if name := people.get(who):
-                return name
-            return YOU if who in (bot, YOU) else _speaker(who)
-
-        turns = [{**t, "content": name_mentions(t["content"], people)} for t in self.turns]
-        return dataclasses.replace(self, turns=turns, speakers=[speaker(s) for s in self.speakers],
-                                   people=dict(people), bot=bot)
-
-    def name(self, text: str) -> str:
-        """Mentions in ``text`` (``<@U…>``) as ``@Display Name`` where the name is known."""
-        return name_mentions(text, self.people)
-
-    def mentions(self) -> Mentions:
-        """What turns the model's ``@Name`` of a person here into a mention (never of the bot itself)."""
-        return Mentions({i: n for i, n in self.people.items() if i != self.bot})
-
-    @property
-    def note(self) -> str | None:
-        if not self.dropped:
-            return None
-        return f"(The {self.dropped} oldest messages of this conversation were left out to fit the context.)"
-
-    @property
-    def messages(self) -> list[dict[str, Any]]:
-        """The turns as sent to the model, after a note if older ones were left out."""
-        return ([{"role": "user", "content": self.note}] if self.note else []) + self.turns
-
-    @property
-    def transcript(self) -> str:
-        lines = [f"{who}: {t['content']}" for who, t in zip(self.speakers, self.turns, strict=True)]
-        return "\n\n".join([self.note] + lines if self.note else lines)
-
-    def within(self, budget: int) -> Context:
-        """The newest messages that fit in ``budget`` characters."""
-        used, keep = 0, 0
-        for turn in reversed(self.turns):
-            used += len(turn["content"])
-            if used > budget:
-                break
-            keep += 1
-        return self.newest(keep)
-
-    def newest(self, keep: int) -> Context:
-        """The newest ``keep`` messages; the others are counted as left out."""
-        keep = max(0, min(keep, len(self.turns)))
-        if keep == len(self.turns):
-            return self
-        cut = len(self.turns) - keep
-        return dataclasses.replace(self, turns=self.turns[cut:], speakers=self.speakers[cut:],
-                                   dropped=self.dropped + cut)
-
-
-def fit_text(text: str, limit: int) -> str:
-    """The user's text, cut with a note if it alone would not fit the context."""
-    if len(text) <= limit:
-        return text
-    return text[:limit] + "\n\n(The rest of this message was left out: it is too long for the model.)"
-
-
-def _past_call(op: dict[str, Any]) -> PastCall:
-    """A call whose row is still in the journal, as a logged one."""
-    c = op["log"]
-    return PastCall(op["id"], c["status"], c["trigger"], c["user_id"], c["request_ts"], c["request_text"],
-                    c["answer"], c["prompt_name"], tuple(c["message_ts"]))
-
-
-YOU = "you"  # the bot in a transcript when its name is not known
-
-
-def _is_user_id(value: str) -> bool:
-    return value[:1] in ("U", "W") and value[1:].replace("_", "").isalnum() and value.upper() == value
-
-
-def _speaker(user_id: str | None) -> str:
-    return f"<@{user_id}>" if user_id and _is_user_id(user_id) else (user_id or "someone")
-
-
-def _slack_error(exc: SlackApiError) -> str | None:
-    return exc.response.get("error") if exc.response is not None else None
