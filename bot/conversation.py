@@ -22,15 +22,16 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.budgets import Budgets, Hold, OverBudget
+from bot.corrections import Outcome, answer_link
 from bot.delivery import PostedReply, Reply, ResponseUrlReply, Status, StreamedReply
 from bot.errors import FlywheelError, ModelError, redact
-from bot.feedback import AnswerRef, answer_controls, fix_modal, retry_controls
+from bot.feedback import answer_controls, retry_controls
 from bot.history import (
     CONTEXT_CHARS,
     HISTORY_MIN_CHARS,
@@ -38,7 +39,6 @@ from bot.history import (
     Context,
     History,
     fit_text,
-    pending_call,
     pending_calls,
     slack_error,
 )
@@ -50,14 +50,13 @@ from bot.pricing import PriceTable
 from bot.prompts import Prompt, PromptSet
 from bot.ratelimits import RateBudget
 from bot.settings import Settings
-from bot.slack_text import escape, quote, truncate
+from bot.slack_text import quote
 from bot.store import CallLog, Store
 
 log = logging.getLogger(__name__)
 
 DB_WAIT = 2.0  # seconds a read or claim on the answer path may wait for the database
 RECORD_WAIT = 2.0  # seconds an answer waits for its row to reach the database (it is kept anyway)
-CORRECTION_NOTE_WAIT = 300.0  # a correction kept during an outage is announced once it is stored
 CLAIMS_REMEMBERED = 10_000  # message keys this process remembers having claimed
 
 
@@ -95,7 +94,6 @@ class Replay:
 # Before the model is called: open the place the answer goes (a command's root message).
 Opening = Callable[[], Awaitable[tuple[Ask, Reply]]]
 ContextSource = Callable[[], Awaitable[Context]]
-Outcome = Literal["done", "not_an_answer", "unavailable"]
 
 
 class Conversation:
@@ -241,7 +239,7 @@ class Conversation:
         if prompt is None:
             return "not_an_answer"
         thread = call.thread_ts or call.reply_ts
-        origin = await self._answer_link(client, channel_id, ts, call.answer, markdown=True)
+        origin = await answer_link(client, channel_id, ts, call.answer, markdown=True)
         replay = Replay(call.id, list(call.messages), call.model, dict(call.options or {}), call.prompt_name,
                         call.prompt_version, call.experiment, call.arm)
         ask = Ask(trigger=Trigger.REGENERATE, prompt=prompt, text=call.request_text, channel_id=call.channel_id,
@@ -254,28 +252,6 @@ class Conversation:
             reply = PostedReply(client, self.budget, channel=call.channel_id, team_id=ask.team_id)
         await self.answer(ask, reply)
         return "done"
-
-    async def keep_correction(self, answer: AnswerRef, *, user_id: str, text: str) -> asyncio.Future[Any]:
-        """Keep a person's fix of an answer (journal first, so nothing is lost before the modal
-        closes). Raises `NotKept` if it can be neither kept nor stored."""
-        assert self.journal is not None
-        return await self.journal.keep(new_op("correction", call_id=answer.call_id, channel=answer.channel,
-                                              ts=answer.ts, user=user_id, text=text))
-
-    async def announce_correction(self, kept: asyncio.Future[Any], *, user_id: str, team_id: str | None,
-                                  client: AsyncWebClient) -> None:
-        """Once the correction is stored, say so, briefly, in the answer's thread."""
-        call_id = await Journal.result(kept, CORRECTION_NOTE_WAIT)
-        call = await self.store.get_call(call_id) if call_id is not None else None
-        if call is None or not call.channel_id:
-            return
-        fixed = await self._answer_link(client, call.channel_id, call.reply_ts, call.answer, markdown=False)
-        note = f"✏️ <@{user_id}> corrected {fixed}. Thank you: the correction is what I will learn from."
-        try:
-            await self.budget.call(client, "chat.postMessage", team=team_id, channel=call.channel_id,
-                                   thread_ts=call.thread_ts or call.reply_ts, text=note)
-        except SlackApiError as exc:  # the correction is saved; the note is a courtesy
-            log.warning("could not post the correction note: %s", slack_error(exc))
 
     async def tell_if_broken(self, client: AsyncWebClient, text: str, *, channel: str, user: str | None,
                              thread_ts: str | None = None) -> bool:
@@ -291,46 +267,6 @@ class Conversation:
             except SlackApiError as exc:
                 log.warning("could not say that a prompt is broken: %s", slack_error(exc))
         return True
-
-    @staticmethod
-    async def _answer_link(client: AsyncWebClient, channel: str, ts: str | None, answer: str, *,
-                           markdown: bool) -> str:
-        """How a note points at an answer: a link to it (chat.getPermalink), else its first words."""
-        link = None
-        if ts:
-            try:
-                link = (await client.chat_getPermalink(channel=channel, message_ts=ts)).get("permalink")
-            except SlackApiError as exc:
-                log.info("no permalink for %s (%s); quoting the answer instead", ts, slack_error(exc))
-        if link:
-            return f"[this answer]({link})" if markdown else f"<{link}|this answer>"
-        first = next((line.strip() for line in answer.splitlines() if line.strip()), "")
-        return f"the answer “{escape(truncate(first, 80))}”" if first else "this answer"
-
-    async def open_fix(self, client: AsyncWebClient, *, trigger_id: str, channel_id: str, ts: str) -> Outcome:
-        """Open the "Fix it" modal for the answer this message belongs to."""
-        found = await self._answer_at(channel_id, ts)
-        if isinstance(found, str):
-            return found
-        await client.views_open(trigger_id=trigger_id, view=fix_modal(*found))
-        return "done"
-
-    async def _answer_at(self, channel_id: str, ts: str) -> tuple[AnswerRef, str] | Outcome:
-        """The answer posted as this message, and its current text (the newest correction)."""
-        if (pending := pending_call(self.journal, channel_id, ts)) is not None:  # its row is on its way
-            if pending["log"]["status"] == CallStatus.ERROR:
-                return "not_an_answer"
-            return AnswerRef(None, channel_id, ts), pending["log"]["answer"]
-        try:
-            call_id = await within(self.store.call_for_message(channel_id, ts), DB_WAIT)
-            call = await within(self.store.get_call(call_id), DB_WAIT) if call_id is not None else None
-            if call is None or call.status == CallStatus.ERROR:
-                return "not_an_answer"
-            corrections = await within(self.store.corrections(call.id), DB_WAIT)
-        except Exception as exc:  # noqa: BLE001 - an outage: say so rather than nothing
-            log.warning("fix: the database is unavailable (%s)", type(exc).__name__)
-            return "unavailable"
-        return AnswerRef(call.id, channel_id, ts), corrections[-1].text if corrections else call.answer
 
     async def followup_prompt(self, channel_id: str, thread_ts: str) -> Prompt | None:
         """The prompt that continues a thread the bot answered in; None if it never did."""
