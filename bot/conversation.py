@@ -50,7 +50,7 @@ from bot.pricing import PriceTable
 from bot.prompts import Prompt, PromptSet
 from bot.ratelimits import RateBudget
 from bot.settings import Settings
-from bot.slack_text import quote
+from bot.slack_text import mentions, quote, strip_mention, unescape
 from bot.store import CallLog, Store
 
 log = logging.getLogger(__name__)
@@ -74,6 +74,21 @@ class Ask:
     thread_ts: str | None = None  # the thread answered in; None: top level
     replay: Replay | None = None  # regenerate, `flywheel replay`: send exactly these messages
     note: str | None = None  # said under the answer (regenerate: which answer it redoes)
+
+
+@dataclass(frozen=True)
+class Message:
+    """A Slack message that may be for the bot, as Slack sent it: an @mention, a DM, or a reply in a
+    thread (which the bot answers only if it answered in that thread before)."""
+
+    channel_id: str
+    ts: str
+    text: str  # as Slack sent it: escaped, the bot's mention included
+    user_id: str | None
+    team_id: str | None
+    thread_ts: str | None = None
+    direct: bool = False  # in a DM with the bot
+    mention: bool = False  # an app_mention event (Slack also sends the plain message: left to this one)
 
 
 @dataclass(frozen=True)
@@ -174,6 +189,35 @@ class Conversation:
 
     # -- entry points used by the handlers ------------------------------------------
 
+    async def route_message(self, message: Message, client: AsyncWebClient, bot: BotIdentity) -> Ask | None:
+        """Whether and how to answer a message: the prompt it names (a mention, a DM), else the one
+        that answered in its thread before; None if it is not for the bot. A message naming a
+        broken prompt gets a private note saying where the file is broken, and no answer."""
+        channel, thread_ts = message.channel_id, message.thread_ts
+        if not message.direct and not message.mention and mentions(message.text, bot.user_id or ""):
+            return None  # the app_mention event answers it
+        followup = None
+        if thread_ts and not message.mention:
+            followup = await self.followup_prompt(channel, thread_ts)
+        text = unescape(strip_mention(message.text, bot.user_id or ""))  # Slack sends &, <, > escaped
+        if message.mention or message.direct:
+            if await self.tell_if_broken(client, text, channel=channel, user=message.user_id, thread_ts=thread_ts):
+                return None
+            prompt, named_text = self.prompts.route(text, channel=channel)
+            if followup is not None and named_text == text:  # a DM in a thread: a named prompt wins, else the thread's
+                prompt = followup
+            else:
+                text = named_text
+            trigger = Trigger.MENTION if message.mention else Trigger.DM
+        else:
+            prompt, trigger = followup, Trigger.THREAD  # None: a thread the bot never answered in
+        if prompt is None:
+            return None
+        if message.mention:
+            thread_ts = thread_ts or message.ts  # a mention is answered in its thread
+        return Ask(trigger=trigger, prompt=prompt, text=text, channel_id=channel, user_id=message.user_id,
+                   team_id=message.team_id, ts=message.ts, thread_ts=thread_ts)
+
     async def reply_to_message(self, ask: Ask, client: AsyncWebClient, bot: BotIdentity) -> int | None:
         """Answer a mention, thread follow-up or DM, once per Slack message."""
         if ask.ts and not await self._claim(f"msg:{ask.channel_id}:{ask.ts}"):
@@ -252,6 +296,12 @@ class Conversation:
             reply = PostedReply(client, self.budget, channel=call.channel_id, team_id=ask.team_id)
         await self.answer(ask, reply)
         return "done"
+
+    async def publish_home(self, client: AsyncWebClient, user_id: str, *, since: datetime) -> None:
+        """Show this person the Home tab: the figures per prompt of this bot's traffic since then."""
+        from bot.home import publish_home  # the figures' code loads when someone first looks
+
+        await publish_home(client, self.store, user_id, since=since, source=self.source, prompts=self.prompts)
 
     async def tell_if_broken(self, client: AsyncWebClient, text: str, *, channel: str, user: str | None,
                              thread_ts: str | None = None) -> bool:
