@@ -29,7 +29,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.budgets import Budgets, Hold, OverBudget
 from bot.corrections import Outcome, answer_link
-from bot.delivery import PostedReply, Reply, ResponseUrlReply, Status, StreamedReply
+from bot.delivery import Reply, Status, reply_for
 from bot.errors import FlywheelError, ModelError, redact
 from bot.feedback import answer_controls, retry_controls
 from bot.history import (
@@ -232,15 +232,13 @@ class Conversation:
                                                           bot=bot)
                 found = await self.history.thread(client, channel, ask.thread_ts or "", ts, team, bot)
                 return await self.history.with_people(found, client, team, text=ask.text, asker=ask.user_id, bot=bot)
-
-            reply: Reply = StreamedReply(client, self.budget, channel=channel, thread_ts=ask.thread_ts,
-                                         team_id=team, user_id=ask.user_id)
         else:  # a top-level DM: answer in the conversation itself
             async def context() -> Context:
                 found = await self.history.dm(client, channel, ts, team, bot)
                 return await self.history.with_people(found, client, team, text=ask.text, asker=ask.user_id, bot=bot)
 
-            reply = PostedReply(client, self.budget, channel=channel, team_id=team)
+        reply = reply_for(client, self.budget, channel=channel, thread_ts=ask.thread_ts, team_id=team,
+                          user_id=ask.user_id)
         return await self.answer(ask, reply, context)
 
     async def reply_to_command(self, ask: Ask, client: AsyncWebClient, respond: Callable[..., Any]) -> int | None:
@@ -248,7 +246,8 @@ class Conversation:
         assert ask.channel_id
         channel = ask.channel_id
         shown = f"<@{ask.user_id}> asked `{ask.prompt.command}`:\n{quote(ask.text)}"
-        by_response_url = ResponseUrlReply(respond, header=shown)
+        by_response_url = reply_for(client, self.budget, channel=None, thread_ts=None, team_id=ask.team_id,
+                                    respond=respond, header=shown)
 
         async def open_thread() -> tuple[Ask, Reply]:
             try:
@@ -259,8 +258,8 @@ class Conversation:
                 return ask, by_response_url
             thread = root["ts"]
             return (dataclasses.replace(ask, ts=thread, thread_ts=thread),
-                    StreamedReply(client, self.budget, channel=channel, thread_ts=thread, team_id=ask.team_id,
-                                  user_id=ask.user_id))
+                    reply_for(client, self.budget, channel=channel, thread_ts=thread, team_id=ask.team_id,
+                              user_id=ask.user_id))
 
         async def context() -> Context:  # no conversation before a command: its asker and whom they name
             return await self.history.with_people(Context(), client, ask.team_id, text=ask.text, asker=ask.user_id,
@@ -289,12 +288,8 @@ class Conversation:
         ask = Ask(trigger=Trigger.REGENERATE, prompt=prompt, text=call.request_text, channel_id=call.channel_id,
                   user_id=user_id, team_id=team_id or call.team_id, ts=call.request_ts, thread_ts=thread,
                   replay=replay, note=f"_🔄 Regenerated from {origin}._")
-        if thread:
-            reply: Reply = StreamedReply(client, self.budget, channel=call.channel_id, thread_ts=thread,
-                                         team_id=ask.team_id, user_id=user_id)
-        else:
-            reply = PostedReply(client, self.budget, channel=call.channel_id, team_id=ask.team_id)
-        await self.answer(ask, reply)
+        await self.answer(ask, reply_for(client, self.budget, channel=call.channel_id, thread_ts=thread,
+                                         team_id=ask.team_id, user_id=user_id))
         return "done"
 
     async def publish_home(self, client: AsyncWebClient, user_id: str, *, since: datetime) -> None:
