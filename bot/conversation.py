@@ -1,9 +1,13 @@
 """The one flow: build the messages, call the model, deliver, log.
 
-Handlers translate a Slack request into an `Ask`; `Conversation` picks how to
-deliver (`bot.delivery`), and `answer()` does the rest: it always ends in an
-answer or a short apology in Slack, and one call row, kept in the journal
-(`bot.journal`) until the database has it.
+Handlers translate a Slack request into a `Message` (routed to an `Ask` by
+`Conversation.route_message`) or an `Ask`; `Conversation` picks how to deliver
+(`bot.delivery.reply_for`), and `answer()` does the rest: it resolves a `Plan` up front
+(prompt or experiment arm, model, options, channel rules, budget, rendered or replayed
+messages), reads the conversation (`bot.history`), calls the model and delivers inside
+one `bot.recording.Recording`, so it always ends in an answer or a short apology in
+Slack, and one call row, kept in the journal (`bot.journal`) until the database has it.
+Corrections are `bot.corrections`.
 
 Work accepted from Slack is tracked from the moment it is dispatched, so that a
 shutdown lets it finish (or interrupts it with an apology and a row) instead of
@@ -17,7 +21,6 @@ import contextlib
 import dataclasses
 import functools
 import logging
-import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -27,10 +30,10 @@ from typing import Any
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.budgets import Budgets, Hold, OverBudget
+from bot.budgets import Budgets
 from bot.corrections import Outcome, answer_link
 from bot.delivery import Reply, Status, reply_for
-from bot.errors import FlywheelError, ModelError, redact
+from bot.errors import ModelError, redact
 from bot.feedback import answer_controls, retry_controls
 from bot.history import (
     CONTEXT_CHARS,
@@ -49,9 +52,11 @@ from bot.people import Mentions, People
 from bot.pricing import PriceTable
 from bot.prompts import Prompt, PromptSet
 from bot.ratelimits import RateBudget
+from bot.recording import Recording
 from bot.settings import Settings
 from bot.slack_text import mentions, quote, strip_mention, unescape
 from bot.store import CallLog, Store
+from bot.team import ChannelRules, Team
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +109,43 @@ class Replay:
     prompt_version: str
     experiment: str | None = None  # the experiment arm the earlier call ran under (regenerate)
     arm: str | None = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A call, resolved before it starts: the prompt (a running experiment's arm, or a replay's),
+    model and options, the channel's rules (team.yaml), whether the team's daily budget applies,
+    and how the messages are built: rendered from the prompt with the conversation, or sent as
+    they are (``fixed_messages``: a regenerate, `flywheel replay`)."""
+
+    prompt: Prompt  # whose feedback buttons go under the answer
+    prompt_name: str  # logged: the prompt version that wrote the messages
+    prompt_version: str
+    model: str
+    options: dict[str, Any]
+    team: Team
+    channel: ChannelRules
+    budgeted: bool  # the team's daily budgets apply (Slack and playground traffic)
+    experiment: str | None = None
+    arm: str | None = None
+    parent_call_id: int | None = None  # the call this one runs again
+    fixed_messages: list[dict[str, Any]] | None = None
+    prompt_file: Prompt | None = None  # the prompt file recorded with the row (None: not rendered here)
+
+    def messages(self, ask: Ask, text: str, context: Context) -> list[dict[str, Any]]:
+        if self.fixed_messages is not None:
+            return self.fixed_messages
+        return self.prompt.messages(text, context.messages, user=ask.user_id or "", channel=ask.channel_id or "",
+                                    date=datetime.now(UTC).date().isoformat(), thread=context.transcript)
+
+    def row(self, ask: Ask, source: str) -> CallLog:
+        """The call's row as it starts; `Recording` fills in the rest."""
+        return CallLog(
+            trigger=ask.trigger, source=source, prompt_name=self.prompt_name, prompt_version=self.prompt_version,
+            model=self.model, messages=[], options=dict(self.options), team_id=ask.team_id,
+            channel_id=ask.channel_id, user_id=ask.user_id, request_ts=ask.ts, thread_ts=ask.thread_ts,
+            request_text=ask.text, parent_call_id=self.parent_call_id, experiment=self.experiment, arm=self.arm,
+        )
 
 
 # Before the model is called: open the place the answer goes (a command's root message).
@@ -364,113 +406,103 @@ class Conversation:
         with self._working():
             return await self._answer(ask, reply, context, opening)
 
-    async def _answer(self, ask: Ask, reply: Reply, context_source: Context | ContextSource | None,
-                      opening: Opening | None) -> int | None:
-        prompt, replay = ask.prompt, ask.replay
+    def plan(self, ask: Ask) -> Plan:
+        """Resolve everything about the call before it starts (see `Plan`)."""
         prompts = self.prompts
         team = prompts.team
         channel = team.channel(ask.channel_id)  # team.yaml: this channel's model, logging, budget
-        # A prompt running an A/B experiment: this person's arm (sticky), logged with the call.
-        if replay is None:
-            assigned = prompts.choose(prompt, ask.user_id)
-            prompt, experiment, arm = assigned.prompt, assigned.experiment, assigned.arm
-        else:
-            experiment, arm = replay.experiment, replay.arm
-        model = replay.model if replay else prompt.model or channel.model or self.settings.model
         # An answerer that is one model whatever is asked (the offline echo model) is logged as such.
-        model = getattr(self.llm, "only_model", None) or model
-        options = replay.options if replay else prompt.options
-        record = CallLog(
-            trigger=ask.trigger, source=self.source, prompt_name=replay.prompt_name if replay else prompt.name,
-            prompt_version=replay.prompt_version if replay else prompt.version, model=model,
-            messages=[], options=dict(options), team_id=ask.team_id, channel_id=ask.channel_id,
-            user_id=ask.user_id, request_ts=ask.ts, thread_ts=ask.thread_ts, request_text=ask.text,
-            parent_call_id=replay.call_id if replay else None,
-            experiment=experiment, arm=arm,
-        )
-        stream = None
-        note = None
-        hold: Hold | None = None
+        only_model = getattr(self.llm, "only_model", None)
         budgeted = self.source in ("slack", "playground")  # `flywheel try` and replays are the developer's
-        interrupted: BaseException | None = None
-        started = time.monotonic()
+        if (replay := ask.replay) is not None:
+            return Plan(prompt=ask.prompt, prompt_name=replay.prompt_name, prompt_version=replay.prompt_version,
+                        model=only_model or replay.model, options=replay.options, team=team, channel=channel,
+                        budgeted=budgeted, experiment=replay.experiment, arm=replay.arm,
+                        parent_call_id=replay.call_id, fixed_messages=replay.messages)
+        # A prompt running an A/B experiment: this person's arm (sticky), logged with the call.
+        assigned = prompts.choose(ask.prompt, ask.user_id)
+        prompt = assigned.prompt
+        return Plan(prompt=prompt, prompt_name=prompt.name, prompt_version=prompt.version,
+                    model=only_model or prompt.model or channel.model or self.settings.model,
+                    options=prompt.options, team=team, channel=channel, budgeted=budgeted,
+                    experiment=assigned.experiment, arm=assigned.arm, prompt_file=prompt)
+
+    async def _answer(self, ask: Ask, reply: Reply, context_source: Context | ContextSource | None,
+                      opening: Opening | None) -> int | None:
+        plan = self.plan(ask)
         replies = [reply]
         self._replies.add(reply)
         mentions = Mentions({})
+        call = Recording(plan.row(ask, self.source), keep=functools.partial(self._record, prompt=plan.prompt_file),
+                         redact=self._redact, prices=self.prices, budgets=self.budgets,
+                         log_content=plan.channel.log_content)
+        call.reply = reply
         try:
-            if opening is not None:
-                ask, reply = await opening()
-                replies.append(reply)
-                self._replies.add(reply)
-                record.request_ts, record.thread_ts = ask.ts, ask.thread_ts
-            if isinstance(reply, Status):
-                await reply.begin()  # the thread shows a status if the model is slow to start
-            if callable(context_source):
-                context = await context_source()
-            else:
-                context = context_source or Context()
-            mentions = context.mentions()  # the model's @Name for a person here becomes a Slack mention
-            text = fit_text(context.name(ask.text), CONTEXT_CHARS - HISTORY_MIN_CHARS)
-            context = context.within(CONTEXT_CHARS - len(text))
-            while True:
-                record.messages = replay.messages if replay else prompt.messages(
-                    text, context.messages,
-                    user=ask.user_id or "", channel=ask.channel_id or "",
-                    date=datetime.now(UTC).date().isoformat(), thread=context.transcript,
-                )
-                if budgeted:  # once, before the first request: hold its estimate, or refuse
-                    budgeted = False
-                    hold = await self.budgets.hold(team, user_id=ask.user_id, channel_id=ask.channel_id,
-                                                   model=model, messages=record.messages, options=options)
-                stream = self.llm.stream(model=model, messages=record.messages, options=options)
-                try:
-                    async with contextlib.aclosing(aiter(stream)) as deltas:
-                        async for delta in deltas:
-                            if shown := mentions.feed(delta):
-                                await reply.write(shown)
-                    break
-                except ModelError as exc:
-                    # Too long for this model: leave out the older half of the conversation and retry.
-                    if exc.kind != "context_too_long" or stream.completion.text or not context.turns or replay:
-                        raise
-                    log.info("context too long for %s; retrying with %d fewer messages", model,
-                             len(context.turns) - len(context.turns) // 2)
-                    context = context.newest(len(context.turns) // 2)
-        except ModelError as exc:
-            log.warning("model call failed (%s): %s", exc.kind, exc)
-            note = self._failed(record, exc, f"ModelError.{exc.kind}", exc.user_message)
-            if stream is not None and stream.completion.text:
-                record.status = CallStatus.INCOMPLETE
-        except OverBudget as exc:
-            log.info("call refused: %s", exc)
-            self._failed(record, exc, exc.error_type, "")
-            note, record.status = f"_{exc.user_message}_", CallStatus.REFUSED
-        except asyncio.CancelledError as exc:  # shut down before the answer finished
-            interrupted = exc
-            note = self._failed(record, exc, "Interrupted", ModelError._apologies["interrupted"],
-                                "the bot shut down before the answer finished")
-            record.status = CallStatus.INCOMPLETE if stream is not None and stream.completion.text else CallStatus.ERROR
-        except Exception as exc:  # noqa: BLE001 - the user gets an apology, the log the traceback
-            log.exception("answering failed")
-            note = self._failed(record, exc, type(exc).__name__, FlywheelError.user_message)
-        else:
-            if stream.completion.finish_reason == "length":
-                record.status = CallStatus.TRUNCATED
-                note = "_(The answer hit this prompt's length limit and was cut off.)_"
-            elif not stream.completion.text.strip():
-                note = "_(The model returned an empty answer. Try rephrasing.)_"
-        answered = stream is not None and stream.completion.text.strip() and record.status != CallStatus.ERROR
+            async with call:
+                async with call.attempt():
+                    if opening is not None:
+                        ask, reply = await opening()
+                        replies.append(reply)
+                        self._replies.add(reply)
+                        call.reply = reply
+                        call.row.request_ts, call.row.thread_ts = ask.ts, ask.thread_ts
+                    if isinstance(reply, Status):
+                        await reply.begin()  # the thread shows a status if the model is slow to start
+                    if callable(context_source):
+                        context = await context_source()
+                    else:
+                        context = context_source or Context()
+                    mentions = context.mentions()  # the model's @Name for a person here becomes a Slack mention
+                    await self._call_model(plan, call, ask, context, reply, mentions)
+                await self._deliver(plan, call, ask, reply, mentions)
+        finally:
+            self._replies.difference_update(replies)
+        return call.call_id
+
+    async def _call_model(self, plan: Plan, call: Recording, ask: Ask, context: Context, reply: Reply,
+                          mentions: Mentions) -> None:
+        """Stream the model's answer into ``reply``; if the conversation is too long for the model,
+        leave out its older half and try again."""
+        text = fit_text(context.name(ask.text), CONTEXT_CHARS - HISTORY_MIN_CHARS)
+        context = context.within(CONTEXT_CHARS - len(text))
+        held = not plan.budgeted
+        while True:
+            call.row.messages = plan.messages(ask, text, context)
+            if not held:  # once, before the first request: hold its estimate, or refuse
+                held = True
+                call.hold = await self.budgets.hold(plan.team, user_id=ask.user_id, channel_id=ask.channel_id,
+                                                    model=plan.model, messages=call.row.messages,
+                                                    options=plan.options)
+            call.stream = stream = self.llm.stream(model=plan.model, messages=call.row.messages, options=plan.options)
+            try:
+                async with contextlib.aclosing(aiter(stream)) as deltas:
+                    async for delta in deltas:
+                        if shown := mentions.feed(delta):
+                            await reply.write(shown)
+                return
+            except ModelError as exc:
+                if (exc.kind != "context_too_long" or stream.completion.text or not context.turns
+                        or plan.fixed_messages is not None):
+                    raise
+                log.info("context too long for %s; retrying with %d fewer messages", plan.model,
+                         len(context.turns) - len(context.turns) // 2)
+                context = context.newest(len(context.turns) // 2)
+
+    async def _deliver(self, plan: Plan, call: Recording, ask: Ask, reply: Reply, mentions: Mentions) -> None:
+        """Finish the answer in Slack: the rest of its text, the note, the buttons under it."""
+        row = call.row
         # An apology can be retried: the same input again, with Regenerate (when the prompt allows it);
         # a refusal over budget cannot (it would be refused again until the budget resets).
-        retry = record.messages and interrupted is None and record.status != CallStatus.REFUSED
-        controls = answer_controls(prompt.feedback) if answered else (
-            retry_controls(prompt.feedback) if retry else None)
+        retry = row.messages and call.interrupted is None and row.status != CallStatus.REFUSED
+        feedback = plan.prompt.feedback
+        controls = answer_controls(feedback) if call.answered else (retry_controls(feedback) if retry else None)
+        note = call.note
         if ask.note:
             note = f"{note}\n\n{ask.note}" if note else ask.note
         # Slack message metadata: which prompt version and model wrote this (other apps can read it).
         about = {"event_type": "flywheel_answer", "event_payload": {
-            "prompt": record.prompt_name, "version": record.prompt_version,
-            "model": (stream.completion.model if stream is not None else None) or model}}
+            "prompt": row.prompt_name, "version": row.prompt_version,
+            "model": (call.stream.completion.model if call.stream is not None else None) or plan.model}}
         task = asyncio.current_task()
         assert task is not None
         self._delivering.add(task)  # a shutdown lets this finish rather than cut it off
@@ -479,29 +511,11 @@ class Conversation:
                 await reply.write(rest)
             await reply.finish(note, controls, about)
         except Exception as exc:  # noqa: BLE001 - Slack refused every way of posting
-            log.exception("posting the answer to Slack failed")
-            self._failed(record, exc, type(exc).__name__, "")
+            call.fail(exc, "posting the answer to Slack")
         finally:
             self._delivering.discard(task)
-            if stream is not None:
-                self._complete(record, stream.completion, started)
-            record.message_ts = list(reply.message_ts)
-            record.latency_ms = record.latency_ms or int((time.monotonic() - started) * 1000)
-            if hold is not None:
-                await self.budgets.settle(hold, (record.prompt_tokens or 0) + (record.completion_tokens or 0),
-                                          record.cost_usd)
-            if not channel.log_content:  # the channel opted out: tokens, cost and timing only
-                record.messages, record.request_text, record.answer = [], "", ""
-                record.error_message, record.content_logged = None, False
-            call_id = await self._record(record, None if replay else prompt)
-            self._replies.difference_update(replies)
-        log.info("call %s: %s/%s %s in %sms", call_id if call_id is not None else "(kept)", record.prompt_name,
-                 record.prompt_version[:12], record.status, record.latency_ms)
-        if interrupted is not None:
-            raise interrupted
-        return call_id
 
-    async def _record(self, record: CallLog, prompt: Prompt | None) -> int | None:
+    async def _record(self, record: CallLog, *, prompt: Prompt | None) -> int | None:
         """Keep the call's row (the journal takes it at once) and wait briefly for its id."""
         prompt_file = None if prompt is None else {
             "name": prompt.name, "version": prompt.version, "path": str(prompt.path), "source": prompt.source,
@@ -517,32 +531,6 @@ class Conversation:
         return await Journal.result(kept, RECORD_WAIT)
 
     # -- calls whose rows are still in the journal ----------------------------------------
-
-    def _failed(self, record: CallLog, exc: BaseException, error_type: str, apology: str,
-                message: str | None = None) -> str | None:
-        """Mark the call as failed; returns the apology to show in Slack."""
-        record.status, record.error_type = CallStatus.ERROR, error_type
-        record.error_message = self._redact(message or str(exc) or type(exc).__name__)
-        return f"_{apology}_" if apology else None
-
-    def _complete(self, record: CallLog, completion, started: float) -> None:
-        record.answer = completion.text
-        record.finish_reason = completion.finish_reason
-        record.model_resolved = completion.model
-        record.response_id = completion.response_id
-        record.options = completion.options or record.options
-        record.prompt_tokens = completion.prompt_tokens
-        record.completion_tokens = completion.completion_tokens
-        record.cached_tokens = completion.cached_tokens
-        record.usage = completion.usage
-        record.ttft_ms = completion.ttft_ms
-        record.latency_ms = completion.latency_ms or int((time.monotonic() - started) * 1000)
-        price = self.prices.price(record.model_resolved or record.model)
-        if price is not None:
-            record.cost_usd = self.prices.cost(price.model, record.prompt_tokens, record.completion_tokens,
-                                               record.cached_tokens or 0)
-            record.price = {"model": price.model, "input": price.input, "output": price.output,
-                            "cached_input": price.cached_input, "unit": "USD per 1M tokens"}
 
     def _redact(self, text: str) -> str:
         return redact(text, self.settings.secrets)
