@@ -27,6 +27,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 import handlers
 from bot.assistant import Assistant
 from bot.conversation import Conversation
+from bot.corrections import Corrections
 from bot.feedback import Votes
 from bot.journal import Journal
 from bot.llm import LLM
@@ -190,6 +191,7 @@ def create_app(settings: Settings, *, llm: LLM | None = None, store: Store | Non
     )
 
     votes = Votes(journal, settings)
+    corrections = Corrections(store=store, journal=journal, budget=conversation.budget)
     assistant = Assistant(conversation)
 
     @app.middleware
@@ -198,6 +200,7 @@ def create_app(settings: Settings, *, llm: LLM | None = None, store: Store | Non
         waits for it). Nothing here waits on anything."""
         context["conversation"] = conversation
         context["votes"] = votes
+        context["corrections"] = corrections
         context["assistant"] = assistant
         context["settings"] = settings
         with conversation.dispatching():

@@ -141,7 +141,7 @@ class Assistant:
         async def context() -> Context:
             history = Context()
             if thread_ts != ts:
-                history = await self.conversation.thread_context(client, channel, thread_ts, ts, team_id, bot)
+                history = await self.conversation.history.thread(client, channel, thread_ts, ts, team_id, bot)
             if not thread.titled:
                 thread.titled = True
                 if not any(t["role"] == "user" for t in history.turns):  # the thread's first question

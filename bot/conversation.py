@@ -1,9 +1,13 @@
 """The one flow: build the messages, call the model, deliver, log.
 
-Handlers translate a Slack request into an `Ask`; `Conversation` picks how to
-deliver (`bot.delivery`), and `answer()` does the rest: it always ends in an
-answer or a short apology in Slack, and one call row, kept in the journal
-(`bot.journal`) until the database has it.
+Handlers translate a Slack request into a `Message` (routed to an `Ask` by
+`Conversation.route_message`) or an `Ask`; `Conversation` picks how to deliver
+(`bot.delivery.reply_for`), and `answer()` does the rest: it resolves a `Plan` up front
+(prompt or experiment arm, model, options, channel rules, budget, rendered or replayed
+messages), reads the conversation (`bot.history`), calls the model and delivers inside
+one `bot.recording.Recording`, so it always ends in an answer or a short apology in
+Slack, and one call row, kept in the journal (`bot.journal`) until the database has it.
+Corrections are `bot.corrections`.
 
 Work accepted from Slack is tracked from the moment it is dispatched, so that a
 shutdown lets it finish (or interrupts it with an apology and a row) instead of
@@ -17,41 +21,47 @@ import contextlib
 import dataclasses
 import functools
 import logging
-import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.budgets import Budgets, Hold, OverBudget
-from bot.delivery import PostedReply, Reply, ResponseUrlReply, Status, StreamedReply
-from bot.errors import FlywheelError, ModelError, redact
-from bot.feedback import AnswerRef, answer_controls, fix_modal, retry_controls
+from bot.budgets import Budgets
+from bot.corrections import Outcome, answer_link
+from bot.delivery import Reply, Status, reply_for
+from bot.errors import ModelError, redact
+from bot.feedback import answer_controls, retry_controls
+from bot.history import (
+    CONTEXT_CHARS,
+    HISTORY_MIN_CHARS,
+    BotIdentity,
+    Context,
+    History,
+    fit_text,
+    pending_calls,
+    slack_error,
+)
 from bot.journal import Journal, NotKept, new_op, within
 from bot.llm import LLM
 from bot.models import CallStatus, Trigger
-from bot.people import Mentions, People, mentioned, name_mentions
+from bot.people import Mentions, People
 from bot.pricing import PriceTable
 from bot.prompts import Prompt, PromptSet
 from bot.ratelimits import RateBudget
+from bot.recording import Recording
 from bot.settings import Settings
-from bot.slack_text import escape, quote, strip_mention, truncate, unescape
-from bot.store import CallLog, PastCall, Store, ts_key
+from bot.slack_text import mentions, quote, strip_mention, unescape
+from bot.store import CallLog, Store
+from bot.team import ChannelRules, Team
 
 log = logging.getLogger(__name__)
 
-HISTORY_LIMIT = 200  # thread messages read as context
-CONTEXT_CHARS = 100_000  # what we send at most, in characters (~25k tokens); oldest messages go first
-HISTORY_MIN_CHARS = 20_000  # room kept for the conversation when the user's text is very long
-DM_WINDOW_SECONDS = 3600  # top-level DMs: earlier messages from the last hour are context
-DM_MESSAGES = 20
 DB_WAIT = 2.0  # seconds a read or claim on the answer path may wait for the database
 RECORD_WAIT = 2.0  # seconds an answer waits for its row to reach the database (it is kept anyway)
-CORRECTION_NOTE_WAIT = 300.0  # a correction kept during an outage is announced once it is stored
 CLAIMS_REMEMBERED = 10_000  # message keys this process remembers having claimed
 
 
@@ -72,6 +82,21 @@ class Ask:
 
 
 @dataclass(frozen=True)
+class Message:
+    """A Slack message that may be for the bot, as Slack sent it: an @mention, a DM, or a reply in a
+    thread (which the bot answers only if it answered in that thread before)."""
+
+    channel_id: str
+    ts: str
+    text: str  # as Slack sent it: escaped, the bot's mention included
+    user_id: str | None
+    team_id: str | None
+    thread_ts: str | None = None
+    direct: bool = False  # in a DM with the bot
+    mention: bool = False  # an app_mention event (Slack also sends the plain message: left to this one)
+
+
+@dataclass(frozen=True)
 class Replay:
     """Messages to send as they are, with the model, options and prompt version to log: an
     earlier call's (regenerate), or a candidate prompt's rendering of one (`flywheel replay`)."""
@@ -87,21 +112,45 @@ class Replay:
 
 
 @dataclass(frozen=True)
-class BotIdentity:
-    user_id: str | None
-    bot_id: str | None
+class Plan:
+    """A call, resolved before it starts: the prompt (a running experiment's arm, or a replay's),
+    model and options, the channel's rules (team.yaml), whether the team's daily budget applies,
+    and how the messages are built: rendered from the prompt with the conversation, or sent as
+    they are (``fixed_messages``: a regenerate, `flywheel replay`)."""
 
-    def wrote(self, message: dict[str, Any]) -> bool:
-        return bool(
-            (self.user_id and message.get("user") == self.user_id)
-            or (self.bot_id and message.get("bot_id") == self.bot_id)
+    prompt: Prompt  # whose feedback buttons go under the answer
+    prompt_name: str  # logged: the prompt version that wrote the messages
+    prompt_version: str
+    model: str
+    options: dict[str, Any]
+    team: Team
+    channel: ChannelRules
+    budgeted: bool  # the team's daily budgets apply (Slack and playground traffic)
+    experiment: str | None = None
+    arm: str | None = None
+    parent_call_id: int | None = None  # the call this one runs again
+    fixed_messages: list[dict[str, Any]] | None = None
+    prompt_file: Prompt | None = None  # the prompt file recorded with the row (None: not rendered here)
+
+    def messages(self, ask: Ask, text: str, context: Context) -> list[dict[str, Any]]:
+        if self.fixed_messages is not None:
+            return self.fixed_messages
+        return self.prompt.messages(text, context.messages, user=ask.user_id or "", channel=ask.channel_id or "",
+                                    date=datetime.now(UTC).date().isoformat(), thread=context.transcript)
+
+    def row(self, ask: Ask, source: str) -> CallLog:
+        """The call's row as it starts; `Recording` fills in the rest."""
+        return CallLog(
+            trigger=ask.trigger, source=source, prompt_name=self.prompt_name, prompt_version=self.prompt_version,
+            model=self.model, messages=[], options=dict(self.options), team_id=ask.team_id,
+            channel_id=ask.channel_id, user_id=ask.user_id, request_ts=ask.ts, thread_ts=ask.thread_ts,
+            request_text=ask.text, parent_call_id=self.parent_call_id, experiment=self.experiment, arm=self.arm,
         )
 
 
 # Before the model is called: open the place the answer goes (a command's root message).
 Opening = Callable[[], Awaitable[tuple[Ask, Reply]]]
-ContextSource = Callable[[], Awaitable["Context"]]
-Outcome = Literal["done", "not_an_answer", "unavailable"]
+ContextSource = Callable[[], Awaitable[Context]]
 
 
 class Conversation:
@@ -112,6 +161,7 @@ class Conversation:
         self.source = source  # recorded on every call: "slack" is real traffic (models.SOURCES)
         self.budget = budget or RateBudget()
         self.people = People(self.budget)  # display names for the model, looked up once per person
+        self.history = History(store=store, budget=self.budget, people=self.people, journal=journal)
         self._prompts = prompts
         self.llm = llm
         self.store = store
@@ -181,6 +231,35 @@ class Conversation:
 
     # -- entry points used by the handlers ------------------------------------------
 
+    async def route_message(self, message: Message, client: AsyncWebClient, bot: BotIdentity) -> Ask | None:
+        """Whether and how to answer a message: the prompt it names (a mention, a DM), else the one
+        that answered in its thread before; None if it is not for the bot. A message naming a
+        broken prompt gets a private note saying where the file is broken, and no answer."""
+        channel, thread_ts = message.channel_id, message.thread_ts
+        if not message.direct and not message.mention and mentions(message.text, bot.user_id or ""):
+            return None  # the app_mention event answers it
+        followup = None
+        if thread_ts and not message.mention:
+            followup = await self.followup_prompt(channel, thread_ts)
+        text = unescape(strip_mention(message.text, bot.user_id or ""))  # Slack sends &, <, > escaped
+        if message.mention or message.direct:
+            if await self.tell_if_broken(client, text, channel=channel, user=message.user_id, thread_ts=thread_ts):
+                return None
+            prompt, named_text = self.prompts.route(text, channel=channel)
+            if followup is not None and named_text == text:  # a DM in a thread: a named prompt wins, else the thread's
+                prompt = followup
+            else:
+                text = named_text
+            trigger = Trigger.MENTION if message.mention else Trigger.DM
+        else:
+            prompt, trigger = followup, Trigger.THREAD  # None: a thread the bot never answered in
+        if prompt is None:
+            return None
+        if message.mention:
+            thread_ts = thread_ts or message.ts  # a mention is answered in its thread
+        return Ask(trigger=trigger, prompt=prompt, text=text, channel_id=channel, user_id=message.user_id,
+                   team_id=message.team_id, ts=message.ts, thread_ts=thread_ts)
+
     async def reply_to_message(self, ask: Ask, client: AsyncWebClient, bot: BotIdentity) -> int | None:
         """Answer a mention, thread follow-up or DM, once per Slack message."""
         if ask.ts and not await self._claim(f"msg:{ask.channel_id}:{ask.ts}"):
@@ -191,18 +270,17 @@ class Conversation:
         if ask.thread_ts:
             async def context() -> Context:
                 if ask.thread_ts == ts:  # a new thread: nothing before the question
-                    return await self.with_people(Context(), client, team, ask, bot)
-                found = await self.thread_context(client, channel, ask.thread_ts or "", ts, team, bot)
-                return await self.with_people(found, client, team, ask, bot)
-
-            reply: Reply = StreamedReply(client, self.budget, channel=channel, thread_ts=ask.thread_ts,
-                                         team_id=team, user_id=ask.user_id)
+                    return await self.history.with_people(Context(), client, team, text=ask.text, asker=ask.user_id,
+                                                          bot=bot)
+                found = await self.history.thread(client, channel, ask.thread_ts or "", ts, team, bot)
+                return await self.history.with_people(found, client, team, text=ask.text, asker=ask.user_id, bot=bot)
         else:  # a top-level DM: answer in the conversation itself
             async def context() -> Context:
-                found = await self.dm_context(client, channel, ts, team, bot)
-                return await self.with_people(found, client, team, ask, bot)
+                found = await self.history.dm(client, channel, ts, team, bot)
+                return await self.history.with_people(found, client, team, text=ask.text, asker=ask.user_id, bot=bot)
 
-            reply = PostedReply(client, self.budget, channel=channel, team_id=team)
+        reply = reply_for(client, self.budget, channel=channel, thread_ts=ask.thread_ts, team_id=team,
+                          user_id=ask.user_id)
         return await self.answer(ask, reply, context)
 
     async def reply_to_command(self, ask: Ask, client: AsyncWebClient, respond: Callable[..., Any]) -> int | None:
@@ -210,22 +288,24 @@ class Conversation:
         assert ask.channel_id
         channel = ask.channel_id
         shown = f"<@{ask.user_id}> asked `{ask.prompt.command}`:\n{quote(ask.text)}"
-        by_response_url = ResponseUrlReply(respond, header=shown)
+        by_response_url = reply_for(client, self.budget, channel=None, thread_ts=None, team_id=ask.team_id,
+                                    respond=respond, header=shown)
 
         async def open_thread() -> tuple[Ask, Reply]:
             try:
                 root = await self.budget.call(client, "chat.postMessage", team=ask.team_id, channel=channel,
                                               text=shown)
             except SlackApiError as exc:  # not a member, archived, a DM with others...: answer all the same
-                log.info("cannot post in %s (%s); answering via response_url", channel, _slack_error(exc))
+                log.info("cannot post in %s (%s); answering via response_url", channel, slack_error(exc))
                 return ask, by_response_url
             thread = root["ts"]
             return (dataclasses.replace(ask, ts=thread, thread_ts=thread),
-                    StreamedReply(client, self.budget, channel=channel, thread_ts=thread, team_id=ask.team_id,
-                                  user_id=ask.user_id))
+                    reply_for(client, self.budget, channel=channel, thread_ts=thread, team_id=ask.team_id,
+                              user_id=ask.user_id))
 
         async def context() -> Context:  # no conversation before a command: its asker and whom they name
-            return await self.with_people(Context(), client, ask.team_id, ask, BotIdentity(None, None))
+            return await self.history.with_people(Context(), client, ask.team_id, text=ask.text, asker=ask.user_id,
+                                                  bot=BotIdentity(None, None))
 
         return await self.answer(ask, by_response_url, context, opening=open_thread)
 
@@ -244,41 +324,21 @@ class Conversation:
         if prompt is None:
             return "not_an_answer"
         thread = call.thread_ts or call.reply_ts
-        origin = await self._answer_link(client, channel_id, ts, call.answer, markdown=True)
+        origin = await answer_link(client, channel_id, ts, call.answer, markdown=True)
         replay = Replay(call.id, list(call.messages), call.model, dict(call.options or {}), call.prompt_name,
                         call.prompt_version, call.experiment, call.arm)
         ask = Ask(trigger=Trigger.REGENERATE, prompt=prompt, text=call.request_text, channel_id=call.channel_id,
                   user_id=user_id, team_id=team_id or call.team_id, ts=call.request_ts, thread_ts=thread,
                   replay=replay, note=f"_🔄 Regenerated from {origin}._")
-        if thread:
-            reply: Reply = StreamedReply(client, self.budget, channel=call.channel_id, thread_ts=thread,
-                                         team_id=ask.team_id, user_id=user_id)
-        else:
-            reply = PostedReply(client, self.budget, channel=call.channel_id, team_id=ask.team_id)
-        await self.answer(ask, reply)
+        await self.answer(ask, reply_for(client, self.budget, channel=call.channel_id, thread_ts=thread,
+                                         team_id=ask.team_id, user_id=user_id))
         return "done"
 
-    async def keep_correction(self, answer: AnswerRef, *, user_id: str, text: str) -> asyncio.Future[Any]:
-        """Keep a person's fix of an answer (journal first, so nothing is lost before the modal
-        closes). Raises `NotKept` if it can be neither kept nor stored."""
-        assert self.journal is not None
-        return await self.journal.keep(new_op("correction", call_id=answer.call_id, channel=answer.channel,
-                                              ts=answer.ts, user=user_id, text=text))
+    async def publish_home(self, client: AsyncWebClient, user_id: str, *, since: datetime) -> None:
+        """Show this person the Home tab: the figures per prompt of this bot's traffic since then."""
+        from bot.home import publish_home  # the figures' code loads when someone first looks
 
-    async def announce_correction(self, kept: asyncio.Future[Any], *, user_id: str, team_id: str | None,
-                                  client: AsyncWebClient) -> None:
-        """Once the correction is stored, say so, briefly, in the answer's thread."""
-        call_id = await Journal.result(kept, CORRECTION_NOTE_WAIT)
-        call = await self.store.get_call(call_id) if call_id is not None else None
-        if call is None or not call.channel_id:
-            return
-        fixed = await self._answer_link(client, call.channel_id, call.reply_ts, call.answer, markdown=False)
-        note = f"✏️ <@{user_id}> corrected {fixed}. Thank you: the correction is what I will learn from."
-        try:
-            await self.budget.call(client, "chat.postMessage", team=team_id, channel=call.channel_id,
-                                   thread_ts=call.thread_ts or call.reply_ts, text=note)
-        except SlackApiError as exc:  # the correction is saved; the note is a courtesy
-            log.warning("could not post the correction note: %s", _slack_error(exc))
+        await publish_home(client, self.store, user_id, since=since, source=self.source, prompts=self.prompts)
 
     async def tell_if_broken(self, client: AsyncWebClient, text: str, *, channel: str, user: str | None,
                              thread_ts: str | None = None) -> bool:
@@ -292,53 +352,13 @@ class Conversation:
             try:
                 await client.chat_postEphemeral(channel=channel, user=user, text=note, thread_ts=thread_ts)
             except SlackApiError as exc:
-                log.warning("could not say that a prompt is broken: %s", _slack_error(exc))
+                log.warning("could not say that a prompt is broken: %s", slack_error(exc))
         return True
-
-    @staticmethod
-    async def _answer_link(client: AsyncWebClient, channel: str, ts: str | None, answer: str, *,
-                           markdown: bool) -> str:
-        """How a note points at an answer: a link to it (chat.getPermalink), else its first words."""
-        link = None
-        if ts:
-            try:
-                link = (await client.chat_getPermalink(channel=channel, message_ts=ts)).get("permalink")
-            except SlackApiError as exc:
-                log.info("no permalink for %s (%s); quoting the answer instead", ts, _slack_error(exc))
-        if link:
-            return f"[this answer]({link})" if markdown else f"<{link}|this answer>"
-        first = next((line.strip() for line in answer.splitlines() if line.strip()), "")
-        return f"the answer “{escape(truncate(first, 80))}”" if first else "this answer"
-
-    async def open_fix(self, client: AsyncWebClient, *, trigger_id: str, channel_id: str, ts: str) -> Outcome:
-        """Open the "Fix it" modal for the answer this message belongs to."""
-        found = await self._answer_at(channel_id, ts)
-        if isinstance(found, str):
-            return found
-        await client.views_open(trigger_id=trigger_id, view=fix_modal(*found))
-        return "done"
-
-    async def _answer_at(self, channel_id: str, ts: str) -> tuple[AnswerRef, str] | Outcome:
-        """The answer posted as this message, and its current text (the newest correction)."""
-        if (pending := self._pending_call(channel_id, ts)) is not None:  # its row is on its way
-            if pending["log"]["status"] == CallStatus.ERROR:
-                return "not_an_answer"
-            return AnswerRef(None, channel_id, ts), pending["log"]["answer"]
-        try:
-            call_id = await within(self.store.call_for_message(channel_id, ts), DB_WAIT)
-            call = await within(self.store.get_call(call_id), DB_WAIT) if call_id is not None else None
-            if call is None or call.status == CallStatus.ERROR:
-                return "not_an_answer"
-            corrections = await within(self.store.corrections(call.id), DB_WAIT)
-        except Exception as exc:  # noqa: BLE001 - an outage: say so rather than nothing
-            log.warning("fix: the database is unavailable (%s)", type(exc).__name__)
-            return "unavailable"
-        return AnswerRef(call.id, channel_id, ts), corrections[-1].text if corrections else call.answer
 
     async def followup_prompt(self, channel_id: str, thread_ts: str) -> Prompt | None:
         """The prompt that continues a thread the bot answered in; None if it never did."""
         name = None
-        for op in self._pending_calls(channel_id):  # newer than any row: the latest wins
+        for op in pending_calls(self.journal, channel_id):  # newer than any row: the latest wins
             if op["log"]["thread_ts"] == thread_ts and op["log"]["status"] != CallStatus.ERROR:
                 name = op["log"]["prompt_name"]
         if name is None:
@@ -386,113 +406,103 @@ class Conversation:
         with self._working():
             return await self._answer(ask, reply, context, opening)
 
-    async def _answer(self, ask: Ask, reply: Reply, context_source: Context | ContextSource | None,
-                      opening: Opening | None) -> int | None:
-        prompt, replay = ask.prompt, ask.replay
+    def plan(self, ask: Ask) -> Plan:
+        """Resolve everything about the call before it starts (see `Plan`)."""
         prompts = self.prompts
         team = prompts.team
         channel = team.channel(ask.channel_id)  # team.yaml: this channel's model, logging, budget
-        # A prompt running an A/B experiment: this person's arm (sticky), logged with the call.
-        if replay is None:
-            assigned = prompts.choose(prompt, ask.user_id)
-            prompt, experiment, arm = assigned.prompt, assigned.experiment, assigned.arm
-        else:
-            experiment, arm = replay.experiment, replay.arm
-        model = replay.model if replay else prompt.model or channel.model or self.settings.model
         # An answerer that is one model whatever is asked (the offline echo model) is logged as such.
-        model = getattr(self.llm, "only_model", None) or model
-        options = replay.options if replay else prompt.options
-        record = CallLog(
-            trigger=ask.trigger, source=self.source, prompt_name=replay.prompt_name if replay else prompt.name,
-            prompt_version=replay.prompt_version if replay else prompt.version, model=model,
-            messages=[], options=dict(options), team_id=ask.team_id, channel_id=ask.channel_id,
-            user_id=ask.user_id, request_ts=ask.ts, thread_ts=ask.thread_ts, request_text=ask.text,
-            parent_call_id=replay.call_id if replay else None,
-            experiment=experiment, arm=arm,
-        )
-        stream = None
-        note = None
-        hold: Hold | None = None
+        only_model = getattr(self.llm, "only_model", None)
         budgeted = self.source in ("slack", "playground")  # `flywheel try` and replays are the developer's
-        interrupted: BaseException | None = None
-        started = time.monotonic()
+        if (replay := ask.replay) is not None:
+            return Plan(prompt=ask.prompt, prompt_name=replay.prompt_name, prompt_version=replay.prompt_version,
+                        model=only_model or replay.model, options=replay.options, team=team, channel=channel,
+                        budgeted=budgeted, experiment=replay.experiment, arm=replay.arm,
+                        parent_call_id=replay.call_id, fixed_messages=replay.messages)
+        # A prompt running an A/B experiment: this person's arm (sticky), logged with the call.
+        assigned = prompts.choose(ask.prompt, ask.user_id)
+        prompt = assigned.prompt
+        return Plan(prompt=prompt, prompt_name=prompt.name, prompt_version=prompt.version,
+                    model=only_model or prompt.model or channel.model or self.settings.model,
+                    options=prompt.options, team=team, channel=channel, budgeted=budgeted,
+                    experiment=assigned.experiment, arm=assigned.arm, prompt_file=prompt)
+
+    async def _answer(self, ask: Ask, reply: Reply, context_source: Context | ContextSource | None,
+                      opening: Opening | None) -> int | None:
+        plan = self.plan(ask)
         replies = [reply]
         self._replies.add(reply)
         mentions = Mentions({})
+        call = Recording(plan.row(ask, self.source), keep=functools.partial(self._record, prompt=plan.prompt_file),
+                         redact=self._redact, prices=self.prices, budgets=self.budgets,
+                         log_content=plan.channel.log_content)
+        call.reply = reply
         try:
-            if opening is not None:
-                ask, reply = await opening()
-                replies.append(reply)
-                self._replies.add(reply)
-                record.request_ts, record.thread_ts = ask.ts, ask.thread_ts
-            if isinstance(reply, Status):
-                await reply.begin()  # the thread shows a status if the model is slow to start
-            if callable(context_source):
-                context = await context_source()
-            else:
-                context = context_source or Context()
-            mentions = context.mentions()  # the model's @Name for a person here becomes a Slack mention
-            text = fit_text(context.name(ask.text), CONTEXT_CHARS - HISTORY_MIN_CHARS)
-            context = context.within(CONTEXT_CHARS - len(text))
-            while True:
-                record.messages = replay.messages if replay else prompt.messages(
-                    text, context.messages,
-                    user=ask.user_id or "", channel=ask.channel_id or "",
-                    date=datetime.now(UTC).date().isoformat(), thread=context.transcript,
-                )
-                if budgeted:  # once, before the first request: hold its estimate, or refuse
-                    budgeted = False
-                    hold = await self.budgets.hold(team, user_id=ask.user_id, channel_id=ask.channel_id,
-                                                   model=model, messages=record.messages, options=options)
-                stream = self.llm.stream(model=model, messages=record.messages, options=options)
-                try:
-                    async with contextlib.aclosing(aiter(stream)) as deltas:
-                        async for delta in deltas:
-                            if shown := mentions.feed(delta):
-                                await reply.write(shown)
-                    break
-                except ModelError as exc:
-                    # Too long for this model: leave out the older half of the conversation and retry.
-                    if exc.kind != "context_too_long" or stream.completion.text or not context.turns or replay:
-                        raise
-                    log.info("context too long for %s; retrying with %d fewer messages", model,
-                             len(context.turns) - len(context.turns) // 2)
-                    context = context.newest(len(context.turns) // 2)
-        except ModelError as exc:
-            log.warning("model call failed (%s): %s", exc.kind, exc)
-            note = self._failed(record, exc, f"ModelError.{exc.kind}", exc.user_message)
-            if stream is not None and stream.completion.text:
-                record.status = CallStatus.INCOMPLETE
-        except OverBudget as exc:
-            log.info("call refused: %s", exc)
-            self._failed(record, exc, exc.error_type, "")
-            note, record.status = f"_{exc.user_message}_", CallStatus.REFUSED
-        except asyncio.CancelledError as exc:  # shut down before the answer finished
-            interrupted = exc
-            note = self._failed(record, exc, "Interrupted", ModelError._apologies["interrupted"],
-                                "the bot shut down before the answer finished")
-            record.status = CallStatus.INCOMPLETE if stream is not None and stream.completion.text else CallStatus.ERROR
-        except Exception as exc:  # noqa: BLE001 - the user gets an apology, the log the traceback
-            log.exception("answering failed")
-            note = self._failed(record, exc, type(exc).__name__, FlywheelError.user_message)
-        else:
-            if stream.completion.finish_reason == "length":
-                record.status = CallStatus.TRUNCATED
-                note = "_(The answer hit this prompt's length limit and was cut off.)_"
-            elif not stream.completion.text.strip():
-                note = "_(The model returned an empty answer. Try rephrasing.)_"
-        answered = stream is not None and stream.completion.text.strip() and record.status != CallStatus.ERROR
+            async with call:
+                async with call.attempt():
+                    if opening is not None:
+                        ask, reply = await opening()
+                        replies.append(reply)
+                        self._replies.add(reply)
+                        call.reply = reply
+                        call.row.request_ts, call.row.thread_ts = ask.ts, ask.thread_ts
+                    if isinstance(reply, Status):
+                        await reply.begin()  # the thread shows a status if the model is slow to start
+                    if callable(context_source):
+                        context = await context_source()
+                    else:
+                        context = context_source or Context()
+                    mentions = context.mentions()  # the model's @Name for a person here becomes a Slack mention
+                    await self._call_model(plan, call, ask, context, reply, mentions)
+                await self._deliver(plan, call, ask, reply, mentions)
+        finally:
+            self._replies.difference_update(replies)
+        return call.call_id
+
+    async def _call_model(self, plan: Plan, call: Recording, ask: Ask, context: Context, reply: Reply,
+                          mentions: Mentions) -> None:
+        """Stream the model's answer into ``reply``; if the conversation is too long for the model,
+        leave out its older half and try again."""
+        text = fit_text(context.name(ask.text), CONTEXT_CHARS - HISTORY_MIN_CHARS)
+        context = context.within(CONTEXT_CHARS - len(text))
+        held = not plan.budgeted
+        while True:
+            call.row.messages = plan.messages(ask, text, context)
+            if not held:  # once, before the first request: hold its estimate, or refuse
+                held = True
+                call.hold = await self.budgets.hold(plan.team, user_id=ask.user_id, channel_id=ask.channel_id,
+                                                    model=plan.model, messages=call.row.messages,
+                                                    options=plan.options)
+            call.stream = stream = self.llm.stream(model=plan.model, messages=call.row.messages, options=plan.options)
+            try:
+                async with contextlib.aclosing(aiter(stream)) as deltas:
+                    async for delta in deltas:
+                        if shown := mentions.feed(delta):
+                            await reply.write(shown)
+                return
+            except ModelError as exc:
+                if (exc.kind != "context_too_long" or stream.completion.text or not context.turns
+                        or plan.fixed_messages is not None):
+                    raise
+                log.info("context too long for %s; retrying with %d fewer messages", plan.model,
+                         len(context.turns) - len(context.turns) // 2)
+                context = context.newest(len(context.turns) // 2)
+
+    async def _deliver(self, plan: Plan, call: Recording, ask: Ask, reply: Reply, mentions: Mentions) -> None:
+        """Finish the answer in Slack: the rest of its text, the note, the buttons under it."""
+        row = call.row
         # An apology can be retried: the same input again, with Regenerate (when the prompt allows it);
         # a refusal over budget cannot (it would be refused again until the budget resets).
-        retry = record.messages and interrupted is None and record.status != CallStatus.REFUSED
-        controls = answer_controls(prompt.feedback) if answered else (
-            retry_controls(prompt.feedback) if retry else None)
+        retry = row.messages and call.interrupted is None and row.status != CallStatus.REFUSED
+        feedback = plan.prompt.feedback
+        controls = answer_controls(feedback) if call.answered else (retry_controls(feedback) if retry else None)
+        note = call.note
         if ask.note:
             note = f"{note}\n\n{ask.note}" if note else ask.note
         # Slack message metadata: which prompt version and model wrote this (other apps can read it).
         about = {"event_type": "flywheel_answer", "event_payload": {
-            "prompt": record.prompt_name, "version": record.prompt_version,
-            "model": (stream.completion.model if stream is not None else None) or model}}
+            "prompt": row.prompt_name, "version": row.prompt_version,
+            "model": (call.stream.completion.model if call.stream is not None else None) or plan.model}}
         task = asyncio.current_task()
         assert task is not None
         self._delivering.add(task)  # a shutdown lets this finish rather than cut it off
@@ -501,29 +511,11 @@ class Conversation:
                 await reply.write(rest)
             await reply.finish(note, controls, about)
         except Exception as exc:  # noqa: BLE001 - Slack refused every way of posting
-            log.exception("posting the answer to Slack failed")
-            self._failed(record, exc, type(exc).__name__, "")
+            call.fail(exc, "posting the answer to Slack")
         finally:
             self._delivering.discard(task)
-            if stream is not None:
-                self._complete(record, stream.completion, started)
-            record.message_ts = list(reply.message_ts)
-            record.latency_ms = record.latency_ms or int((time.monotonic() - started) * 1000)
-            if hold is not None:
-                await self.budgets.settle(hold, (record.prompt_tokens or 0) + (record.completion_tokens or 0),
-                                          record.cost_usd)
-            if not channel.log_content:  # the channel opted out: tokens, cost and timing only
-                record.messages, record.request_text, record.answer = [], "", ""
-                record.error_message, record.content_logged = None, False
-            call_id = await self._record(record, None if replay else prompt)
-            self._replies.difference_update(replies)
-        log.info("call %s: %s/%s %s in %sms", call_id if call_id is not None else "(kept)", record.prompt_name,
-                 record.prompt_version[:12], record.status, record.latency_ms)
-        if interrupted is not None:
-            raise interrupted
-        return call_id
 
-    async def _record(self, record: CallLog, prompt: Prompt | None) -> int | None:
+    async def _record(self, record: CallLog, *, prompt: Prompt | None) -> int | None:
         """Keep the call's row (the journal takes it at once) and wait briefly for its id."""
         prompt_file = None if prompt is None else {
             "name": prompt.name, "version": prompt.version, "path": str(prompt.path), "source": prompt.source,
@@ -540,125 +532,8 @@ class Conversation:
 
     # -- calls whose rows are still in the journal ----------------------------------------
 
-    def _pending_calls(self, channel_id: str) -> list[dict[str, Any]]:
-        if self.journal is None:
-            return []
-        return [op for op in self.journal.pending("call") if op["log"]["channel_id"] == channel_id]
-
-    def _pending_call(self, channel_id: str, ts: str) -> dict[str, Any] | None:
-        return next((op for op in self._pending_calls(channel_id) if ts in op["log"]["message_ts"]), None)
-
-    def _failed(self, record: CallLog, exc: BaseException, error_type: str, apology: str,
-                message: str | None = None) -> str | None:
-        """Mark the call as failed; returns the apology to show in Slack."""
-        record.status, record.error_type = CallStatus.ERROR, error_type
-        record.error_message = self._redact(message or str(exc) or type(exc).__name__)
-        return f"_{apology}_" if apology else None
-
-    def _complete(self, record: CallLog, completion, started: float) -> None:
-        record.answer = completion.text
-        record.finish_reason = completion.finish_reason
-        record.model_resolved = completion.model
-        record.response_id = completion.response_id
-        record.options = completion.options or record.options
-        record.prompt_tokens = completion.prompt_tokens
-        record.completion_tokens = completion.completion_tokens
-        record.cached_tokens = completion.cached_tokens
-        record.usage = completion.usage
-        record.ttft_ms = completion.ttft_ms
-        record.latency_ms = completion.latency_ms or int((time.monotonic() - started) * 1000)
-        price = self.prices.price(record.model_resolved or record.model)
-        if price is not None:
-            record.cost_usd = self.prices.cost(price.model, record.prompt_tokens, record.completion_tokens,
-                                               record.cached_tokens or 0)
-            record.price = {"model": price.model, "input": price.input, "output": price.output,
-                            "cached_input": price.cached_input, "unit": "USD per 1M tokens"}
-
     def _redact(self, text: str) -> str:
         return redact(text, self.settings.secrets)
-
-    # -- context -----------------------------------------------------------------------
-
-    async def thread_context(self, client: AsyncWebClient, channel: str, thread_ts: str, before: str | None,
-                             team: str | None, bot: BotIdentity) -> Context:
-        """The thread's earlier messages as chat turns (the bot's answers as assistant turns)."""
-        messages: list[dict[str, Any]] = []
-        cursor = None
-        while len(messages) < HISTORY_LIMIT * 5:
-            try:
-                resp = await self.budget.call(client, "conversations.replies", team=team, channel=channel,
-                                              ts=thread_ts, limit=200, cursor=cursor)
-            except SlackApiError as exc:
-                if _slack_error(exc) != "thread_not_found":
-                    raise
-                # The thread's first message was deleted (or never was): answer what was asked.
-                log.warning("thread %s in %s not found; answering without its history", thread_ts, channel)
-                break
-            messages.extend(resp.get("messages") or [])
-            cursor = (resp.get("response_metadata") or {}).get("next_cursor")
-            if not cursor:
-                break
-        return await self._turns(channel, messages, before, bot)
-
-    async def dm_context(self, client: AsyncWebClient, channel: str, before: str | None, team: str | None,
-                         bot: BotIdentity) -> Context:
-        oldest = (float(before) if before else time.time()) - DM_WINDOW_SECONDS
-        resp = await self.budget.call(client, "conversations.history", team=team, channel=channel,
-                                      limit=DM_MESSAGES, oldest=f"{oldest:.6f}")
-        messages = list(reversed(resp.get("messages") or []))
-        return await self._turns(channel, messages, before, bot)
-
-    async def _turns(self, channel: str, messages: list[dict[str, Any]], before: str | None,
-                     bot: BotIdentity) -> Context:
-        if before:
-            messages = [m for m in messages if ts_key(m.get("ts", "0")) < ts_key(before)]
-        messages = messages[-HISTORY_LIMIT:]
-        calls, complete = await self._calls_for(channel, [m["ts"] for m in messages if m.get("ts")])
-        answer_of: dict[str, PastCall] = {ts: c for c in calls for ts in c.message_ts}
-        asked_by: dict[str, PastCall] = {c.request_ts: c for c in calls if c.request_ts and c.trigger == Trigger.COMMAND}
-        context = Context()
-        used: set[int | str] = set()
-        for m in messages:
-            ts = m.get("ts", "")
-            if (call := answer_of.get(ts)) is not None:
-                if call.status not in (CallStatus.ERROR, CallStatus.REFUSED) and call.id not in used:
-                    # a corrected answer reads as corrected; with no text in the log (its channel
-                    # opted out of content logging), Slack's copy is what there is
-                    context.add("assistant", call.correction or call.answer or unescape(m.get("text") or ""),
-                                speaker=bot.user_id or YOU)
-                used.add(call.id)
-            elif (call := asked_by.get(ts)) is not None:
-                context.add("user", call.request_text or unescape(m.get("text") or ""),
-                            speaker=call.user_id or "someone")
-            elif bot.wrote(m):
-                if not complete and m.get("text"):  # without the log, what the bot wrote is all we know
-                    context.add("assistant", unescape(m["text"]), speaker=bot.user_id or YOU)
-                continue  # the bot's notes and apologies are not part of the conversation
-            elif m.get("subtype") in (None, "thread_broadcast", "file_share", "bot_message"):
-                text = unescape(strip_mention(m.get("text") or "", bot.user_id or ""))
-                context.add("user", text, speaker=m.get("user") or m.get("username") or "bot")
-        return context
-
-    async def with_people(self, context: Context, client: AsyncWebClient, team: str | None, ask: Ask,
-                          bot: BotIdentity) -> Context:
-        """The context with people by name: who spoke, whom they mentioned, who asks and whom they
-        name (each looked up once; a name that cannot be had leaves the id, as Slack wrote it)."""
-        ids = {s for s in context.speakers if _is_user_id(s)} | mentioned(ask.text) | {
-            i for turn in context.turns for i in mentioned(turn["content"])}
-        ids |= {i for i in (ask.user_id, bot.user_id) if i and _is_user_id(i)}
-        return context.named(await self.people.names(client, team, ids), bot=bot.user_id)
-
-    async def _calls_for(self, channel: str, ts: list[str]) -> tuple[list[PastCall], bool]:
-        """The logged calls behind these messages, rows still in the journal included; and
-        whether that is complete (False: the database did not answer)."""
-        wanted = set(ts)
-        pending = [_past_call(op) for op in self._pending_calls(channel)
-                   if wanted & set(op["log"]["message_ts"]) or op["log"]["request_ts"] in wanted]
-        try:
-            return await within(self.store.calls_for(channel, ts), DB_WAIT) + pending, True
-        except Exception as exc:  # noqa: BLE001 - answer from Slack's messages alone
-            log.warning("reading the conversation's calls: the database is unavailable (%s)", type(exc).__name__)
-            return pending, False
 
     # -- graceful shutdown ---------------------------------------------------------------
 
@@ -696,106 +571,3 @@ class Conversation:
         if self._work:
             await asyncio.wait(list(self._work), timeout=cleanup)
         return len(late)
-
-
-@dataclass
-class Context:
-    """Earlier messages of a conversation: chat turns for the model, and a transcript
-    (who said what) for prompts that template ``{{ thread }}``.
-
-    Built with Slack's ids (a speaker is a user id, or a label such as a bot's username);
-    `named` then puts people's display names in their place, the bot's own included."""
-
-    turns: list[dict[str, Any]] = field(default_factory=list)
-    speakers: list[str] = field(default_factory=list)
-    dropped: int = 0  # older messages left out to fit the model's context
-    people: dict[str, str | None] = field(default_factory=dict)  # user id -> display name (None: unknown)
-    bot: str | None = None  # the bot's user id
-
-    def add(self, role: str, content: str, *, speaker: str) -> None:
-        if content := content.strip():
-            self.turns.append({"role": role, "content": content})
-            self.speakers.append(speaker)
-
-    def named(self, people: dict[str, str | None], *, bot: str | None) -> Context:
-        """The same conversation with people by name: ``Ann Lee: …``, ``@Ann Lee``."""
-        def speaker(who: str) -> str:
-            if name := people.get(who):
-                return name
-            return YOU if who in (bot, YOU) else _speaker(who)
-
-        turns = [{**t, "content": name_mentions(t["content"], people)} for t in self.turns]
-        return dataclasses.replace(self, turns=turns, speakers=[speaker(s) for s in self.speakers],
-                                   people=dict(people), bot=bot)
-
-    def name(self, text: str) -> str:
-        """Mentions in ``text`` (``<@U…>``) as ``@Display Name`` where the name is known."""
-        return name_mentions(text, self.people)
-
-    def mentions(self) -> Mentions:
-        """What turns the model's ``@Name`` of a person here into a mention (never of the bot itself)."""
-        return Mentions({i: n for i, n in self.people.items() if i != self.bot})
-
-    @property
-    def note(self) -> str | None:
-        if not self.dropped:
-            return None
-        return f"(The {self.dropped} oldest messages of this conversation were left out to fit the context.)"
-
-    @property
-    def messages(self) -> list[dict[str, Any]]:
-        """The turns as sent to the model, after a note if older ones were left out."""
-        return ([{"role": "user", "content": self.note}] if self.note else []) + self.turns
-
-    @property
-    def transcript(self) -> str:
-        lines = [f"{who}: {t['content']}" for who, t in zip(self.speakers, self.turns, strict=True)]
-        return "\n\n".join([self.note] + lines if self.note else lines)
-
-    def within(self, budget: int) -> Context:
-        """The newest messages that fit in ``budget`` characters."""
-        used, keep = 0, 0
-        for turn in reversed(self.turns):
-            used += len(turn["content"])
-            if used > budget:
-                break
-            keep += 1
-        return self.newest(keep)
-
-    def newest(self, keep: int) -> Context:
-        """The newest ``keep`` messages; the others are counted as left out."""
-        keep = max(0, min(keep, len(self.turns)))
-        if keep == len(self.turns):
-            return self
-        cut = len(self.turns) - keep
-        return dataclasses.replace(self, turns=self.turns[cut:], speakers=self.speakers[cut:],
-                                   dropped=self.dropped + cut)
-
-
-def fit_text(text: str, limit: int) -> str:
-    """The user's text, cut with a note if it alone would not fit the context."""
-    if len(text) <= limit:
-        return text
-    return text[:limit] + "\n\n(The rest of this message was left out: it is too long for the model.)"
-
-
-def _past_call(op: dict[str, Any]) -> PastCall:
-    """A call whose row is still in the journal, as a logged one."""
-    c = op["log"]
-    return PastCall(op["id"], c["status"], c["trigger"], c["user_id"], c["request_ts"], c["request_text"],
-                    c["answer"], c["prompt_name"], tuple(c["message_ts"]))
-
-
-YOU = "you"  # the bot in a transcript when its name is not known
-
-
-def _is_user_id(value: str) -> bool:
-    return value[:1] in ("U", "W") and value[1:].replace("_", "").isalnum() and value.upper() == value
-
-
-def _speaker(user_id: str | None) -> str:
-    return f"<@{user_id}>" if user_id and _is_user_id(user_id) else (user_id or "someone")
-
-
-def _slack_error(exc: SlackApiError) -> str | None:
-    return exc.response.get("error") if exc.response is not None else None

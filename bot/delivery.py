@@ -355,3 +355,17 @@ def _meta(metadata: dict | None) -> dict[str, Any]:
 
 def _error(exc: SlackApiError) -> str | None:
     return exc.response.get("error") if exc.response is not None else None
+
+
+def reply_for(client: AsyncWebClient, budget: RateBudget, *, channel: str | None, thread_ts: str | None,
+              team_id: str | None, user_id: str | None = None, respond: Callable[..., Awaitable[Any]] | None = None,
+              header: str = "") -> Reply:
+    """The one choice of how an answer is delivered: streamed into its thread; posted in the
+    conversation where there is no thread (a top-level DM); or, with no channel to post in (a
+    slash command where the bot may not post), through the command's response_url."""
+    if channel is None:
+        assert respond is not None, "an answer with no channel goes through a response_url"
+        return ResponseUrlReply(respond, header=header)
+    if thread_ts:
+        return StreamedReply(client, budget, channel=channel, thread_ts=thread_ts, team_id=team_id, user_id=user_id)
+    return PostedReply(client, budget, channel=channel, team_id=team_id)

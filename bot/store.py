@@ -21,7 +21,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import String, case, delete, event, func, or_, select, text, update
 from sqlalchemy import exc as sa_exc
@@ -45,6 +45,10 @@ from bot.models import (
     Trigger,
     utcnow,
 )
+
+if TYPE_CHECKING:
+    from bot.llm import Completion
+    from bot.pricing import PriceTable
 
 log = logging.getLogger(__name__)
 CLAIM_TTL = timedelta(days=1)
@@ -131,6 +135,26 @@ class CallLog:
     arm: str | None = None
     content_logged: bool = True  # False: its channel opted out; the text fields are left empty
     message_ts: list[str] = field(default_factory=list)  # the Slack messages the answer was posted as
+
+    def add_completion(self, completion: Completion, prices: PriceTable, *, latency_ms: int) -> None:
+        """Fill in what the model said and what it cost: the one place a completion becomes row fields.
+        ``latency_ms`` counts when the model's own timing is missing."""
+        self.answer = completion.text
+        self.finish_reason = completion.finish_reason
+        self.model_resolved = completion.model
+        self.response_id = completion.response_id
+        self.options = completion.options or self.options
+        self.prompt_tokens = completion.prompt_tokens
+        self.completion_tokens = completion.completion_tokens
+        self.cached_tokens = completion.cached_tokens
+        self.usage = completion.usage
+        self.ttft_ms = completion.ttft_ms
+        self.latency_ms = completion.latency_ms or latency_ms
+        price = prices.price(self.model_resolved or self.model)
+        if price is not None:
+            self.cost_usd = prices.cost(price.model, self.prompt_tokens, self.completion_tokens, self.cached_tokens or 0)
+            self.price = {"model": price.model, "input": price.input, "output": price.output,
+                          "cached_input": price.cached_input, "unit": "USD per 1M tokens"}
 
 
 @dataclass(frozen=True)

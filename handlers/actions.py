@@ -12,6 +12,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.conversation import Conversation
+from bot.corrections import Corrections
 from bot.feedback import Votes, fix_submission
 from bot.journal import NotKept
 
@@ -54,28 +55,28 @@ async def on_vote(ack: AsyncAck, body: dict, action: dict, votes: Votes, client:
         await _tell(client, channel, user, note, thread)
 
 
-async def on_fix(ack: AsyncAck, body: dict, client: AsyncWebClient, conversation: Conversation) -> None:
+async def on_fix(ack: AsyncAck, body: dict, client: AsyncWebClient, corrections: Corrections) -> None:
     await ack()
     channel, ts = _where(body)
-    if channel and ts and await conversation.open_fix(
+    if channel and ts and await corrections.open_fix(
             client, trigger_id=body["trigger_id"], channel_id=channel, ts=ts) == "unavailable":
         await _tell(client, channel, (body.get("user") or {}).get("id"), UNAVAILABLE)
 
 
 async def on_fix_shortcut(ack: AsyncAck, shortcut: dict, client: AsyncWebClient,
-                          conversation: Conversation) -> None:
+                          corrections: Corrections) -> None:
     await ack()
     channel = (shortcut.get("channel") or {}).get("id")
     ts = (shortcut.get("message") or {}).get("ts")
     user = (shortcut.get("user") or {}).get("id")
     if channel and ts:
-        outcome = await conversation.open_fix(client, trigger_id=shortcut["trigger_id"], channel_id=channel, ts=ts)
+        outcome = await corrections.open_fix(client, trigger_id=shortcut["trigger_id"], channel_id=channel, ts=ts)
         if outcome != "done":
             await _tell(client, channel, user, UNAVAILABLE if outcome == "unavailable" else NOT_AN_ANSWER)
 
 
 async def on_fix_submit(ack: AsyncAck, body: dict, view: dict, client: AsyncWebClient,
-                        conversation: Conversation) -> None:
+                        corrections: Corrections) -> None:
     answer, text = fix_submission(view)
     if not text:
         await ack(response_action="errors", errors={"part_0": "Write the answer you wish it had given."})
@@ -85,12 +86,12 @@ async def on_fix_submit(ack: AsyncAck, body: dict, view: dict, client: AsyncWebC
         await ack()  # not a modal of ours: nothing to attach the text to
         return
     try:
-        kept = await conversation.keep_correction(answer, user_id=user["id"], text=text)
+        kept = await corrections.keep(answer, user_id=user["id"], text=text)
     except NotKept as exc:
         await ack(response_action="errors", errors={"part_0": exc.user_message})
         return
     await ack()
-    await conversation.announce_correction(kept, user_id=user["id"], team_id=user.get("team_id"), client=client)
+    await corrections.announce(kept, user_id=user["id"], team_id=user.get("team_id"), client=client)
 
 
 async def on_regenerate(ack: AsyncAck, body: dict, client: AsyncWebClient, conversation: Conversation) -> None:

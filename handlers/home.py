@@ -11,7 +11,4 @@ HOME_PERIOD = timedelta(days=30)  # what the tab sums up; keeps each open cheap 
 
 async def on_home_opened(event: dict, client: AsyncWebClient, conversation: Conversation) -> None:
     if event.get("tab", "home") == "home" and event.get("user"):
-        from bot.home import publish_home  # the figures' code loads when someone first looks
-
-        await publish_home(client, conversation.store, event["user"], since=datetime.now(UTC) - HOME_PERIOD,
-                           source=conversation.source, prompts=conversation.prompts)
+        await conversation.publish_home(client, event["user"], since=datetime.now(UTC) - HOME_PERIOD)
