@@ -27,6 +27,9 @@ from fakes.slack_api import FakeSlack
 CHANNEL, DM = "C_GENERAL", "D_BOT"  # a public channel and the DM with the bot, in both
 BOT_USER, BOT_ID = "UBOT", "BBOT"
 
+# Some calls here leave out `text` on purpose (the checks are about blocks): slack_sdk warns.
+pytestmark = pytest.mark.filterwarnings("ignore:The top-level `text` argument is missing:UserWarning")
+
 
 @dataclass
 class Slack:
