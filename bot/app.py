@@ -165,6 +165,7 @@ def create_app(settings: Settings, *, llm: LLM | None = None, store: Store | Non
     conversation = Conversation(
         settings=settings, prompts=prompts or Prompts(settings.prompts_dir), llm=llm, store=store,
         prices=PriceTable.load(settings.prices_file), budget=budget, journal=journal, source=source,
+        lull=lambda: traffic.lull(quiet=0.005, most=0.2),
     )
     identity = Identity(client)
 

@@ -156,8 +156,10 @@ ContextSource = Callable[[], Awaitable[Context]]
 class Conversation:
     def __init__(self, *, settings: Settings, prompts: Callable[[], PromptSet], llm: LLM, store: Store,
                  prices: PriceTable, budget: RateBudget | None = None, journal: Journal | None = None,
-                 source: str = "slack"):
+                 source: str = "slack", lull: Callable[[], Awaitable[None]] | None = None):
         self.settings = settings
+        # Awaited before a listener's work starts: lets the acknowledgements of a burst go first.
+        self.lull = lull
         self.source = source  # recorded on every call: "slack" is real traffic (models.SOURCES)
         self.budget = budget or RateBudget()
         self.people = People(self.budget)  # display names for the model, looked up once per person
@@ -202,6 +204,8 @@ class Conversation:
         @functools.wraps(listener)
         async def run(*args: Any, **kwargs: Any) -> Any:
             with self._working():
+                if self.lull is not None:
+                    await self.lull()
                 return await listener(*args, **kwargs)
 
         return run
