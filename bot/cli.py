@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import importlib
 import logging
 import sys
@@ -67,27 +68,19 @@ def parser() -> argparse.ArgumentParser:
     try_.add_argument("text", help="what you would write in Slack")
     try_.set_defaults(func=cmd_try)
 
-    export = sub.add_parser("export", help="write a dataset (JSONL or CSV) from the logged calls and votes")
-    _module("export_cli").add_arguments(export)
-    export.set_defaults(func=lambda args, settings: _module("export_cli").run(args, settings))
-
-    stats = sub.add_parser("stats", help="calls, votes, approval, cost and latency per prompt version")
-    _module("stats_cli").add_arguments(stats)
-    stats.set_defaults(func=lambda args, settings: _module("stats_cli").run(args, settings))
-
-    replay = sub.add_parser("replay", help="run a candidate prompt on logged inputs and compare it with the "
-                            "corrected or approved answers")
-    _module("replay").add_arguments(replay)
-    replay.set_defaults(func=lambda args, settings: _module("replay").run(args, settings))
-
-    experiment = sub.add_parser("experiment", help="live A/B experiments: how each arm is doing, and a verdict")
-    _module("experiment_cli").add_arguments(experiment)
-    experiment.set_defaults(func=lambda args, settings: _module("experiment_cli").run(args, settings))
-
-    prune = sub.add_parser("prune", help="remove the text of old calls (questions, answers, corrections); "
-                           "keep tokens, cost and votes")
-    _module("prune").add_arguments(prune)
-    prune.set_defaults(func=lambda args, settings: _module("prune").run(args, settings))
+    # Commands whose module owns its options (add_arguments) and its work (run).
+    for name, module, about in (
+        ("export", "export_cli", "write a dataset (JSONL or CSV) from the logged calls and votes"),
+        ("stats", "stats_cli", "calls, votes, approval, cost and latency per prompt version"),
+        ("replay", "replay", "run a candidate prompt on logged inputs and compare it with the corrected or "
+                             "approved answers"),
+        ("experiment", "experiment_cli", "live A/B experiments: how each arm is doing, and a verdict"),
+        ("prune", "prune", "remove the text of old calls (questions, answers, corrections); keep tokens, cost "
+                           "and votes"),
+    ):
+        command = sub.add_parser(name, help=about)
+        _module(module).add_arguments(command)
+        command.set_defaults(func=functools.partial(_run_module, module))
 
     man = sub.add_parser("manifest", help="print a Slack app manifest (YAML) for these prompts")
     man_mode = man.add_mutually_exclusive_group()
@@ -257,6 +250,10 @@ def cmd_manifest(args: argparse.Namespace, settings: Settings) -> int:
 
 
 # -- helpers --------------------------------------------------------------------------
+
+
+def _run_module(module: str, args: argparse.Namespace, settings: Settings) -> int:
+    return _module(module).run(args, settings)
 
 
 def _module(name: str):
