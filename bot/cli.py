@@ -12,7 +12,7 @@ import functools
 import importlib
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,9 @@ log = logging.getLogger("flywheel")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    args = parser(commands={command} if command else set()).parse_args(argv)
     try:
         settings = Settings.from_env()
         return args.func(args, settings) or 0
@@ -36,7 +38,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def parser() -> argparse.ArgumentParser:
+def parser(commands: Container[str] | None = None) -> argparse.ArgumentParser:
+    """The whole command line. The options of export, stats, replay, experiment and prune live in
+    their modules, which import what their work needs (SQL, statistics): only those of
+    ``commands`` (every one when None) are imported, so `flywheel run` starts without them."""
     p = argparse.ArgumentParser(prog="flywheel", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -79,7 +84,8 @@ def parser() -> argparse.ArgumentParser:
                            "and votes"),
     ):
         command = sub.add_parser(name, help=about)
-        _module(module).add_arguments(command)
+        if commands is None or name in commands:
+            _module(module).add_arguments(command)
         command.set_defaults(func=functools.partial(_run_module, module))
 
     man = sub.add_parser("manifest", help="print a Slack app manifest (YAML) for these prompts")

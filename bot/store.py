@@ -30,7 +30,6 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import StaticPool
 
-from bot import export_queries, reports
 from bot.filelock import open_locked
 from bot.models import (
     BudgetUsage,
@@ -47,6 +46,7 @@ from bot.models import (
 )
 
 if TYPE_CHECKING:
+    from bot import export_queries
     from bot.llm import Completion
     from bot.pricing import PriceTable
 
@@ -691,6 +691,8 @@ class Store:
         its prompt first seen last (ties: the greater hash), whether or not it has calls in
         the window.
         """
+        from bot import reports  # the statements load when a report is first asked for
+
         queries = reports.usage_queries(since=since, until=until, prompt=prompt, sources=sources, models=models,
                                         percentiles=percentiles)
         async with self.session() as s:
@@ -705,6 +707,8 @@ class Store:
         ``batch`` rows at a time in call-id order: one hop to the driver per batch, not per row,
         and memory stays flat however many calls are logged. Close it (`contextlib.aclosing`)
         when stopping early."""
+        from bot import export_queries
+
         query = export_queries.candidates_query(fmt, filters).execution_options(yield_per=batch)
         async with self.engine.connect() as conn:
             result = await conn.stream(query)
@@ -716,6 +720,8 @@ class Store:
 
     async def count_export_candidates(self, fmt: str, filters: export_queries.Filters) -> int:
         """How many rows `export_candidates` will stream (what a progress bar counts)."""
+        from bot import export_queries
+
         query = select(func.count()).select_from(export_queries.candidates_query(fmt, filters).subquery())
         async with self.session() as s:
             return int(await s.scalar(query) or 0)
@@ -723,12 +729,16 @@ class Store:
     async def dms_left_out(self, filters: export_queries.Filters, fmt: str) -> int:
         """How many calls in direct messages ``fmt``'s selection would have drawn on
         (`export_queries.dm_count_query`)."""
+        from bot import export_queries
+
         async with self.session() as s:
             return int(await s.scalar(export_queries.dm_count_query(filters, fmt)) or 0)
 
     async def reference_calls(self, filters: export_queries.Filters, *, limit: int | None = None) -> list[Any]:
         """Replay's references (`export_queries.reference_query`): the newest ``limit`` (default
         all) selected calls, one per input, oldest first."""
+        from bot import export_queries
+
         async with self.session() as s:
             rows = list((await s.execute(export_queries.reference_query(filters, limit))).all())
         return sorted(rows, key=lambda r: r.id)

@@ -8,6 +8,7 @@ import shutil
 import signal
 import socket
 import sqlite3
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -168,6 +169,25 @@ async def test_python_dash_m_bot_is_flywheel(tmp_path: Path):
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, _ = await proc.communicate()
     assert proc.returncode == 0 and b"manifest" in out and b"run" in out
+
+
+def test_the_bot_starts_without_the_reporting_commands_migrations_or_model_sdk():
+    """Start time and idle memory: `flywheel run` loads what serving needs; export, stats, replay,
+    experiment and prune (SQL and statistics), Alembic (only when there is a migration) and the
+    model SDK (on the first answer) wait until used. Their options still show in their --help."""
+    script = ("import sys; from bot.cli import parser; parser({'run'}).parse_args(['run', '--http']);"
+              "import bot.app, bot.server;"
+              "print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in ('alembic', 'openai')"
+              " or m.startswith(('bot.export', 'bot.stats', 'bot.replay', 'bot.experiment_', 'bot.prune',"
+              " 'bot.significance', 'bot.judge')))))")
+    loaded = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                            env=clean_env(), check=True).stdout.split()
+    assert loaded == []
+    for command, option in (("export", "--format"), ("stats", "--since"), ("replay", "--judge"),
+                            ("experiment", "status"), ("prune", "--older-than")):
+        helped = subprocess.run([str(FLYWHEEL), command, "--help"], capture_output=True, text=True, timeout=60,
+                                env=clean_env(), check=True).stdout
+        assert option in helped, (command, helped)
 
 
 async def test_run_serves_slack_over_http_and_stops_gracefully_on_sigterm(tmp_path: Path):
