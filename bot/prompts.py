@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
+import os
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -306,13 +307,14 @@ def _declared_command(path: Path) -> list[str]:
 
 
 def _snapshot(directory: Path) -> dict[str, tuple[int, int]] | None:
+    """Name -> (mtime, size) of the prompt files and team.yaml. Taken for every message, so one
+    directory read and one stat per file (pathlib's glob and is_file would cost ten times more)."""
     try:
-        if not directory.is_dir():
-            return None
-        team = directory / TEAM_FILE
-        files = [*_prompt_files(directory), *([team] if team.is_file() else [])]
-        return {p.name: (st.st_mtime_ns, st.st_size) for p in files for st in [p.stat()]}
-    except OSError:  # a file vanished mid-scan: report "changed" and let the reload sort it out
+        with os.scandir(directory) as entries:
+            return {e.name: (st.st_mtime_ns, st.st_size) for e in entries
+                    if (e.name == TEAM_FILE or (e.name.endswith(".prompty") and not e.name.startswith(".")))
+                    and e.is_file() for st in [e.stat()]}
+    except OSError:  # no folder, or a file vanished mid-scan: "changed", and the reload sorts it out
         return None
 
 
