@@ -32,7 +32,8 @@ Three processes, so that none of them does its work on another's event loop:
   (``tests/fakes/slack_sender.py``) and posts them to ``/slack/events``, C at a time. Each
   mention is a new top-level message in one of K channels, so each answer has its own thread.
   ``--reactions F`` adds a 👍 ``reaction_added`` on one answer in 1/F, ``--reaction-delay``
-  (1 s) after the load generator sees it complete (reactions are acknowledged on their own path:
+  (1 s) after the load generator sees it complete, on its last message (reactions are
+  acknowledged on their own path:
   the vote is kept in the bot's journal before the ack). ``--warm`` answers one mention before
   the measured load. ``--twins`` also sends the ``message`` event Slack
   delivers alongside every ``app_mention``.
@@ -55,8 +56,9 @@ Measured in each load run:
 
 - **ack**: send → HTTP response of each delivery, p50/p99/max (mentions; reactions apart).
   Slack redelivers an event not acknowledged within 3 s: acks over 3 s are counted.
-- **first visible text**: send → the first accepted Slack call that put bot text into the
-  mention's thread (chat.startStream with text, chat.appendStream, chat.postMessage), by the
+- **first visible text**: send → the first accepted Slack call that put answer text into the
+  mention's thread (chat.startStream with text, chat.appendStream, chat.postMessage,
+  chat.update; the "Thinking…" note a model slow to start gets is not answer text), by the
   time FakeSlack saw it arrive; both processes read the same ``CLOCK_MONOTONIC``. For an
   answer posted whole this is its end-to-end time.
 - **end-to-end**: send → the last accepted delivery call of the answer (chat.stopStream, or the
@@ -110,6 +112,8 @@ import aiohttp
 REPO = Path(__file__).resolve().parent.parent
 TESTS = REPO / "tests"
 sys.path.insert(0, str(TESTS))  # the benchmark uses the test suite's fakes
+
+from bot.delivery import STATUS_TEXT  # noqa: E402
 
 from fakes.slack_api import SLACK_TIERS  # noqa: E402
 from fakes.slack_sender import BOT_USER_ID, SlackSender, mention, message, reaction  # noqa: E402
@@ -171,7 +175,9 @@ class Tracker:
             key = (channel, str(thread_ts))
             state = self.threads.setdefault(key, {"first_text": None, "last": None, "done": False})
             text = r.params.get("markdown_text") or r.params.get("text") or r.params.get("chunks")
-            if r.method in TEXT_CALLS and text and state["first_text"] is None:
+            if text == STATUS_TEXT:  # the "Thinking…" note of a model slow to start: no answer text yet
+                text = None
+            if r.method in (*TEXT_CALLS, "chat.update") and text and state["first_text"] is None:
                 state["first_text"] = r.at
             if r.method in FINAL_CALLS:
                 state["last"] = max(state["last"] or 0.0, r.at)
@@ -179,14 +185,16 @@ class Tracker:
         for key in self._dirty:
             state = self.threads[key]
             replies = [m for m in self.slack.thread(*key) if m.get("bot_id") == self.slack.bot_id]
-            done = bool(replies) and not any(m.get("streaming") for m in replies)
-            if done and not state["done"]:
-                self.done_order.append((*key, replies[-1]["ts"]))
             text = "".join(self.slack.text_of(m) for m in replies).strip()
             found = QID.search(text)
+            text_ok = bool(found) and text == answer_for(found.group(0), self.tokens)
+            # Complete: the whole answer is there (a "Thinking…" note alone is not an answer; it is
+            # deleted or becomes the answer), and nothing streams any more.
+            done = text_ok and not any(m.get("streaming") for m in replies)
+            if done and not state["done"]:
+                self.done_order.append((*key, replies[-1]["ts"]))
             state.update(done=done, messages=len(replies), streamed=any("chunks" in m for m in replies),
-                         qid=found.group(0) if found else None,
-                         text_ok=bool(found) and text == answer_for(found.group(0), self.tokens))
+                         qid=found.group(0) if found else None, text_ok=text_ok)
         self._dirty.clear()
 
 
