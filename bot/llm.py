@@ -21,7 +21,7 @@ import json
 import logging
 import sys
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -99,6 +99,9 @@ class LLM:
             base_url=self.base_url,
             timeout=sdk.Timeout(self.idle_timeout, connect=10.0),
             max_retries=self._max_retries,
+            # The SDK's aiohttp transport (its `aiohttp` extra), not its default HTTP stack: every
+            # streamed chunk passes through the transport, and aiohttp's costs a fraction of the CPU.
+            http_client=sdk.DefaultAioHttpClient(),
         )
         assert client.chat.completions.with_streaming_response  # imported lazily on first use
         return client
@@ -230,6 +233,8 @@ class ModelStream:
         except ModelError:
             raise
         except (TimeoutError, openai.APITimeoutError) as exc:
+            if not _timed_out(exc):  # the aiohttp transport reports a refused connection as a timeout
+                raise ModelError("connection", f"connection to the model failed: {_root(exc)}") from exc
             raise ModelError("timeout", f"no tokens from the model for {self._llm.idle_timeout:g}s") from exc
         except openai.RateLimitError as exc:
             raise ModelError("rate_limited", _describe(exc), status=exc.status_code) from exc
@@ -264,6 +269,24 @@ async def _server_sent_data(lines: AsyncIterator[str]) -> AsyncIterator[str]:
             data.append(line[6:] if line.startswith("data: ") else line[5:])
     if data:
         yield "\n".join(data)
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    seen: BaseException | None = exc
+    while seen is not None:
+        yield seen
+        seen = seen.__cause__ or seen.__context__
+
+
+def _timed_out(exc: BaseException) -> bool:
+    """Whether something really timed out. The SDK's aiohttp transport maps every connection
+    error it does not know better (a refused connection, a reset) to a connect *timeout*; what
+    aiohttp raised, further down the chain, says whether time ran out."""
+    return any(isinstance(e, TimeoutError) for e in _causes(exc))
+
+
+def _root(exc: BaseException) -> str:
+    return type(list(_causes(exc))[-1]).__name__
 
 
 def httpx_errors() -> type[Exception]:
