@@ -173,6 +173,9 @@ class ModelStream:
                 llm._unsupported.setdefault(self.model, set()).add(param)
         raise ModelError("bad_request", "the server rejected every option")  # pragma: no cover
 
+    def _stalled(self) -> ModelError:
+        return ModelError("timeout", f"no tokens from the model for {self._llm.idle_timeout:g}s")
+
     def _take(self, data: str) -> list[str] | None:
         """One event's data: its text deltas (None: the end of the stream); usage, model and
         finish reason go into ``completion``."""
@@ -235,7 +238,7 @@ class ModelStream:
         except (TimeoutError, openai.APITimeoutError) as exc:
             if not _timed_out(exc):  # the aiohttp transport reports a refused connection as a timeout
                 raise ModelError("connection", f"connection to the model failed: {_root(exc)}") from exc
-            raise ModelError("timeout", f"no tokens from the model for {self._llm.idle_timeout:g}s") from exc
+            raise self._stalled() from exc
         except openai.RateLimitError as exc:
             raise ModelError("rate_limited", _describe(exc), status=exc.status_code) from exc
         except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
@@ -248,6 +251,8 @@ class ModelStream:
                 kind = "context_too_long"
             raise ModelError(kind, _describe(exc), status=exc.status_code) from exc
         except (openai.APIConnectionError, httpx_errors()) as exc:
+            if _timed_out(exc):  # the transport's read timeout (the idle time) beat our own timer
+                raise self._stalled() from exc
             kind = "interrupted" if c.text else "connection"
             raise ModelError(kind, f"connection to the model failed: {type(exc).__name__}") from exc
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
