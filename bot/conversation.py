@@ -9,7 +9,7 @@ one `bot.recording.Recording`, so it always ends in an answer or a short apology
 Slack, and one call row, kept in the journal (`bot.journal`) until the database has it.
 Corrections are `bot.corrections`.
 
-Work accepted from Slack is tracked from the moment it is dispatched, so that a
+Work accepted from Slack is tracked from the moment it is acknowledged, so that a
 shutdown lets it finish (or interrupts it with an apology and a row) instead of
 dropping it.
 """
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import dataclasses
 import functools
 import logging
@@ -148,6 +149,10 @@ class Plan:
         )
 
 
+# Set in the task that dispatches a delivery acknowledged earlier (`Conversation.accept`), and so
+# in its listener's task, which copies the context: it waited for the pause in deliveries already.
+_waited: contextvars.ContextVar[bool] = contextvars.ContextVar("waited", default=False)
+
 # Before the model is called: open the place the answer goes (a command's root message).
 Opening = Callable[[], Awaitable[tuple[Ask, Reply]]]
 ContextSource = Callable[[], Awaitable[Context]]
@@ -177,6 +182,7 @@ class Conversation:
         self._claimed: OrderedDict[str, None] = OrderedDict()
         self._replies: set[Reply] = set()  # answers being written: their messages take votes already
         self._delivering: set[asyncio.Task[Any]] = set()  # answers past the model: only posting is left
+        self._accepted: set[asyncio.Task[Any]] = set()  # acknowledged deliveries waiting to be dispatched
         if journal is not None:
             journal.answering = self.answering
 
@@ -197,6 +203,28 @@ class Conversation:
             self._dispatching -= 1
             self._check_idle()
 
+    def accept(self, dispatch: Callable[[], Awaitable[Any]]) -> asyncio.Task[Any]:
+        """Take a delivery that is acknowledged before it is dispatched (an event whose listener
+        has nothing to tell Slack): it counts as accepted work from now on, and ``dispatch``
+        runs once deliveries pause (`lull`), so a burst's acknowledgements go first."""
+        self._dispatching += 1
+        self._idle.clear()
+
+        async def run() -> Any:
+            try:
+                if self.lull is not None:
+                    await self.lull()
+                _waited.set(True)  # its listener starts at once: the pause came already
+                return await dispatch()
+            finally:
+                self._dispatching -= 1
+                self._check_idle()
+
+        task = asyncio.create_task(run())
+        self._accepted.add(task)  # the loop keeps only a weak reference to a task
+        task.add_done_callback(self._accepted.discard)
+        return task
+
     def tracked(self, listener: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         """Wrap a listener whose work goes on after Slack's ack (an answer), so that a shutdown
         waits for it. Bolt reads the wrapped listener's parameters (it unwraps)."""
@@ -204,7 +232,7 @@ class Conversation:
         @functools.wraps(listener)
         async def run(*args: Any, **kwargs: Any) -> Any:
             with self._working():
-                if self.lull is not None:
+                if self.lull is not None and not _waited.get():
                     await self.lull()
                 return await listener(*args, **kwargs)
 

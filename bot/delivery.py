@@ -22,7 +22,8 @@ reply.begin()`` (the `Status` protocol) posts a *Thinking…* note if no text ha
 come after `STATUS_AFTER` seconds. The note becomes the answer (chat.update) or,
 once the answer streams in a message of its own, is deleted: no extra message is
 left behind. A fast model never causes the note, so it costs Slack calls only
-when someone would otherwise wait in silence.
+when someone would otherwise wait in silence; and a note is only posted with a
+chat.update slot reserved to replace it, so it never makes an answer wait.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.errors import SlackDeliveryError
-from bot.ratelimits import RateBudget
+from bot.ratelimits import RateBudget, Reservation
 from bot.slack_text import MessageSplitter, Piece
 
 log = logging.getLogger(__name__)
@@ -84,6 +85,7 @@ class _Output:
         self._status: asyncio.Task[None] | None = None  # the Thinking… note, waiting or being posted
         self._status_sent = False  # its post has gone out (it can no longer just be called off)
         self._placeholder: str | None = None  # the note's ts while it shows
+        self._update: Reservation | None = None  # the chat.update slot that will replace the note
 
     async def begin(self) -> None:
         if self._status is None and not self.message_ts:
@@ -91,18 +93,29 @@ class _Output:
 
     async def _show_status(self) -> None:
         await asyncio.sleep(self.status_after)
+        # The note is shown only if the update that will turn it into the answer can be made at
+        # once: chat.update has a workspace-wide budget (~50/min), and a note must never make an
+        # answer wait for it. When many answers start slowly together, most go without a note.
+        self._update = self.budget.reserve("chat.update", team=self.team_id, channel=self.channel)
+        if self._update is None:
+            return
         self._status_sent = True
+        resp = None
         try:  # optional: when the budget is short the answer matters more than the note
             resp = await self._call("chat.postMessage", optional=True, thread_ts=self.thread_ts,
                                     markdown_text=STATUS_TEXT)
         except SlackApiError as exc:
             log.info("could not show the status (%s)", _error(exc))
-            return
         except Exception as exc:  # noqa: BLE001 - a courtesy: the answer goes on without it
             log.info("could not show the status (%s)", type(exc).__name__)
-            return
-        if resp is not None:
+        if resp is None:
+            self._release_update()
+        else:
             self._placeholder = resp["ts"]
+
+    def _release_update(self) -> None:
+        self.budget.release(self._update)
+        self._update = None
 
     async def _status_shown(self) -> str | None:
         """Text is here: call the note off if it is not posted yet; else the ts of the note."""
@@ -117,6 +130,7 @@ class _Output:
     async def _clear_status(self) -> None:
         """Remove the note (the answer has a message of its own)."""
         ts = await self._status_shown()
+        self._release_update()  # the update it held is not needed
         if ts is None:
             return
         self._placeholder = None
@@ -133,8 +147,10 @@ class _Output:
         return ts
 
     async def _call(self, method: str, *, optional: bool = False, **params: Any) -> Any:
+        # The note's update goes with the slot reserved for it (`_show_status`).
+        reserved = self._update if method == "chat.update" and not optional else None
         return await self.budget.call(self.client, method, team=self.team_id, optional=optional,
-                                      channel=self.channel, **params)
+                                      reserved=reserved, channel=self.channel, **params)
 
     async def _post(self, text: str, blocks: list[dict] | None = None, metadata: dict | None = None) -> None:
         """Post one whole message; if Slack counts it too long (it counts UTF-16), post it in halves."""

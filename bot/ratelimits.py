@@ -41,6 +41,16 @@ DEFAULT_LIMITS: dict[str, tuple[int, float]] = {
     "users.info": (90, 60.0),  # Tier 4; bot.people caches the answers
 }
 PER_CHANNEL = frozenset({"chat.postMessage"})
+RESERVED_AT_MOST = 300.0  # seconds a reserved slot counts while its call has not been made
+
+
+class Reservation:
+    """A slot held for a call to come (`RateBudget.reserve`)."""
+
+    def __init__(self, key: tuple[str, ...], slot: list[float]):
+        self.key = key
+        self.slot = slot
+        self.used = False  # made, or given back
 
 
 class RateBudget:
@@ -75,6 +85,10 @@ class RateBudget:
         now = self.clock()
         while used and used[0][0] <= now - per:
             used.popleft()
+        if used and len(used) >= calls and used[0][0] > now:  # a call in flight or a reserved slot heads the
+            kept = [s for s in used if s[0] > now - per]  # line: slots after it may have expired
+            used.clear()
+            used.extend(kept)
         return used, calls, per
 
     def _try(self, key: tuple[str, ...]) -> list[float] | None:
@@ -140,12 +154,44 @@ class RateBudget:
         key = self._key(method, team, channel)
         self._finished(key, await self._wait(key))
 
+    def reserve(self, method: str, *, team: str | None, channel: str | None = None) -> Reservation | None:
+        """Hold a slot now for a call that must happen later without waiting (the update that
+        turns a Thinking… note into the answer); None if none is free. Pass it to `call`, or
+        `release` it if the call is not needed. One never used stops counting after
+        ``RESERVED_AT_MOST`` seconds (plus the method's window)."""
+        key = self._key(method, team, channel)
+        slot = None if self._queues.get(key) else self._try(key)
+        if slot is None:
+            return None
+        slot[0] = self.clock() + RESERVED_AT_MOST
+        return Reservation(key, slot)
+
+    def release(self, reservation: Reservation | None) -> None:
+        """Give back a reserved slot whose call was not made."""
+        if reservation is None or reservation.used:
+            return
+        reservation.used = True
+        used = self._used.get(reservation.key, deque())
+        for i, slot in enumerate(used):
+            if slot is reservation.slot:
+                del used[i]
+                if queue := self._queues.get(reservation.key):
+                    queue[0].set()
+                return
+
     async def call(self, client: Any, method: str, *, team: str | None, optional: bool = False,
-                   **params: Any) -> Any:
+                   reserved: Reservation | None = None, **params: Any) -> Any:
         """Call a Web API method within the budget; the slot counts until the call has finished.
-        With ``optional``, returns None instead of waiting when the budget is short."""
+        With ``optional``, returns None instead of waiting when the budget is short; with a
+        ``reserved`` slot of this method (`reserve`), goes at once."""
         key = self._key(method, team, params.get("channel"))
-        if optional:
+        slot: list[float] | None
+        if reserved is not None and not reserved.used and reserved.key == key \
+                and any(slot is reserved.slot for slot in self._used.get(key, ())):
+            reserved.used = True
+            slot = reserved.slot
+            slot[0] = float("inf")  # in flight
+        elif optional:
             slot = None if self._queues.get(key) else self._try(key)  # never ahead of a waiting call
             if slot is None:
                 return None

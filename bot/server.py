@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import hashlib
 import hmac
@@ -79,6 +80,9 @@ def web_app(fw: Flywheel) -> web.Application:
         except (TypeError, AttributeError, KeyError, ValueError, IndexError) as exc:
             log.warning("refused a signed request Bolt cannot read (%s)", type(exc).__name__)
             return _reject(400, "body is not a Slack request")
+        if acknowledged_first(parsed):
+            fw.conversation.accept(functools.partial(dispatch_later, fw, bolt_request))
+            return web.Response(status=200)
         return await to_aiohttp_response(await fw.app.async_dispatch(bolt_request))
 
     async def healthz(_: web.Request) -> web.Response:
@@ -109,6 +113,41 @@ def web_app(fw: Flywheel) -> web.Application:
     app.router.add_post("/slack/events", slack_events)
     app.router.add_get("/healthz", healthz)
     return app
+
+
+# Events whose listener keeps something before Slack may be told it arrived (a vote goes to the
+# journal first: if that fails, Slack must deliver it again).
+KEPT_BEFORE_ACK = frozenset({"reaction_added", "reaction_removed"})
+AUTHORIZE_TRIES = 5  # a delivery acknowledged while Slack cannot tell who the bot is: tries, 2 s apart
+
+
+def acknowledged_first(body: dict[str, Any]) -> bool:
+    """Whether Slack gets its 200 before Bolt sees the delivery. Events qualify: Slack only
+    wants to know they arrived (Bolt acknowledges them with an empty 200 whatever the
+    listener does), and their work (an answer: claim, model, posts) all comes after. Slash
+    commands, clicks and modals do not: their listener writes the response."""
+    event = body.get("event")
+    return (body.get("type") == "event_callback" and isinstance(event, dict)
+            and event.get("type") not in KEPT_BEFORE_ACK)
+
+
+async def dispatch_later(fw: Flywheel, request: AsyncBoltRequest) -> None:
+    """Bolt's dispatch of a delivery Slack has its 200 for already. Nothing can ask Slack to send
+    it again now, so if Slack could not be asked who the bot is (auth.test) at start-up, that
+    is tried again here a few times before Bolt needs it."""
+    for attempt in range(AUTHORIZE_TRIES):
+        try:
+            await fw.identity.authorize()
+            break
+        except (SlackApiError, aiohttp.ClientError, OSError, TimeoutError) as exc:
+            if attempt == AUTHORIZE_TRIES - 1:
+                log.error("a Slack event was acknowledged but cannot be handled: Slack does not say who "
+                          "the bot is (%s)", type(exc).__name__)
+                return
+            await asyncio.sleep(2.0)
+    response = await fw.app.async_dispatch(request)
+    if response.status not in (200, 404):  # 404: no listener wants it (Bolt logged why)
+        log.warning("an acknowledged Slack event was not handled (%d)", response.status)
 
 
 def signature_is_valid(secret: bytes, raw: bytes, timestamp: str | None, signature: str | None,

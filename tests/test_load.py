@@ -225,6 +225,41 @@ async def test_calls_waiting_for_the_budget_go_in_turn_and_all_at_once_when_rush
     assert done == [0, 1, 2, 3, 4, 5]
 
 
+async def test_a_reserved_slot_is_held_until_used_or_given_back():
+    clock = [100.0]
+    budget = RateBudget({"chat.update": (2, 60.0)}, clock=lambda: clock[0])
+    note = budget.reserve("chat.update", team="T1")
+    other = budget.reserve("chat.update", team="T1")
+    assert note is not None and other is not None
+    assert budget.reserve("chat.update", team="T1") is None, "two slots, both held"
+    assert not budget.try_take("chat.update", team="T1")
+
+    class Client:
+        async def chat_update(self, **_: object) -> str:
+            return "updated"
+
+    # The reserved call goes at once although the budget is spent; giving the other back frees it.
+    assert await asyncio.wait_for(budget.call(Client(), "chat.update", team="T1", reserved=note), 0.1) == "updated"
+    budget.release(other)
+    assert budget.try_take("chat.update", team="T1")
+    # A used reservation counts like any call for its window, then frees.
+    assert not budget.try_take("chat.update", team="T1")
+    clock[0] += 61
+    assert budget.try_take("chat.update", team="T1")
+
+
+async def test_a_reservation_never_used_stops_counting_and_does_not_hide_expired_calls():
+    clock = [100.0]
+    budget = RateBudget({"chat.update": (2, 60.0)}, clock=lambda: clock[0])
+    assert budget.reserve("chat.update", team="T1") is not None  # forgotten
+    assert budget.try_take("chat.update", team="T1")
+    clock[0] += 61  # the call behind the forgotten reservation has left the window
+    assert budget.try_take("chat.update", team="T1")
+    assert not budget.try_take("chat.update", team="T1")
+    clock[0] += 400  # and the reservation itself, after RESERVED_AT_MOST
+    assert budget.try_take("chat.update", team="T1") and budget.try_take("chat.update", team="T1")
+
+
 # -- model requests start one per turn of the event loop --------------------------------------------
 
 

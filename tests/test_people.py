@@ -14,7 +14,7 @@ from bot.export import ExportOptions, Filters, export
 from bot.people import Mentions, People
 from bot.ratelimits import RateBudget
 
-from conftest import Harness
+from conftest import Harness, serve_bot
 from fakes import FakeSlack, wait_until
 
 ANN, BO = "U0123ANN1", "U0123BOB2"  # Slack-shaped ids, so an export would find them bare too
@@ -196,3 +196,23 @@ async def test_names_are_cached_for_their_ttl_and_the_cache_is_bounded():
         await people.name(client, "T1", ANN)
         assert len(slack.calls("users.info")) == 5
         assert slack.calls("users.info")[-1]["user"] == ANN
+
+
+async def test_many_slow_starts_at_once_never_wait_on_the_notes_they_would_show(bot: Harness, tmp_path):
+    """A Thinking… note is later turned into the answer with chat.update, whose budget is
+    workspace-wide (~50 a minute). Notes are shown only while an update can be reserved for
+    each, so a crowd of slow answers is not held up behind updates: the rest go without."""
+    from bot.ratelimits import DEFAULT_LIMITS
+
+    budget = RateBudget({**DEFAULT_LIMITS, "chat.startStream": (0, 60.0), "chat.update": (2, 60.0)})
+    bot.model.default_reply(lambda question: f"About {question}.", first_token_delay=1.5)
+    async with serve_bot(bot.slack, bot.model, f"sqlite:///{tmp_path / 'notes.db'}", budget=budget) as h:
+        events = await asyncio.gather(*(h.mention(f"q{k}", channel=f"C{k}") for k in range(6)))
+        rows = await h.calls(6, timeout=8)
+        await h.settle()
+    assert {r.status for r in rows} == {"ok"}
+    notes = [p for p in bot.slack.calls("chat.postMessage") if p.get("markdown_text") == STATUS_TEXT]
+    assert 1 <= len(notes) <= 2, "one note per update that could be reserved"
+    for k, event in enumerate(events):
+        [reply] = bot_replies(bot, f"C{k}", event["ts"])
+        assert bot.slack.text_of(reply).startswith("About") and "Thinking" not in bot.slack.text_of(reply)
