@@ -101,9 +101,10 @@ class Traffic:
     def arrived(self) -> None:
         self.last = time.monotonic()
 
-    async def lull(self, quiet: float = 0.02, most: float = 1.0) -> None:
-        """Wait until no delivery has arrived for ``quiet`` seconds, or ``most`` seconds at most."""
-        deadline = time.monotonic() + most
+    async def lull(self, quiet: float = 0.02, most: float = 1.0, since: float | None = None) -> None:
+        """Wait until no delivery has arrived for ``quiet`` seconds, or until ``most`` seconds
+        after ``since`` (default: now)."""
+        deadline = (time.monotonic() if since is None else since) + most
         while (now := time.monotonic()) < deadline and now - self.last < quiet:
             await asyncio.sleep(quiet - (now - self.last))
 
@@ -165,7 +166,7 @@ def create_app(settings: Settings, *, llm: LLM | None = None, store: Store | Non
     conversation = Conversation(
         settings=settings, prompts=prompts or Prompts(settings.prompts_dir), llm=llm, store=store,
         prices=PriceTable.load(settings.prices_file), budget=budget, journal=journal, source=source,
-        lull=lambda: traffic.lull(quiet=0.005, most=0.2),
+        lull=lambda since: traffic.lull(quiet=0.02, most=0.2, since=since),
     )
     identity = Identity(client)
 

@@ -22,7 +22,8 @@ import contextvars
 import dataclasses
 import functools
 import logging
-from collections import OrderedDict
+import time
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -149,8 +150,8 @@ class Plan:
         )
 
 
-# Set in the task that dispatches a delivery acknowledged earlier (`Conversation.accept`), and so
-# in its listener's task, which copies the context: it waited for the pause in deliveries already.
+# Set in the task that dispatches deliveries acknowledged earlier (`Conversation.accept`), and so in
+# their listeners' tasks, which copy its context: they waited for the pause in deliveries already.
 _waited: contextvars.ContextVar[bool] = contextvars.ContextVar("waited", default=False)
 
 # Before the model is called: open the place the answer goes (a command's root message).
@@ -161,9 +162,10 @@ ContextSource = Callable[[], Awaitable[Context]]
 class Conversation:
     def __init__(self, *, settings: Settings, prompts: Callable[[], PromptSet], llm: LLM, store: Store,
                  prices: PriceTable, budget: RateBudget | None = None, journal: Journal | None = None,
-                 source: str = "slack", lull: Callable[[], Awaitable[None]] | None = None):
+                 source: str = "slack", lull: Callable[[float | None], Awaitable[None]] | None = None):
         self.settings = settings
-        # Awaited before a listener's work starts: lets the acknowledgements of a burst go first.
+        # Awaited before a listener's work starts (with when the delivery arrived, if known):
+        # lets the acknowledgements of a burst go first.
         self.lull = lull
         self.source = source  # recorded on every call: "slack" is real traffic (models.SOURCES)
         self.budget = budget or RateBudget()
@@ -182,7 +184,9 @@ class Conversation:
         self._claimed: OrderedDict[str, None] = OrderedDict()
         self._replies: set[Reply] = set()  # answers being written: their messages take votes already
         self._delivering: set[asyncio.Task[Any]] = set()  # answers past the model: only posting is left
-        self._accepted: set[asyncio.Task[Any]] = set()  # acknowledged deliveries waiting to be dispatched
+        # Deliveries acknowledged and waiting to be dispatched: (when they arrived, how).
+        self._arrived: deque[tuple[float, Callable[[], Awaitable[Any]]]] = deque()
+        self._dispatcher: asyncio.Task[None] | None = None
         if journal is not None:
             journal.answering = self.answering
 
@@ -203,27 +207,33 @@ class Conversation:
             self._dispatching -= 1
             self._check_idle()
 
-    def accept(self, dispatch: Callable[[], Awaitable[Any]]) -> asyncio.Task[Any]:
-        """Take a delivery that is acknowledged before it is dispatched (an event whose listener
-        has nothing to tell Slack): it counts as accepted work from now on, and ``dispatch``
-        runs once deliveries pause (`lull`), so a burst's acknowledgements go first."""
+    def accept(self, dispatch: Callable[[], Awaitable[Any]]) -> None:
+        """Take a delivery acknowledged before it is dispatched (an event, whose listener has
+        nothing to tell Slack): it counts as accepted work from now on. Such deliveries are
+        dispatched in order by one task, one per turn of the event loop, each once deliveries
+        pause (`lull`, counted from its arrival), so the acknowledgements of a burst are never
+        queued behind a wave of dispatches."""
         self._dispatching += 1
         self._idle.clear()
+        self._arrived.append((time.monotonic(), dispatch))
+        if self._dispatcher is None or self._dispatcher.done():
+            self._dispatcher = asyncio.create_task(self._dispatch_arrived())
 
-        async def run() -> Any:
+    async def _dispatch_arrived(self) -> None:
+        _waited.set(True)  # the listeners these dispatches start inherit it: they need not wait again
+        while self._arrived:
+            arrived, dispatch = self._arrived[0]
+            if self.lull is not None:
+                await self.lull(arrived)
+            self._arrived.popleft()
             try:
-                if self.lull is not None:
-                    await self.lull()
-                _waited.set(True)  # its listener starts at once: the pause came already
-                return await dispatch()
+                await dispatch()
+            except Exception:  # noqa: BLE001 - one delivery's failure must not stop the others
+                log.exception("dispatching an acknowledged Slack event failed")
             finally:
                 self._dispatching -= 1
                 self._check_idle()
-
-        task = asyncio.create_task(run())
-        self._accepted.add(task)  # the loop keeps only a weak reference to a task
-        task.add_done_callback(self._accepted.discard)
-        return task
+            await asyncio.sleep(0)  # let requests that came in meanwhile be acknowledged first
 
     def tracked(self, listener: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         """Wrap a listener whose work goes on after Slack's ack (an answer), so that a shutdown
@@ -233,7 +243,7 @@ class Conversation:
         async def run(*args: Any, **kwargs: Any) -> Any:
             with self._working():
                 if self.lull is not None and not _waited.get():
-                    await self.lull()
+                    await self.lull(None)
                 return await listener(*args, **kwargs)
 
         return run

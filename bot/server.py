@@ -146,7 +146,10 @@ async def dispatch_later(fw: Flywheel, request: AsyncBoltRequest) -> None:
                 return
             await asyncio.sleep(2.0)
     response = await fw.app.async_dispatch(request)
-    if response.status not in (200, 404):  # 404: no listener wants it (Bolt logged why)
+    if response.status == 404:  # the manifest subscribes to something no listener takes
+        log.warning("no listener for a Slack event of type %s; it was acknowledged and is dropped",
+                    (request.body.get("event") or {}).get("type"))
+    elif response.status != 200:
         log.warning("an acknowledged Slack event was not handled (%d)", response.status)
 
 

@@ -191,8 +191,9 @@ async def test_a_request_without_a_valid_signature_never_reaches_bolt(bot: Harne
     for body, content_type in everything_slack_sends(bot):
         status, _ = await bot.sender.raw(body, content_type=content_type)
         assert status == 200, body[:60]
-    assert [b.get("command") or b.get("event", {}).get("type") or b["actions"][0]["action_id"] for b in reached] == [
-        "app_mention", "reaction_added", "/ask", VOTE_ACTION, FIX_ACTION]
+    await bot.settle()  # an event reaches Bolt after its acknowledgement
+    assert sorted(b.get("command") or b.get("event", {}).get("type") or b["actions"][0]["action_id"]
+                  for b in reached) == sorted(["app_mention", "reaction_added", "/ask", VOTE_ACTION, FIX_ACTION])
 
 
 @pytest.mark.parametrize("text", ["about the payload", "payload", "what is payload={}?", 'payload={"type": "x"}',

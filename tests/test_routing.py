@@ -1,8 +1,9 @@
 """The manifest and the routing table agree: whatever Slack is told to send has a listener,
 and no listener waits for something Slack is never told to send.
 
-Bolt answers a request nobody listens to with 404 ("unhandled request") and Slack then
-retries it; a listener for an event the manifest does not subscribe to never runs.
+Bolt answers a command or a click nobody listens to with 404 ("unhandled request") and Slack
+then retries it; an event is acknowledged before Bolt sees it, so one nobody listens to is
+dropped with a warning; a listener for an event the manifest does not subscribe to never runs.
 """
 
 from __future__ import annotations
@@ -70,13 +71,18 @@ async def bot(tmp_path: Path) -> Any:
         yield harness
 
 
-async def test_every_subscription_command_and_control_reaches_a_listener(bot: Harness):
+NO_LISTENER = "no listener for a Slack event"
+
+
+async def test_every_subscription_command_and_control_reaches_a_listener(bot: Harness, caplog):
     doc = shipped_manifest()
     subscriptions = doc["settings"]["event_subscriptions"]["bot_events"]
     assert subscriptions, "the manifest subscribes to no events"
     for subscription in subscriptions:
         status, body = await bot.sender.event(event_of(subscription))
         assert status == 200, (subscription, status, body)
+    await bot.settle()
+    assert not [r.getMessage() for r in caplog.records if NO_LISTENER in r.getMessage()]
     commands = [c["command"] for c in doc["features"]["slash_commands"]]
     assert commands, "the shipped prompts declare no slash command"
     for command in commands:
@@ -102,10 +108,14 @@ async def test_every_subscription_command_and_control_reaches_a_listener(bot: Ha
     await bot.settle()
 
 
-async def test_what_nobody_listens_to_is_refused(bot: Harness):
-    """The check above can fail: Bolt answers 404 when no listener matches."""
+async def test_what_nobody_listens_to_is_refused(bot: Harness, caplog):
+    """The checks above can fail: Bolt answers 404 when no listener matches, and an event
+    (acknowledged first) is dropped with a warning."""
     assert (await bot.sender.event({"type": "channel_created", "channel": {"id": "C9", "name": "new"},
-                                    "event_ts": "1700000000.000500"}))[0] == 404
+                                    "event_ts": "1700000000.000500"}))[0] == 200
+    await bot.settle()
+    assert [r.getMessage() for r in caplog.records if NO_LISTENER in r.getMessage()] == [
+        f"{NO_LISTENER} of type channel_created; it was acknowledged and is dropped"]
     answer = {"type": "message", "user": "UBOT", "text": "an answer", "ts": "1700000000.000600"}
     assert (await bot.sender.action(click(answer, "C1", "not_a_flywheel_action", "x")))[0] == 404
     view = {**fix_modal(AnswerRef(channel="C1", ts="1700000000.000600"), "x"), "callback_id": "not_ours"}

@@ -276,6 +276,27 @@ async def test_the_bot_learns_who_it_is_once_not_on_every_request(bot: Harness):
     assert all(bot_replies(bot, "C1", e["ts"]) for e in events)
 
 
+async def test_a_mention_is_acknowledged_before_anything_waits_on_slack(bot: Harness):
+    """Slack wants its 200 within 3 s. Who the bot is (auth.test) was not learnt at start-up
+    here, and Slack is slow to say: the mention is acknowledged at once and answered after."""
+    bot.slack.delay("auth.test", 3.0)
+    started = time.monotonic()
+    event = await bot.mention("hello", channel="C1")
+    acknowledged = time.monotonic() - started
+    assert acknowledged < 1.5, f"the acknowledgement waited {acknowledged:.1f} s for auth.test"
+    await bot.calls(1, timeout=10)
+    assert bot_replies(bot, "C1", event["ts"])
+
+
+async def test_an_acknowledged_mention_is_answered_when_slack_refused_auth_test_once(bot: Harness):
+    """Slack cannot deliver it again (it has its 200): who the bot is is asked again."""
+    bot.slack.fail("auth.test", "internal_error")
+    event = await bot.mention("hello", channel="C1")
+    [call] = await bot.calls(1, timeout=10)
+    assert call.status == "ok" and bot_replies(bot, "C1", event["ts"])
+    assert len(bot.slack.calls("auth.test")) == 2
+
+
 async def test_two_processes_on_one_database_answer_an_event_once(bot: Harness, database_url: str):
     async with serve_bot(bot.slack, bot.model, database_url) as second:
         event = mention("<@UBOT> hello", channel="C1")
