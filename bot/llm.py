@@ -136,6 +136,7 @@ class ModelStream:
         self.options = options
         self.completion = Completion()
         self._started = time.monotonic()
+        self._requested = False
 
     async def __aiter__(self) -> AsyncGenerator[str, None]:
         """Text deltas. Use inside ``contextlib.aclosing`` when you may stop early, so the
@@ -145,7 +146,9 @@ class ModelStream:
             async for delta in self._deltas(started):
                 yield delta
         finally:
-            self.completion.latency_ms = int((time.monotonic() - started) * 1000)
+            # From the request, not from before it: waiting for the SDK's first import or for the
+            # request's turn is this process's time, not the model's.
+            self.completion.latency_ms = int((time.monotonic() - self._started) * 1000)
 
     async def _open(self, exits: contextlib.AsyncExitStack) -> Any:
         """Start the request (the body not read yet); drop an option the server rejects (once
@@ -157,6 +160,8 @@ class ModelStream:
             sent = llm.request_options(self.model, self.options)
             self.completion.options = sent
             await llm._starts.turn()
+            if not self._requested:  # time to first token and latency count from the first request
+                self._requested, self._started = True, time.monotonic()
             try:
                 return await exits.enter_async_context(client.chat.completions.with_streaming_response.create(  # type: ignore[call-overload]  # noqa: E501 - options pass through as sent
                     model=self.model,

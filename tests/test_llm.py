@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -91,6 +92,28 @@ async def test_stream_yields_deltas_and_fills_completion(fake: FakeOpenAI, llm: 
     assert sent["messages"] == ASK
     assert sent["stream"] is True
     assert sent["stream_options"] == {"include_usage": True}
+
+
+async def test_time_to_first_token_and_latency_are_the_models_not_the_wait_before_the_request(
+        fake: FakeOpenAI) -> None:
+    """A fresh bot's first answers wait for the SDK's import (after a pause in deliveries): that
+    is the bot's time. Logged as the model's, it skewed every prompt version's latency after a
+    deploy."""
+    async def busy() -> None:
+        await asyncio.sleep(0.6)
+
+    llm = LLM(api_key=fake.api_key, base_url=fake.url, idle_timeout=IDLE, lull=busy)
+    try:
+        fake.reply(chunks=["Quick", "."], first_token_delay=0.05)
+        stream = llm.stream(model="m", messages=ASK)
+        started = time.monotonic()
+        assert await collect(stream) == ["Quick", "."]
+        assert time.monotonic() - started >= 0.6
+    finally:
+        await llm.close()
+    c = stream.completion
+    assert c.ttft_ms is not None and c.latency_ms is not None
+    assert 40 <= c.ttft_ms <= c.latency_ms < 500
 
 
 async def test_echo_reply_and_a_second_call_on_the_same_client(fake: FakeOpenAI, llm: LLM) -> None:
