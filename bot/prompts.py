@@ -291,8 +291,12 @@ def load_file(path: Path | str, *, name: str | None = None, raw: bytes | None = 
         return None, [PromptError(path, None, f"could not load: {exc!r}")]
 
 
+def _is_prompt_file(name: str) -> bool:
+    return name.endswith(".prompty") and not name.startswith(".")
+
+
 def _prompt_files(directory: Path) -> list[Path]:
-    return sorted(p for p in directory.glob("*.prompty") if not p.name.startswith(".") and p.is_file())
+    return sorted(p for p in directory.glob("*.prompty") if _is_prompt_file(p.name) and p.is_file())
 
 
 _COMMAND_LINE = re.compile(r"^\s*command:\s*['\"]?(/[A-Za-z0-9_-]+)", re.MULTILINE)
@@ -312,8 +316,7 @@ def _snapshot(directory: Path) -> dict[str, tuple[int, int]] | None:
     try:
         with os.scandir(directory) as entries:
             return {e.name: (st.st_mtime_ns, st.st_size) for e in entries
-                    if (e.name == TEAM_FILE or (e.name.endswith(".prompty") and not e.name.startswith(".")))
-                    and e.is_file() for st in [e.stat()]}
+                    if (e.name == TEAM_FILE or _is_prompt_file(e.name)) and e.is_file() for st in [e.stat()]}
     except OSError:  # no folder, or a file vanished mid-scan: "changed", and the reload sorts it out
         return None
 

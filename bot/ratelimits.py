@@ -171,13 +171,15 @@ class RateBudget:
         if reservation is None or reservation.used:
             return
         reservation.used = True
-        used = self._used.get(reservation.key, deque())
-        for i, slot in enumerate(used):
-            if slot is reservation.slot:
-                del used[i]
-                if queue := self._queues.get(reservation.key):
-                    queue[0].set()
-                return
+        if (i := self._held(reservation)) is not None:
+            del self._used[reservation.key][i]
+            if queue := self._queues.get(reservation.key):
+                queue[0].set()
+
+    def _held(self, reservation: Reservation) -> int | None:
+        """Where the reserved slot is in its window (None once it has expired)."""
+        return next((i for i, slot in enumerate(self._used.get(reservation.key, ())) if slot is reservation.slot),
+                    None)
 
     async def call(self, client: Any, method: str, *, team: str | None, optional: bool = False,
                    reserved: Reservation | None = None, **params: Any) -> Any:
@@ -186,8 +188,7 @@ class RateBudget:
         ``reserved`` slot of this method (`reserve`), goes at once."""
         key = self._key(method, team, params.get("channel"))
         slot: list[float] | None
-        if reserved is not None and not reserved.used and reserved.key == key \
-                and any(slot is reserved.slot for slot in self._used.get(key, ())):
+        if reserved is not None and not reserved.used and reserved.key == key and self._held(reserved) is not None:
             reserved.used = True
             slot = reserved.slot
             slot[0] = float("inf")  # in flight
