@@ -12,15 +12,16 @@ import functools
 import importlib
 import logging
 import sys
-from collections.abc import Container, Sequence
+from collections.abc import Awaitable, Container, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from bot import logs
 from bot.errors import ConfigError, FlywheelError, database_error
 from bot.settings import Settings
 
 log = logging.getLogger("flywheel")
+T = TypeVar("T")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -104,22 +105,24 @@ def parser(commands: Container[str] | None = None) -> argparse.ArgumentParser:
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    from bot.app import create_app
-    from bot.server import check_tokens, serve
-
     socket = settings.socket_mode if args.socket is None else args.socket
     settings.require(slack=True, socket=socket, model=True, prompts=True)
     logs.configure(settings.log_level, settings.secrets, settings.log_format)
     log.info("prompts from %s", settings.prompts_from)
 
     async def go() -> None:
+        from bot.migrate import begin_upgrade
+
+        migration = await begin_upgrade(settings.database_url)  # in a child, alongside the imports below
+        from bot.app import create_app
+        from bot.server import check_tokens, serve
+
         fw = create_app(settings)
         prompts = fw.conversation.prompts
         if prompts.get("ask") is None:
             log.warning("no valid prompts/ask.prompty: mentions that name no prompt get no answer")
-        try:
-            await check_tokens(fw, socket=socket)
-            await upgrade_schema(fw.store)
+        try:  # Slack's answer and the migration's at once
+            await gather_all(check_tokens(fw, socket=socket), schema_step(migration.finished(fw.store)))
         except ConfigError:
             await fw.close()
             raise
@@ -285,9 +288,26 @@ class TerminalReply:
             print(note.strip("_"), file=sys.stderr)
 
 
+async def gather_all(*checks: Awaitable[object]) -> None:
+    """Run start-up checks at once and let each finish; raise every problem they found as one
+    ConfigError (a refused token and an unreachable database are both worth knowing)."""
+    results = await asyncio.gather(*checks, return_exceptions=True)
+    problems = [line for r in results if isinstance(r, ConfigError) for line in r.problems]
+    for result in results:
+        if isinstance(result, BaseException) and not isinstance(result, ConfigError):
+            raise result
+    if problems:
+        raise ConfigError(problems)
+
+
 async def upgrade_schema(store) -> str:
+    return await schema_step(store.upgrade())
+
+
+async def schema_step(step: Awaitable[T]) -> T:
+    """Await a step of opening or migrating the database; a failure is one line for the user."""
     try:
-        return await store.upgrade()
+        return await step
     except FlywheelError:
         raise
     except Exception as exc:  # noqa: BLE001 - any driver error: say what and where, no traceback

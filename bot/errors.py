@@ -33,8 +33,13 @@ def database_error(doing: str, exc: BaseException) -> ConfigError:
     """A database failure for the command line, in one line and without a traceback:
     ``DATABASE_URL: cannot {doing} the database: {reason}``, the reason being the driver's
     first line (at most 300 characters)."""
+    return ConfigError([f"DATABASE_URL: cannot {doing} the database: {driver_reason(exc)}"])
+
+
+def driver_reason(exc: BaseException) -> str:
+    """A database error's first line (the driver's own, not SQLAlchemy's wrapper), ≤ 300 characters."""
     lines = str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__]
-    return ConfigError([f"DATABASE_URL: cannot {doing} the database: {lines[0][:300]}"])
+    return lines[0][:300]
 
 
 class PromptError(FlywheelError):

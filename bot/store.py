@@ -13,14 +13,12 @@ import importlib
 import json
 import logging
 import os
-import re
 import secrets
 import sqlite3
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import String, case, delete, event, func, or_, select, text, update
@@ -31,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.pool import StaticPool
 
 from bot.filelock import open_locked
+from bot.migrate import MIGRATIONS, head_revision, in_memory
 from bot.models import (
     BudgetUsage,
     Call,
@@ -57,7 +56,6 @@ CLAIM_BATCH = 500  # claims in one INSERT
 # How long a SQLite write waits for another writer's lock before it fails. Short: a failed write
 # is kept in the journal and retried, and a waiting one holds a pooled connection meanwhile.
 SQLITE_BUSY_SECONDS = 5
-MIGRATIONS = Path(__file__).with_name("migrations")
 # libpq: give up connecting after 5 s, and notice a peer that went away within ~30 s instead of
 # the kernel's two hours, so that a database outage is an error the journal retries, not a hang.
 POSTGRES_CONNECT_ARGS = {"connect_timeout": 5, "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
@@ -72,19 +70,6 @@ def async_url(url: str) -> str:
     elif u.drivername in ("postgresql", "postgres", "postgresql+psycopg2"):
         u = u.set(drivername="postgresql+psycopg")
     return u.render_as_string(hide_password=False)
-
-
-def head_revision() -> str:
-    """The newest migration's revision id, read from the files (without importing Alembic)."""
-    revisions, parents = set(), set()
-    for path in (MIGRATIONS / "versions").glob("*.py"):
-        source = path.read_text(encoding="utf-8")
-        if found := re.search(r"^revision = ['\"](\w+)['\"]", source, re.M):
-            revisions.add(found.group(1))
-        if found := re.search(r"^down_revision = ['\"](\w+)['\"]", source, re.M):
-            parents.add(found.group(1))
-    [head] = revisions - parents
-    return head
 
 
 def ts_key(ts: str) -> tuple[int, int]:
@@ -180,7 +165,7 @@ class Store:
         kwargs: dict[str, Any] = {"echo": echo}
         if sqlite:
             kwargs["connect_args"] = {"timeout": SQLITE_BUSY_SECONDS}
-            if ":memory:" in url or url.rstrip("/").endswith("sqlite:"):
+            if in_memory(url):
                 kwargs["poolclass"] = StaticPool
         else:
             kwargs.update(pool_pre_ping=True, pool_size=10, max_overflow=20, pool_timeout=10,

@@ -163,6 +163,23 @@ async def test_unreachable_database_is_one_clear_line(tmp_path: Path):
     assert "Traceback" not in err
 
 
+async def test_run_on_a_database_it_cannot_migrate_stops_with_one_clear_line(tmp_path: Path):
+    """`flywheel run` migrates in a child process; its failure still reads like `db upgrade`'s."""
+    with sqlite3.connect(tmp_path / "flywheel.db") as db:
+        db.execute("CREATE TABLE calls (id INTEGER PRIMARY KEY)")  # someone else's table
+    async with FakeSlack() as slack:
+        env = clean_env(SLACK_BOT_TOKEN=slack.bot_token, SLACK_SIGNING_SECRET=SIGNING_SECRET,
+                        SLACK_API_URL=slack.url, OPENAI_API_KEY="sk-test", PROMPTS_DIR=str(PROMPTS))
+        code, _, err = await run("run", "--port", str(free_port()), cwd=tmp_path, env=env)
+    assert code == 2, err
+    assert err.strip().splitlines()[-1] == ("flywheel: DATABASE_URL: cannot open or migrate the database: "
+                                            "table calls already exists"), err
+    assert "Traceback" not in err
+    with sqlite3.connect(tmp_path / "flywheel.db") as db:  # their table untouched, no revision claimed
+        assert [r[1] for r in db.execute("pragma table_info(calls)")] == ["id"]
+        assert db.execute("select count(*) from alembic_version").fetchone() == (0,)
+
+
 async def test_python_dash_m_bot_is_flywheel(tmp_path: Path):
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bot", "--help", cwd=tmp_path, env=clean_env(),
@@ -173,7 +190,7 @@ async def test_python_dash_m_bot_is_flywheel(tmp_path: Path):
 
 def test_the_bot_starts_without_the_reporting_commands_migrations_or_model_sdk():
     """Start time and idle memory: `flywheel run` loads what serving needs; export, stats, replay,
-    experiment and prune (SQL and statistics), Alembic (only when there is a migration) and the
+    experiment and prune (SQL and statistics), Alembic (a migration runs in a child process) and the
     model SDK (on the first answer) wait until used. Their options still show in their --help."""
     script = ("import sys; from bot.cli import parser; parser({'run'}).parse_args(['run', '--http']);"
               "import bot.app, bot.server;"
