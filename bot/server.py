@@ -21,6 +21,7 @@ import signal
 import socket as _socket
 import time
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from typing import Any
 from urllib.parse import parse_qs, parse_qsl
 
@@ -131,6 +132,19 @@ def acknowledged_first(body: dict[str, Any]) -> bool:
             and event.get("type") not in KEPT_BEFORE_ACK)
 
 
+_dispatching_later: ContextVar[bool] = ContextVar("dispatching_later", default=False)
+
+
+def _not_bolts_unhandled_warning(record: logging.LogRecord) -> bool:
+    """Bolt's "Unhandled request" for a delivery we dispatch late says nothing ours does not
+    (the event type), suggests Bolt code to a reader who writes prompt files, and would make
+    every such event two warnings. Clicks and commands still get Bolt's."""
+    return not (_dispatching_later.get() and str(record.msg).startswith("Unhandled request"))
+
+
+logging.getLogger("slack_bolt").addFilter(_not_bolts_unhandled_warning)
+
+
 async def dispatch_later(fw: Flywheel, request: AsyncBoltRequest) -> None:
     """Bolt's dispatch of a delivery Slack has its 200 for already. Nothing can ask Slack to send
     it again now, so if Slack could not be asked who the bot is (auth.test) at start-up, that
@@ -145,6 +159,7 @@ async def dispatch_later(fw: Flywheel, request: AsyncBoltRequest) -> None:
                           "the bot is (%s)", type(exc).__name__)
                 return
             await asyncio.sleep(2.0)
+    _dispatching_later.set(True)  # this task's own context: our warning below replaces Bolt's
     response = await fw.app.async_dispatch(request)
     if response.status == 404:  # the manifest subscribes to something no listener takes
         log.warning("no listener for a Slack event of type %s; it was acknowledged and is dropped",
