@@ -44,12 +44,13 @@ from bot.history import (
     Context,
     History,
     fit_text,
+    pending_call,
     pending_calls,
     slack_error,
 )
 from bot.journal import Journal, NotKept, new_op, within
 from bot.llm import LLM
-from bot.models import CallStatus, Trigger
+from bot.models import Call, CallStatus, Trigger
 from bot.people import Mentions, People
 from bot.pricing import PriceTable
 from bot.prompts import Prompt, PromptSet
@@ -111,6 +112,7 @@ class Replay:
     prompt_version: str
     experiment: str | None = None  # the experiment arm the earlier call ran under (regenerate)
     arm: str | None = None
+    parent_ts: str | None = None  # a message of the earlier answer, while its row has no id yet (regenerate)
 
 
 @dataclass(frozen=True)
@@ -131,6 +133,7 @@ class Plan:
     experiment: str | None = None
     arm: str | None = None
     parent_call_id: int | None = None  # the call this one runs again
+    parent_ts: str | None = None  # or a message of it, while its row is on its way to the database
     fixed_messages: list[dict[str, Any]] | None = None
     prompt_file: Prompt | None = None  # the prompt file recorded with the row (None: not rendered here)
 
@@ -146,7 +149,8 @@ class Plan:
             trigger=ask.trigger, source=source, prompt_name=self.prompt_name, prompt_version=self.prompt_version,
             model=self.model, messages=[], options=dict(self.options), team_id=ask.team_id,
             channel_id=ask.channel_id, user_id=ask.user_id, request_ts=ask.ts, thread_ts=ask.thread_ts,
-            request_text=ask.text, parent_call_id=self.parent_call_id, experiment=self.experiment, arm=self.arm,
+            request_text=ask.text, parent_call_id=self.parent_call_id, parent_ts=self.parent_ts,
+            experiment=self.experiment, arm=self.arm,
         )
 
 
@@ -353,22 +357,32 @@ class Conversation:
 
     async def regenerate(self, channel_id: str, ts: str, *, user_id: str | None, team_id: str | None,
                          client: AsyncWebClient) -> Outcome:
-        """Run an answer's exact input again and post the alternative in its thread, linked to it."""
-        try:
-            call_id = await within(self.store.call_for_message(channel_id, ts), DB_WAIT)
-            call = await within(self.store.get_call(call_id), DB_WAIT) if call_id is not None else None
-        except Exception as exc:  # noqa: BLE001 - an outage: say so rather than nothing
-            log.warning("regenerate: the database is unavailable (%s)", type(exc).__name__)
-            return "unavailable"
-        if call is None or not call.channel_id or not call.messages:
+        """Run an answer's exact input again and post the alternative in its thread, linked to it.
+        An answer whose row is still in the journal (the database is down, or catching up) is run
+        again from there; the link to it is made when the new row is written, after it."""
+        call: Call | CallLog | None
+        if (pending := pending_call(self.journal, channel_id, ts)) is not None:
+            call = CallLog(**pending["log"])
+            call_id, parent_ts, reply_ts = None, ts, next(iter(call.message_ts), None)
+        else:
+            try:
+                found = await within(self.store.call_for_message(channel_id, ts), DB_WAIT)
+                call = await within(self.store.get_call(found), DB_WAIT) if found is not None else None
+            except Exception as exc:  # noqa: BLE001 - an outage: say so rather than nothing
+                log.warning("regenerate: the database is unavailable (%s)", type(exc).__name__)
+                return "unavailable"
+            if call is None:
+                return "not_an_answer"
+            call_id, parent_ts, reply_ts = call.id, None, call.reply_ts
+        if not call.channel_id or not call.messages:  # pruned, or its channel keeps no content
             return "not_an_answer"
         prompt = self.prompts.get(call.prompt_name) or self.prompts.get("ask")
         if prompt is None:
             return "not_an_answer"
-        thread = call.thread_ts or call.reply_ts
+        thread = call.thread_ts or reply_ts
         origin = await answer_link(client, channel_id, ts, call.answer, markdown=True)
-        replay = Replay(call.id, list(call.messages), call.model, dict(call.options or {}), call.prompt_name,
-                        call.prompt_version, call.experiment, call.arm)
+        replay = Replay(call_id, list(call.messages), call.model, dict(call.options or {}), call.prompt_name,
+                        call.prompt_version, call.experiment, call.arm, parent_ts=parent_ts)
         ask = Ask(trigger=Trigger.REGENERATE, prompt=prompt, text=call.request_text, channel_id=call.channel_id,
                   user_id=user_id, team_id=team_id or call.team_id, ts=call.request_ts, thread_ts=thread,
                   replay=replay, note=f"_🔄 Regenerated from {origin}._")
@@ -460,7 +474,7 @@ class Conversation:
             return Plan(prompt=ask.prompt, prompt_name=replay.prompt_name, prompt_version=replay.prompt_version,
                         model=only_model or replay.model, options=replay.options, team=team, channel=channel,
                         budgeted=budgeted, experiment=replay.experiment, arm=replay.arm,
-                        parent_call_id=replay.call_id, fixed_messages=replay.messages)
+                        parent_call_id=replay.call_id, parent_ts=replay.parent_ts, fixed_messages=replay.messages)
         # A prompt running an A/B experiment: this person's arm (sticky), logged with the call.
         assigned = prompts.choose(ask.prompt, ask.user_id)
         prompt = assigned.prompt

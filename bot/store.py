@@ -116,6 +116,9 @@ class CallLog:
     latency_ms: int | None = None
     ttft_ms: int | None = None
     parent_call_id: int | None = None
+    # A message of the call this one runs again, while that call's row is still in the journal
+    # (it has no id yet): resolved to parent_call_id when this row is written, after it.
+    parent_ts: str | None = None
     experiment: str | None = None  # the A/B experiment and arm the call ran under (bot.experiments)
     arm: str | None = None
     content_logged: bool = True  # False: its channel opted out; the text fields are left empty
@@ -334,7 +337,9 @@ class Store:
                 return found
         if prompt is not None:
             await self._ensure_prompt_version(s, prompt)
-        values = {k: _clean(v) for k, v in vars(log_).items() if k != "message_ts"}
+        values = {k: _clean(v) for k, v in vars(log_).items() if k not in ("message_ts", "parent_ts")}
+        if values["parent_call_id"] is None and log_.parent_ts and log_.channel_id:
+            values["parent_call_id"] = await _call_for_message(s, log_.channel_id, log_.parent_ts)
         for name, limit in _STRING_LIMITS.items():  # an odd long model name must not lose the row
             if isinstance(values.get(name), str):
                 values[name] = values[name][:limit]

@@ -18,6 +18,8 @@ from bot.journal import NotKept
 
 UNAVAILABLE = "Sorry, I can't do that right now: my database is unreachable. Please try again in a minute."
 NOT_AN_ANSWER = "Only my own answers can be fixed: pick one of my replies."
+NOT_REGENERABLE = ("Sorry, I can't run this answer again: I no longer have what it was asked "
+                   "(its log was pruned, or this channel keeps no content).")
 
 
 def _where(body: dict) -> tuple[str | None, str | None]:
@@ -98,6 +100,9 @@ async def on_regenerate(ack: AsyncAck, body: dict, client: AsyncWebClient, conve
     await ack()
     channel, ts = _where(body)
     user = body.get("user") or {}
-    if channel and ts and await conversation.regenerate(
-            channel, ts, user_id=user.get("id"), team_id=user.get("team_id"), client=client) == "unavailable":
-        await _tell(client, channel, user.get("id"), UNAVAILABLE)
+    if not (channel and ts):
+        return
+    outcome = await conversation.regenerate(channel, ts, user_id=user.get("id"), team_id=user.get("team_id"),
+                                            client=client)
+    if outcome != "done":  # never a click that does nothing
+        await _tell(client, channel, user.get("id"), UNAVAILABLE if outcome == "unavailable" else NOT_REGENERABLE)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -296,6 +297,16 @@ async def test_regenerate_posts_an_alternative_linked_to_the_original(bot: Harne
     assert bot.slack.text_of(again).startswith("Green.\n\n")
     assert f"Regenerated from [this answer]({link}?thread_ts={event['ts']}&cid=C1)" in bot.slack.text_of(again)
     assert second.answer == "Green.", "the link is not part of the logged answer"
+
+
+async def test_regenerate_on_an_answer_whose_log_was_pruned_says_why_instead_of_nothing(bot: Harness):
+    _, answer, _ = await answered(bot, "name a color", "Blue.")
+    await bot.store.prune(datetime.now(UTC) + timedelta(days=1))  # `flywheel prune` took its row
+    status, _ = await bot.sender.action(click(answer, "C1", "regenerate", "regenerate", user="U2"))
+    assert status == 200
+    [note] = await until(_ephemerals(bot))
+    assert note["user"] == "U2" and "can't run this answer again" in note["text"]
+    assert len(bot.model.requests) == 1, "no second model call"
 
 
 async def test_the_exclude_reaction_keeps_an_answer_out_until_it_is_removed(bot: Harness):

@@ -183,6 +183,30 @@ async def test_a_database_outage_loses_no_vote_correction_or_call_row(database_u
         assert status == 200 and report["backlog"] == {"pending": 0, "oldest_seconds": 0.0, "refused": 0}
 
 
+async def test_regenerate_during_an_outage_runs_the_answer_again_and_links_it_when_the_database_is_back(
+        database_url: str):
+    """The answer's row is still in the journal: "Regenerate" runs its exact input again from there
+    (it used to do nothing at all: the database knew no such answer yet), and the new row is linked
+    to the original once both are written."""
+    async with FakeSlack() as slack, FakeOpenAI() as model, \
+            bot_with_outage(database_url, slack=slack, model=model) as (h, outage):
+        await asked(h, "warm up", "Fine.")
+        await h.written()
+        outage.begin()
+        event, answer = await asked(h, "name a color", "Blue.")
+        model.reply("Green.")
+        assert (await h.sender.action(click(answer, "C1", "regenerate", "regenerate")))[0] == 200
+        await wait_until(lambda: len([m for m in bot_replies(h, "C1", event["ts"]) if not m.get("streaming")]) == 2,
+                         timeout=15)
+        assert model.requests[-1]["messages"] == model.requests[-2]["messages"]
+        assert not slack.calls("chat.postEphemeral"), "nothing to apologise for"
+        outage.end()
+        await h.written(timeout=30)
+        calls = {c.answer: c for c in await h.store.list_calls()}
+        assert calls["Green."].parent_call_id == calls["Blue."].id
+        assert calls["Green."].trigger == "regenerate" and calls["Green."].input_hash == calls["Blue."].input_hash
+
+
 # -- votes that arrive before their answer's row ----------------------------------------------------
 
 
