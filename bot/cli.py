@@ -113,7 +113,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     async def go() -> None:
         from bot.migrate import begin_upgrade
 
-        migration = await begin_upgrade(settings.database_url)  # in a child, alongside the imports below
+        migration = await schema_step(begin_upgrade(settings.database_url))  # a child, alongside the imports
         from bot.app import create_app
         from bot.server import check_tokens, serve
 

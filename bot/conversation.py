@@ -149,8 +149,7 @@ class Plan:
             trigger=ask.trigger, source=source, prompt_name=self.prompt_name, prompt_version=self.prompt_version,
             model=self.model, messages=[], options=dict(self.options), team_id=ask.team_id,
             channel_id=ask.channel_id, user_id=ask.user_id, request_ts=ask.ts, thread_ts=ask.thread_ts,
-            request_text=ask.text, parent_call_id=self.parent_call_id, parent_ts=self.parent_ts,
-            experiment=self.experiment, arm=self.arm,
+            request_text=ask.text, parent_call_id=self.parent_call_id, experiment=self.experiment, arm=self.arm,
         )
 
 
@@ -489,9 +488,9 @@ class Conversation:
         replies = [reply]
         self._replies.add(reply)
         mentions = Mentions({})
-        call = Recording(plan.row(ask, self.source), keep=functools.partial(self._record, prompt=plan.prompt_file),
-                         redact=self._redact, prices=self.prices, budgets=self.budgets,
-                         log_content=plan.channel.log_content)
+        keep = functools.partial(self._record, prompt=plan.prompt_file, parent_ts=plan.parent_ts)
+        call = Recording(plan.row(ask, self.source), keep=keep, redact=self._redact, prices=self.prices,
+                         budgets=self.budgets, log_content=plan.channel.log_content)
         call.reply = reply
         try:
             async with call:
@@ -571,15 +570,17 @@ class Conversation:
         finally:
             self._delivering.discard(task)
 
-    async def _record(self, record: CallLog, *, prompt: Prompt | None) -> int | None:
-        """Keep the call's row (the journal takes it at once) and wait briefly for its id."""
+    async def _record(self, record: CallLog, *, prompt: Prompt | None, parent_ts: str | None = None) -> int | None:
+        """Keep the call's row (the journal takes it at once) and wait briefly for its id.
+        ``parent_ts``: see `Store.record_call`."""
         prompt_file = None if prompt is None else {
             "name": prompt.name, "version": prompt.version, "path": str(prompt.path), "source": prompt.source,
             "model": prompt.model}
         if self.journal is None:
-            return await self.store.record_call(record, prompt=prompt_file)
+            return await self.store.record_call(record, prompt=prompt_file, parent_ts=parent_ts)
         try:
-            kept = await self.journal.keep(new_op("call", log=dataclasses.asdict(record), prompt=prompt_file))
+            kept = await self.journal.keep(new_op("call", log=dataclasses.asdict(record), prompt=prompt_file,
+                                                  parent_ts=parent_ts))
         except NotKept:
             log.exception("the row of a %s call (%s, %s tokens) is lost: no journal, no database",
                           record.status, record.model, record.completion_tokens)

@@ -116,9 +116,6 @@ class CallLog:
     latency_ms: int | None = None
     ttft_ms: int | None = None
     parent_call_id: int | None = None
-    # A message of the call this one runs again, while that call's row is still in the journal
-    # (it has no id yet): resolved to parent_call_id when this row is written, after it.
-    parent_ts: str | None = None
     experiment: str | None = None  # the A/B experiment and arm the call ran under (bot.experiments)
     arm: str | None = None
     content_logged: bool = True  # False: its channel opted out; the text fields are left empty
@@ -314,10 +311,13 @@ class Store:
             pass  # another process saved it first
         self._known_versions.add((name, version))
 
-    async def record_call(self, log_: CallLog, *, prompt: dict[str, Any] | None = None) -> int:
-        """Write one call's row now (the bot writes through the journal, `bot.journal`)."""
+    async def record_call(self, log_: CallLog, *, prompt: dict[str, Any] | None = None,
+                          parent_ts: str | None = None) -> int:
+        """Write one call's row now (the bot writes through the journal, `bot.journal`).
+        ``parent_ts``: a message of the call this one runs again, when its id was not known (its
+        row was still in the journal): it becomes ``parent_call_id``, that row being written first."""
         async with self.session.begin() as s:
-            return await self._insert_call(s, log_, prompt=prompt, op_id=None, at=None)
+            return await self._insert_call(s, log_, prompt=prompt, op_id=None, at=None, parent_ts=parent_ts)
 
     async def _ensure_prompt_version(self, s: AsyncSession, prompt: dict[str, Any]) -> None:
         if (prompt["name"], prompt["version"]) in self._known_versions:
@@ -330,16 +330,16 @@ class Store:
             await s.flush()
 
     async def _insert_call(self, s: AsyncSession, log_: CallLog, *, prompt: dict[str, Any] | None,
-                           op_id: str | None, at: datetime | None) -> int:
+                           op_id: str | None, at: datetime | None, parent_ts: str | None = None) -> int:
         if op_id is not None:  # written already (the journal replayed it after a crash)
             found = await s.scalar(select(Call.id).where(Call.op_id == op_id))
             if found is not None:
                 return found
         if prompt is not None:
             await self._ensure_prompt_version(s, prompt)
-        values = {k: _clean(v) for k, v in vars(log_).items() if k not in ("message_ts", "parent_ts")}
-        if values["parent_call_id"] is None and log_.parent_ts and log_.channel_id:
-            values["parent_call_id"] = await _call_for_message(s, log_.channel_id, log_.parent_ts)
+        values = {k: _clean(v) for k, v in vars(log_).items() if k != "message_ts"}
+        if values["parent_call_id"] is None and parent_ts:
+            values["parent_call_id"] = await _call_for_message(s, log_.channel_id, parent_ts)
         for name, limit in _STRING_LIMITS.items():  # an odd long model name must not lose the row
             if isinstance(values.get(name), str):
                 values[name] = values[name][:limit]
@@ -490,7 +490,8 @@ class Store:
         if kind not in ("call", "correction", "reaction", "button"):
             raise ValueError(f"unknown journal op kind {kind!r}")
         if kind == "call":
-            return await self._insert_call(s, CallLog(**op["log"]), prompt=op.get("prompt"), op_id=op["id"], at=at)
+            return await self._insert_call(s, CallLog(**op["log"]), prompt=op.get("prompt"), op_id=op["id"], at=at,
+                                           parent_ts=op.get("parent_ts"))
         if kind == "correction":
             if (found := await s.scalar(select(Correction.call_id).where(Correction.op_id == op["id"]))) is not None:
                 return found

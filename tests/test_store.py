@@ -265,6 +265,16 @@ async def test_save_prompt_version_is_idempotent(store: Store, other: Store) -> 
     assert all(r["first_seen_at"] is not None for r in saved)
 
 
+async def test_a_rerun_of_a_call_written_later_links_to_it_through_its_message(store: Store) -> None:
+    """Regenerate during an outage knows the earlier answer by its Slack message only: the link
+    to its row (parent_call_id) is made when the new row is written, the earlier one first."""
+    parent = await store.record_call(call_log(channel_id="C1", message_ts=["5.000001", "5.000002"]))
+    again = await store.record_call(call_log(channel_id="C1", message_ts=["6.000001"]), parent_ts="5.000002")
+    assert (await store.get_call(again)).parent_call_id == parent
+    orphan = await store.record_call(call_log(channel_id="C1", message_ts=["7.000001"]), parent_ts="4.000001")
+    assert (await store.get_call(orphan)).parent_call_id is None  # no such answer: no link, the row still written
+
+
 async def test_record_call_round_trips_every_field(store: Store) -> None:
     parent = await store.record_call(call_log())
     log = CallLog(
