@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
 import sqlite3
 import sys
@@ -25,6 +26,8 @@ from urllib.parse import quote
 
 if TYPE_CHECKING:
     from bot.store import Store
+
+log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 PEEK_CONNECT_TIMEOUT = 2  # seconds; past it the child process finds out properly
@@ -85,9 +88,11 @@ class MigrationFailed(RuntimeError):
 class Migration:
     """A migration begun by ``begin_upgrade()``; ``await finished(store)`` for the revision reached."""
 
-    def __init__(self, revision: str | None = None, child: asyncio.subprocess.Process | None = None):
+    def __init__(self, revision: str | None = None, child: asyncio.subprocess.Process | None = None,
+                 found: str | None = None):
         self._revision = revision
         self._child = child
+        self._found = found  # the revision the quick look saw (None: no schema, or it could not tell)
 
     async def finished(self, store: Store) -> str:
         """The revision the schema is at. A failure raises MigrationFailed with the child's reason.
@@ -95,6 +100,10 @@ class Migration:
         if self._child is not None:
             child, self._child = self._child, None
             self._revision = await _child_revision(child)
+            if self._found is None:
+                log.info("database schema created (revision %s)", self._revision)
+            elif self._found != self._revision:
+                log.info("database schema migrated from revision %s to %s", self._found, self._revision)
         if self._revision is None:
             self._revision = await store.upgrade()
         return self._revision
@@ -108,14 +117,14 @@ async def begin_upgrade(url: str) -> Migration:
     if in_memory(url):
         return Migration()  # nobody else can reach it: the serving process migrates it
     head = head_revision()
-    if stored_revision(url) == head:
+    if (found := stored_revision(url)) == head:
         return Migration(head)
     child = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bot.migrate", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
     assert child.stdin is not None
     child.stdin.write(url.encode() + b"\n")
     child.stdin.close()
-    return Migration(child=child)
+    return Migration(child=child, found=found)
 
 
 async def _child_revision(child: asyncio.subprocess.Process) -> str:

@@ -253,6 +253,7 @@ async def test_run_serves_slack_over_http_and_stops_gracefully_on_sigterm(tmp_pa
         text = err.decode()
         for secret in (slack.bot_token, SIGNING_SECRET, model.api_key):
             assert secret not in text, "secrets never reach the log, DEBUG included"
+        assert "database schema created (revision " in text  # by the child process, said by the bot
 
 
 async def test_run_with_a_bot_token_slack_refuses_fails_with_one_clear_line(tmp_path: Path):
