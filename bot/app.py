@@ -9,9 +9,10 @@ the token check at start-up, not from an auth.test on the first request.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -36,6 +37,7 @@ from bot.prompts import PromptSet
 from bot.ratelimits import RateBudget
 from bot.settings import Settings
 from bot.store import Store
+from bot.underway import Orphan, Underway
 
 log = logging.getLogger(__name__)
 
@@ -77,12 +79,31 @@ class Flywheel:
     identity: Identity
     traffic: Traffic
     stopping: bool = False  # shutting down: take no new requests
+    orphans: list[Orphan] = field(default_factory=list)  # answers a crashed process left under way
+    _apologising: asyncio.Task[Any] | None = None
 
     async def start(self) -> None:
-        """Once the schema is migrated: write the journal's backlog (if any) to the database."""
+        """Once the schema is migrated: write the journal's backlog (if any) to the database, and
+        apologise for the answers a crashed process left under way (in the background)."""
         self.journal.start()
+        if self.orphans:
+            orphans, self.orphans = self.orphans, []
+            self._apologising = asyncio.create_task(self._apologise(orphans))
+
+    async def _apologise(self, orphans: list[Orphan]) -> None:
+        due = await self.conversation.apologise_for(orphans, self.client)
+        if due:
+            log.warning("apologised for %d answer(s) a process that stopped without shutting down left "
+                        "unfinished", due)
+        if self.conversation.underway is not None:
+            self.conversation.underway.forget_adopted()
 
     async def close(self, *, journal_flush: float = 2.0) -> None:
+        if self._apologising is not None:  # rows first: what is not done is apologised for next time
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._apologising, journal_flush)
+        if self.conversation.underway is not None:
+            self.conversation.underway.close()
         await self.llm.close()
         await self.journal.close(journal_flush)
         await self.store.close()
@@ -160,13 +181,17 @@ def create_app(settings: Settings, *, llm: LLM | None = None, store: Store | Non
                      idle_timeout=settings.model_timeout, lull=traffic.lull)
     store = store or Store(settings.database_url)
     client = client or slack_client(settings)
+    underway, orphans = None, []
     if journal is None:
         journal = Journal(settings.journal_dir, store)
         journal.open()
+        if source == "slack":  # answers in Slack are noted while they run: a crash still apologises
+            underway = Underway(settings.journal_dir)
+            orphans = underway.open()
     conversation = Conversation(
         settings=settings, prompts=prompts or Prompts(settings.prompts_dir), llm=llm, store=store,
         prices=PriceTable.load(settings.prices_file), budget=budget, journal=journal, source=source,
-        lull=lambda since: traffic.lull(quiet=0.02, most=0.2, since=since),
+        lull=lambda since: traffic.lull(quiet=0.02, most=0.2, since=since), underway=underway,
     )
     identity = Identity(client)
 
@@ -214,4 +239,4 @@ def create_app(settings: Settings, *, llm: LLM | None = None, store: Store | Non
 
     handlers.register(app, conversation.tracked)
     return Flywheel(app=app, settings=settings, conversation=conversation, votes=votes, store=store,
-                    journal=journal, llm=llm, client=client, identity=identity, traffic=traffic)
+                    journal=journal, llm=llm, client=client, identity=identity, traffic=traffic, orphans=orphans)

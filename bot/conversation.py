@@ -23,12 +23,14 @@ import dataclasses
 import functools
 import logging
 import time
+import uuid
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -60,6 +62,7 @@ from bot.settings import Settings
 from bot.slack_text import mentions, quote, strip_mention, unescape
 from bot.store import CallLog, Store
 from bot.team import ChannelRules, Team
+from bot.underway import Orphan, Underway
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +168,8 @@ ContextSource = Callable[[], Awaitable[Context]]
 class Conversation:
     def __init__(self, *, settings: Settings, prompts: Callable[[], PromptSet], llm: LLM, store: Store,
                  prices: PriceTable, budget: RateBudget | None = None, journal: Journal | None = None,
-                 source: str = "slack", lull: Callable[[float | None], Awaitable[None]] | None = None):
+                 source: str = "slack", lull: Callable[[float | None], Awaitable[None]] | None = None,
+                 underway: Underway | None = None):
         self.settings = settings
         # Awaited before a listener's work starts (with when the delivery arrived, if known):
         # lets the acknowledgements of a burst go first.
@@ -178,6 +182,7 @@ class Conversation:
         self.llm = llm
         self.store = store
         self.journal = journal  # None (`flywheel try`): rows are written directly
+        self.underway = underway  # answers noted on disk while they run (`flywheel run`: a crash apologises)
         self.prices = prices
         self.budgets = Budgets(store, prices)  # team.yaml's daily limits (Slack and playground traffic)
         self._work: dict[asyncio.Task[Any], int] = {}  # tasks doing accepted work, with nesting depth
@@ -488,7 +493,8 @@ class Conversation:
         replies = [reply]
         self._replies.add(reply)
         mentions = Mentions({})
-        keep = functools.partial(self._record, prompt=plan.prompt_file, parent_ts=plan.parent_ts)
+        key = uuid.uuid4().hex  # its row's op id, known now for the note of the answer under way
+        keep = functools.partial(self._record, prompt=plan.prompt_file, parent_ts=plan.parent_ts, key=key)
         call = Recording(plan.row(ask, self.source), keep=keep, redact=self._redact, prices=self.prices,
                          budgets=self.budgets, log_content=plan.channel.log_content)
         call.reply = reply
@@ -501,6 +507,12 @@ class Conversation:
                         self._replies.add(reply)
                         call.reply = reply
                         call.row.request_ts, call.row.thread_ts = ask.ts, ask.thread_ts
+                    if self.underway is not None and ask.channel_id and (ask.thread_ts or ask.ts):
+                        row = dataclasses.asdict(call.row)
+                        if not plan.channel.log_content:  # what the row will keep, and no more
+                            row.update(messages=[], request_text="", answer="", content_logged=False)
+                        self.underway.started(key, channel_id=ask.channel_id, thread_ts=ask.thread_ts or ask.ts,
+                                              row=row)
                     if isinstance(reply, Status):
                         await reply.begin()  # the thread shows a status if the model is slow to start
                     if callable(context_source):
@@ -510,8 +522,10 @@ class Conversation:
                     mentions = context.mentions()  # the model's @Name for a person here becomes a Slack mention
                     await self._call_model(plan, call, ask, context, reply, mentions)
                 await self._deliver(plan, call, ask, reply, mentions)
-        finally:
+        finally:  # the row is kept (or could not be): the note has done its job
             self._replies.difference_update(replies)
+            if self.underway is not None:
+                self.underway.finished(key)
         return call.call_id
 
     async def _call_model(self, plan: Plan, call: Recording, ask: Ask, context: Context, reply: Reply,
@@ -570,17 +584,18 @@ class Conversation:
         finally:
             self._delivering.discard(task)
 
-    async def _record(self, record: CallLog, *, prompt: Prompt | None, parent_ts: str | None = None) -> int | None:
+    async def _record(self, record: CallLog, *, prompt: Prompt | None, parent_ts: str | None = None,
+                      key: str | None = None) -> int | None:
         """Keep the call's row (the journal takes it at once) and wait briefly for its id.
-        ``parent_ts``: see `Store.record_call`."""
+        ``parent_ts``: see `Store.record_call`; ``key``: the op id of the row."""
         prompt_file = None if prompt is None else {
             "name": prompt.name, "version": prompt.version, "path": str(prompt.path), "source": prompt.source,
             "model": prompt.model}
         if self.journal is None:
             return await self.store.record_call(record, prompt=prompt_file, parent_ts=parent_ts)
         try:
-            kept = await self.journal.keep(new_op("call", log=dataclasses.asdict(record), prompt=prompt_file,
-                                                  parent_ts=parent_ts))
+            kept = await self.journal.keep(new_op("call", key=key, log=dataclasses.asdict(record),
+                                                  prompt=prompt_file, parent_ts=parent_ts))
         except NotKept:
             log.exception("the row of a %s call (%s, %s tokens) is lost: no journal, no database",
                           record.status, record.model, record.completion_tokens)
@@ -613,6 +628,48 @@ class Conversation:
             await asyncio.sleep(0)  # a listener Bolt has just scheduled takes its first step
             if self._idle.is_set():
                 return
+
+    async def apologise_for(self, orphans: list[Orphan], client: AsyncWebClient) -> int:
+        """Answers a process that is gone left under way (`bot.underway`: it crashed, or was
+        killed): each gets the apology and the row (error_type Interrupted) a shutdown would have
+        given it, unless its row was kept after all. Returns how many apologies were due."""
+        due = 0
+        for orphan in orphans:
+            if not await self._row_kept(orphan.key):
+                due += 1
+                await self._apologise_for(orphan, client)
+            if self.underway is not None:
+                self.underway.settled(orphan)
+        return due
+
+    async def _apologise_for(self, orphan: Orphan, client: AsyncWebClient) -> None:
+        row = CallLog(**orphan.row)
+        row.status, row.error_type = CallStatus.ERROR, "Interrupted"
+        if row.content_logged:
+            row.error_message = "the bot stopped before the answer finished, without shutting down (killed, or crashed)"
+        op = new_op("call", key=orphan.key, log=dataclasses.asdict(row))  # its op id: one row, however often
+        try:
+            if self.journal is not None:
+                await self.journal.keep(op)
+            else:
+                await self.store.apply([op])
+        except Exception:  # noqa: BLE001 - the apology still goes out
+            log.exception("the row of an answer cut off by a crash is lost")
+        try:
+            await self.budget.call(client, "chat.postMessage", team=row.team_id, channel=orphan.channel_id,
+                                   thread_ts=orphan.thread_ts, text=f"_{ModelError._apologies['interrupted']}_")
+        except (SlackApiError, aiohttp.ClientError, OSError, TimeoutError) as exc:
+            log.warning("could not apologise in thread %s of %s for an answer cut off by a crash (%s)",
+                        orphan.thread_ts, orphan.channel_id, type(exc).__name__)
+
+    async def _row_kept(self, key: str) -> bool:
+        """Whether the row of the answer with this op id reached the journal or the database."""
+        if self.journal is not None and any(op["id"] == key for op in self.journal.pending("call")):
+            return True
+        try:
+            return await within(self.store.call_for_op(key), DB_WAIT) is not None
+        except Exception:  # noqa: BLE001 - cannot tell: apologise (the row itself is written once anyway)
+            return False
 
     async def shutdown(self, grace: float, cleanup: float = 4.0) -> int:
         """Let accepted work finish for ``grace`` seconds; then post what is waiting for Slack's

@@ -58,9 +58,10 @@ ADOPT_EVERY = 60.0  # seconds between looks for journal files left by other proc
 VOTES = ("reaction", "button")
 
 
-def new_op(kind: str, **data: Any) -> dict[str, Any]:
-    """An op of ``kind`` ("call", "reaction", "button", "correction"), happening now."""
-    return {"id": uuid.uuid4().hex, "kind": kind, "at": time.time(), **data}
+def new_op(kind: str, *, key: str | None = None, **data: Any) -> dict[str, Any]:
+    """An op of ``kind`` ("call", "reaction", "button", "correction"), happening now. ``key``:
+    its id, when it must be known before (an answer's row: `bot.underway`)."""
+    return {"id": key or uuid.uuid4().hex, "kind": kind, "at": time.time(), **data}
 
 
 class NotKept(FlywheelError):

@@ -361,6 +361,11 @@ class Store:
         async with self.session() as s:
             return list((await s.scalars(select(Call).order_by(Call.id).limit(limit))).all())
 
+    async def call_for_op(self, op_id: str) -> int | None:
+        """The call whose row a journal op with this id wrote, if any."""
+        async with self.session() as s:
+            return await s.scalar(select(Call.id).where(Call.op_id == op_id))
+
     async def call_for_message(self, channel_id: str, ts: str) -> int | None:
         """The call whose answer includes this Slack message, if any."""
         async with self.session() as s:

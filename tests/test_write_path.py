@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import sqlite3
 import threading
@@ -22,6 +23,7 @@ from sqlalchemy.engine import make_url
 
 from bot.journal import Journal
 from bot.store import Store
+from bot.underway import Underway
 
 from conftest import (
     PROMPTS,
@@ -411,3 +413,110 @@ async def test_sigterm_during_a_burst_answers_or_apologises_for_every_acked_ment
         if event not in acked:
             assert slack.thread(event["channel"], event["ts"])[1:] == []
     assert 0 < interrupted < len(acked), "both ways were taken: finished within the grace, and interrupted"
+
+
+# -- a crash mid-answer: the next start apologises ---------------------------------------------------
+
+
+async def test_a_crash_mid_answer_ends_in_an_apology_and_one_row_after_the_restart(database_url: str,
+                                                                                  tmp_path: Path):
+    """kill -9 while answers stream (no shutdown, no chance to apologise): at the next start, each
+    answer that was under way gets the apology and the error row a shutdown would have given it.
+    Before, the people who asked waited for ever and the paid calls had no row. An answer that
+    had finished before the crash gets neither a second row nor an apology."""
+    async with FakeSlack() as slack, FakeOpenAI() as model:
+        model.reply("Finished before the crash.")
+        for k in range(3):
+            model.reply(chunks=[f"Cut off {k}. "] * 100, chunk_delay=0.1)  # 10 s: the crash comes first
+        env = clean_env(SLACK_BOT_TOKEN=slack.bot_token, SLACK_SIGNING_SECRET=SIGNING_SECRET,
+                        SLACK_API_URL=slack.url, OPENAI_API_KEY=model.api_key, OPENAI_BASE_URL=model.url,
+                        PROMPTS_DIR=str(PROMPTS), DATABASE_URL=database_url,
+                        FLYWHEEL_JOURNAL_DIR=str(tmp_path / "journal"))
+
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        finished = mention("finished", channel="C1")
+        cut = [mention(f"question {k}", channel=f"C{k + 2}") for k in range(3)]
+        for event in (finished, *cut):
+            slack.add_message(event["channel"], event["text"], user=event["user"], ts=event["ts"])
+        async with flywheel_process("run", "--http", "--port", str(port), cwd=tmp_path, env=env) as proc:
+            await wait_healthy(url, proc)
+            async with SlackSender(f"{url}/slack/events", SIGNING_SECRET) as sender:
+                assert (await sender.event(finished))[0] == 200
+                await wait_until(lambda: [m for m in slack.thread("C1", finished["ts"])[1:] if not m.get("streaming")])
+                for event in cut:
+                    assert (await sender.event(event))[0] == 200
+                await wait_until(lambda: all(slack.thread(e["channel"], e["ts"])[1:] for e in cut), timeout=10)
+            proc.kill()  # SIGKILL: nothing runs after this
+            await proc.wait()
+
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        async with flywheel_process("run", "--http", "--port", str(port), cwd=tmp_path, env=env) as proc:
+            await wait_healthy(url, proc)
+
+            def apologies(event: dict[str, Any]) -> list[dict[str, Any]]:
+                return [m for m in slack.thread(event["channel"], event["ts"])
+                        if m.get("user") == slack.bot_user_id and "restarted" in slack.text_of(m)]
+
+            await wait_until(lambda: all(apologies(e) for e in cut), timeout=15)
+            store = Store(database_url)
+            try:
+                async def rows() -> list[Any]:
+                    return await store.list_calls()
+
+                for _ in range(100):
+                    if len(await rows()) >= 4:
+                        break
+                    await asyncio.sleep(0.1)
+                calls = {c.request_ts: c for c in await rows()}
+                assert len(await rows()) == 4, "one row per question, no more"
+            finally:
+                await store.close()
+            proc.send_signal(signal.SIGTERM)
+            _, err = await asyncio.wait_for(proc.communicate(), 30)
+            assert proc.returncode == 0, err.decode()[-3000:]
+
+    assert calls[finished["ts"]].status == "ok" and not apologies(finished)
+    for event in cut:
+        row = calls[event["ts"]]
+        assert (row.status, row.error_type, row.prompt_name) == ("error", "Interrupted", "ask")
+        assert row.request_text.endswith(event["text"].split("> ", 1)[-1])
+        assert len(apologies(event)) == 1
+    assert not list((tmp_path / "journal").glob("*.underway")), "nothing left to apologise for at the next start"
+
+
+def test_the_underway_notes_of_a_running_process_are_not_taken_and_a_dead_ones_are(tmp_path: Path):
+    """bot.underway on its own: what each start adopts, what a torn line or a crossed-off answer
+    leaves, and that the file of a steady stream of answers starts over instead of growing."""
+    row = {"trigger": "mention", "prompt_name": "ask", "prompt_version": "v", "model": "m", "messages": []}
+    running, dead = Underway(tmp_path), Underway(tmp_path)
+    assert running.open() == [] and dead.open() == []
+    running.started("r1", channel_id="C1", thread_ts="1.1", row=row)
+    for key in ("d1", "d2", "d3"):
+        dead.started(key, channel_id="C2", thread_ts=f"{key}.0", row=row)
+    dead.finished("d2")
+    with dead.path.open("ab") as f:
+        f.write(b'{"key": "d4", "chan')  # the crash cut the last line short
+    os.close(dead._lock_fd)  # the process is gone: its lock with it
+    dead._lock_fd = -1
+
+    after = Underway(tmp_path)
+    orphans = after.open()
+    assert sorted(o.key for o in orphans) == ["d1", "d3"], "not the running process's, not the crossed-off one"
+    assert {o.thread_ts for o in orphans} == {"d1.0", "d3.0"} and orphans[0].row == row
+    after.settled(orphans[0])
+    again = Underway(tmp_path)
+    assert again.open() == [], "adopted already: locked by the process that took it"
+    after.close()  # stopped before it was done: what was not settled is adopted next time
+    assert [o.key for o in Underway(tmp_path).open()] == ["d3"]
+
+    for n in range(100):  # one answer after another: the file starts over each time none is open
+        running.finished(f"r{n}")
+        running.started(f"r{n + 1}", channel_id="C1", thread_ts="1.1", row=row)
+    assert running.path.stat().st_size < 300
+    running.finished("r100")
+    assert running.path.stat().st_size == 0
+    os.close(running._lock_fd)  # it dies with nothing under way: the next start just clears its file away
+    running._lock_fd = -1
+    assert Underway(tmp_path).open() == [] and not running.path.exists()
