@@ -508,11 +508,11 @@ class Conversation:
                         call.reply = reply
                         call.row.request_ts, call.row.thread_ts = ask.ts, ask.thread_ts
                     if self.underway is not None and ask.channel_id and (ask.thread_ts or ask.ts):
-                        row = dataclasses.asdict(call.row)
+                        noted = dataclasses.replace(call.row)
                         if not plan.channel.log_content:  # what the row will keep, and no more
-                            row.update(messages=[], request_text="", answer="", content_logged=False)
+                            noted.drop_content()
                         self.underway.started(key, channel_id=ask.channel_id, thread_ts=ask.thread_ts or ask.ts,
-                                              row=row)
+                                              row=dataclasses.asdict(noted))
                     if isinstance(reply, Status):
                         await reply.begin()  # the thread shows a status if the model is slow to start
                     if callable(context_source):

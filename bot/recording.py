@@ -121,9 +121,8 @@ class Recording:
         if self.hold is not None:
             await self._budgets.settle(self.hold, (row.prompt_tokens or 0) + (row.completion_tokens or 0),
                                        row.cost_usd)
-        if not self._log_content:  # the channel opted out: tokens, cost and timing only
-            row.messages, row.request_text, row.answer = [], "", ""
-            row.error_message, row.content_logged = None, False
+        if not self._log_content:
+            row.drop_content()
         self.call_id = await self._keep(row)
         log.info("call %s: %s/%s %s in %sms", self.call_id if self.call_id is not None else "(kept)",
                  row.prompt_name, row.prompt_version[:12], row.status, row.latency_ms)

@@ -121,6 +121,11 @@ class CallLog:
     content_logged: bool = True  # False: its channel opted out; the text fields are left empty
     message_ts: list[str] = field(default_factory=list)  # the Slack messages the answer was posted as
 
+    def drop_content(self) -> None:
+        """For a channel that opted out of content logging: tokens, cost and timing only."""
+        self.messages, self.request_text, self.answer = [], "", ""
+        self.error_message, self.content_logged = None, False
+
     def add_completion(self, completion: Completion, prices: PriceTable, *, latency_ms: int) -> None:
         """Fill in what the model said and what it cost: the one place a completion becomes row fields.
         ``latency_ms`` counts when the model's own timing is missing."""

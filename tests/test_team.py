@@ -20,7 +20,7 @@ from bot.prompts import PromptSet, load_file
 from bot.store import CallLog, Store
 
 from conftest import PROMPTS, clean_env, serve_bot
-from fakes import FakeOpenAI, FakeSlack
+from fakes import FakeOpenAI, FakeSlack, wait_until
 
 SUPPORT = "C0SUPPORT1"
 TINY = ("---\nname: tiny\ndescription: A tiny prompt for budget tests\nmodel:\n  options:\n    max_tokens: 100\n"
@@ -174,8 +174,11 @@ async def test_a_channel_that_opts_out_keeps_tokens_and_cost_but_no_text(databas
     (prompts_dir / "team.yaml").write_text(f"channels:\n  {SUPPORT}:\n    log_content: false\n")
     async with FakeSlack() as slack, FakeOpenAI() as model, \
             serve_bot(slack, model, database_url, PROMPTS_DIR=str(prompts_dir)) as h:
-        model.reply("Your invoice is in Billing.", usage=(30, 7))
+        model.reply(chunks=["Your invoice ", "is in Billing."], chunk_delay=0.3, usage=(30, 7))
         event = await h.mention("my card number is 4111 1111 1111 1111, where is my invoice?", channel=SUPPORT)
+        [noted] = await wait_until(lambda: [f for f in h.fw.settings.journal_dir.glob("*.underway")
+                                            if f.stat().st_size])  # the answer under way, on disk
+        assert b"4111" not in noted.read_bytes(), "not on disk either, while it streams"
         [call] = await h.calls(1)
         assert (call.messages, call.request_text, call.answer, call.content_logged) == ([], "", "", False)
         assert (call.prompt_tokens, call.completion_tokens) == (30, 7) and call.cost_usd
