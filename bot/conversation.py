@@ -68,6 +68,7 @@ log = logging.getLogger(__name__)
 
 DB_WAIT = 2.0  # seconds a read or claim on the answer path may wait for the database
 RECORD_WAIT = 2.0  # seconds an answer waits for its row to reach the database (it is kept anyway)
+APOLOGY_WITHIN = 24 * 3600.0  # seconds: an answer cut off by a crash longer ago gets its row, no apology
 CLAIMS_REMEMBERED = 10_000  # message keys this process remembers having claimed
 
 
@@ -647,7 +648,8 @@ class Conversation:
         row.status, row.error_type = CallStatus.ERROR, "Interrupted"
         if row.content_logged:
             row.error_message = "the bot stopped before the answer finished, without shutting down (killed, or crashed)"
-        op = new_op("call", key=orphan.key, log=dataclasses.asdict(row))  # its op id: one row, however often
+        # Its op id: one row, however often this runs; logged at the time the answer started.
+        op = new_op("call", key=orphan.key, log=dataclasses.asdict(row), at=orphan.at)
         try:
             if self.journal is not None:
                 await self.journal.keep(op)
@@ -655,6 +657,10 @@ class Conversation:
                 await self.store.apply([op])
         except Exception:  # noqa: BLE001 - the apology still goes out
             log.exception("the row of an answer cut off by a crash is lost")
+        if time.time() - orphan.at > APOLOGY_WITHIN:  # the bot was down for long: no news is better
+            log.info("not apologising in thread %s of %s: the question is %.0f hours old", orphan.thread_ts,
+                     orphan.channel_id, (time.time() - orphan.at) / 3600)
+            return
         try:
             await self.budget.call(client, "chat.postMessage", team=row.team_id, channel=orphan.channel_id,
                                    thread_ts=orphan.thread_ts, text=f"_{ModelError._apologies['interrupted']}_")

@@ -59,8 +59,8 @@ VOTES = ("reaction", "button")
 
 
 def new_op(kind: str, *, key: str | None = None, **data: Any) -> dict[str, Any]:
-    """An op of ``kind`` ("call", "reaction", "button", "correction"), happening now. ``key``:
-    its id, when it must be known before (an answer's row: `bot.underway`)."""
+    """An op of ``kind`` ("call", "reaction", "button", "correction"), happening now (or ``at=``
+    a time given). ``key``: its id, when it must be known before (an answer's row: `bot.underway`)."""
     return {"id": key or uuid.uuid4().hex, "kind": kind, "at": time.time(), **data}
 
 

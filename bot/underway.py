@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ class Orphan:
     thread_ts: str | None
     row: dict[str, Any]  # its CallLog as it stood when the answer started
     path: Path  # the file it was noted in
+    at: float  # when it started (time.time())
 
 
 class Underway:
@@ -96,7 +98,7 @@ class Underway:
 
     def started(self, key: str, *, channel_id: str, thread_ts: str | None, row: dict[str, Any]) -> None:
         """Note an answer that has started (best effort: a full disk only loses the note)."""
-        self._write({"key": key, "channel": channel_id, "thread_ts": thread_ts, "row": row})
+        self._write({"key": key, "at": time.time(), "channel": channel_id, "thread_ts": thread_ts, "row": row})
         self._open.add(key)
 
     def finished(self, key: str) -> None:
@@ -158,8 +160,17 @@ def _unfinished(path: Path) -> Iterator[Orphan]:
         if isinstance(item.get("done"), str):
             started.pop(item["done"], None)
         elif isinstance(item.get("key"), str) and isinstance(item.get("row"), dict) and item.get("channel"):
-            started[item["key"]] = Orphan(item["key"], item["channel"], item.get("thread_ts"), item["row"], path)
+            at = item.get("at")
+            started[item["key"]] = Orphan(item["key"], item["channel"], item.get("thread_ts"), item["row"], path,
+                                          at if isinstance(at, (int, float)) else _mtime(path))
     yield from started.values()
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return time.time()
 
 
 def _remove(path: Path, lock_fd: int) -> None:

@@ -15,6 +15,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from sqlalchemy.engine import make_url
 
 from bot.journal import Journal
 from bot.store import Store
-from bot.underway import Underway
+from bot.underway import Orphan, Underway
 
 from conftest import (
     PROMPTS,
@@ -447,6 +448,7 @@ async def test_a_crash_mid_answer_ends_in_an_apology_and_one_row_after_the_resta
                 for event in cut:
                     assert (await sender.event(event))[0] == 200
                 await wait_until(lambda: all(slack.thread(e["channel"], e["ts"])[1:] for e in cut), timeout=10)
+            killed = datetime.now(UTC).replace(tzinfo=None)
             proc.kill()  # SIGKILL: nothing runs after this
             await proc.wait()
 
@@ -481,6 +483,7 @@ async def test_a_crash_mid_answer_ends_in_an_apology_and_one_row_after_the_resta
     for event in cut:
         row = calls[event["ts"]]
         assert (row.status, row.error_type, row.prompt_name) == ("error", "Interrupted", "ask")
+        assert row.created_at.replace(tzinfo=None) < killed, "logged when the answer started, not at the restart"
         assert row.request_text.endswith(event["text"].split("> ", 1)[-1])
         assert len(apologies(event)) == 1
     assert not list((tmp_path / "journal").glob("*.underway")), "nothing left to apologise for at the next start"
@@ -520,3 +523,15 @@ def test_the_underway_notes_of_a_running_process_are_not_taken_and_a_dead_ones_a
     os.close(running._lock_fd)  # it dies with nothing under way: the next start just clears its file away
     running._lock_fd = -1
     assert Underway(tmp_path).open() == [] and not running.path.exists()
+
+
+async def test_an_answer_cut_off_by_a_crash_long_ago_gets_its_row_but_no_apology(bot: Harness):
+    """The bot was down for days after the crash: the row is written, the thread left alone."""
+    row = {"trigger": "mention", "prompt_name": "ask", "prompt_version": "v1", "model": "m", "messages": [],
+           "channel_id": "C1", "request_ts": "1.000001", "request_text": "hello?"}
+    old = Orphan("k-old", "C1", "1.000001", row, Path("/nonexistent"), time.time() - 3 * 86400)
+    assert await bot.fw.conversation.apologise_for([old], bot.fw.client) == 1
+    await bot.written()
+    [call] = await bot.store.list_calls()
+    assert (call.status, call.error_type, call.request_text) == ("error", "Interrupted", "hello?")
+    assert not bot.slack.calls("chat.postMessage")
