@@ -508,11 +508,12 @@ class Conversation:
                         self._replies.add(reply)
                         call.reply = reply
                         call.row.request_ts, call.row.thread_ts = ask.ts, ask.thread_ts
-                    if self.underway is not None and ask.channel_id and (ask.thread_ts or ask.ts):
+                    if self.underway is not None and ask.channel_id:
                         noted = dataclasses.replace(call.row)
                         if not plan.channel.log_content:  # what the row will keep, and no more
                             noted.drop_content()
-                        self.underway.started(key, channel_id=ask.channel_id, thread_ts=ask.thread_ts or ask.ts,
+                        # Where the answer goes, so the apology goes there too (no thread: a DM itself).
+                        self.underway.started(key, channel_id=ask.channel_id, thread_ts=ask.thread_ts,
                                               row=dataclasses.asdict(noted))
                     if isinstance(reply, Status):
                         await reply.begin()  # the thread shows a status if the model is slow to start

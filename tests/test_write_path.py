@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import sqlite3
@@ -535,3 +536,17 @@ async def test_an_answer_cut_off_by_a_crash_long_ago_gets_its_row_but_no_apology
     [call] = await bot.store.list_calls()
     assert (call.status, call.error_type, call.request_text) == ("error", "Interrupted", "hello?")
     assert not bot.slack.calls("chat.postMessage")
+
+
+async def test_an_apology_for_a_dm_cut_off_by_a_crash_goes_where_the_answer_would_have(bot: Harness):
+    """A direct message is answered in the conversation itself, not in a thread: so is its apology."""
+    bot.model.reply(chunks=["Hi ", "there."], chunk_delay=0.3)
+    await bot.message("hello bot", channel="D1", channel_type="im")
+    [noted] = await wait_until(lambda: [f for f in bot.fw.settings.journal_dir.glob("*.underway") if f.stat().st_size])
+    note = json.loads(noted.read_bytes().splitlines()[0])
+    assert (note["channel"], note["thread_ts"]) == ("D1", None)
+    await bot.calls(1)
+    cut_off = Orphan("k-dm", "D1", None, note["row"], Path("/nonexistent"), time.time())  # as a crash leaves it
+    assert await bot.fw.conversation.apologise_for([cut_off], bot.fw.client) == 1
+    [apology] = [m for m in bot.slack.bot_messages("D1") if "restarted" in bot.slack.text_of(m)]
+    assert apology.get("thread_ts", apology["ts"]) == apology["ts"], "in the conversation, not a thread"
