@@ -29,3 +29,12 @@ def open_locked(path: str | os.PathLike[str], *, wait: bool = False) -> int:
         os.close(fd)
         raise
     return fd
+
+
+def try_lock(path: str | os.PathLike[str]) -> int | None:
+    """``open_locked`` without waiting: None when another process (or open file) holds the lock,
+    e.g. a journal file whose owner is still running."""
+    try:
+        return open_locked(path)
+    except OSError:
+        return None

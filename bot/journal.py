@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bot.errors import FlywheelError
-from bot.filelock import open_locked
+from bot.filelock import open_locked, try_lock
 
 if TYPE_CHECKING:
     from bot.store import Store
@@ -120,7 +120,7 @@ class Journal:
         for path in sorted(self.directory.glob("*.jsonl"), key=_age):
             if path == self.path or path.name == "dead.jsonl" or path in self._adopted:
                 continue
-            lock = _try_lock(path.with_suffix(".lock"))
+            lock = try_lock(path.with_suffix(".lock"))
             if lock is None:
                 continue  # a running process holds it
             if not path.exists():  # its owner removed it meanwhile
@@ -433,13 +433,6 @@ def _age(path: Path) -> float:
         return path.stat().st_mtime
     except OSError:
         return float("inf")
-
-
-def _try_lock(path: Path) -> int | None:
-    try:
-        return open_locked(path)
-    except OSError:
-        return None
 
 
 def _remove(path: Path, lock_fd: int) -> None:

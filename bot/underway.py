@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bot.filelock import open_locked
+from bot.filelock import open_locked, try_lock
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +64,8 @@ class Underway:
         for path in sorted(self.directory.glob(f"*{SUFFIX}")):
             if path == self.path:
                 continue
-            try:
-                lock = open_locked(path.with_name(path.name + ".lock"))
-            except OSError:
+            lock = try_lock(path.with_name(path.name + ".lock"))
+            if lock is None:
                 continue  # a running process holds it
             found = list(_unfinished(path))
             if not found:  # every answer it started had finished
