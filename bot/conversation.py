@@ -36,7 +36,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.budgets import Budgets
 from bot.corrections import Outcome, answer_link
-from bot.delivery import Reply, Status, reply_for
+from bot.delivery import Reply, Status, Watched, reply_for
 from bot.errors import ModelError, redact
 from bot.feedback import answer_controls, retry_controls
 from bot.history import (
@@ -515,6 +515,8 @@ class Conversation:
                         # Where the answer goes, so the apology goes there too (no thread: a DM itself).
                         self.underway.started(key, channel_id=ask.channel_id, thread_ts=ask.thread_ts,
                                               row=dataclasses.asdict(noted))
+                        if isinstance(reply, Watched):  # so that the apology ends what it leaves open
+                            reply.watch = functools.partial(self.underway.shows, key)
                     if isinstance(reply, Status):
                         await reply.begin()  # the thread shows a status if the model is slow to start
                     if callable(context_source):
@@ -658,16 +660,38 @@ class Conversation:
                 await self.store.apply([op])
         except Exception:  # noqa: BLE001 - the apology still goes out
             log.exception("the row of an answer cut off by a crash is lost")
+        apology = f"_{ModelError._apologies['interrupted']}_"
+        if orphan.message is not None and await self._end_with(orphan, apology, client, team_id=row.team_id):
+            return
         if time.time() - orphan.at > APOLOGY_WITHIN:  # the bot was down for long: no news is better
             log.info("not apologising in thread %s of %s: the question is %.0f hours old", orphan.thread_ts,
                      orphan.channel_id, (time.time() - orphan.at) / 3600)
             return
         try:
             await self.budget.call(client, "chat.postMessage", team=row.team_id, channel=orphan.channel_id,
-                                   thread_ts=orphan.thread_ts, text=f"_{ModelError._apologies['interrupted']}_")
+                                   thread_ts=orphan.thread_ts, text=apology)
         except (SlackApiError, aiohttp.ClientError, OSError, TimeoutError) as exc:
             log.warning("could not apologise in thread %s of %s for an answer cut off by a crash (%s)",
                         orphan.thread_ts, orphan.channel_id, type(exc).__name__)
+
+    async def _end_with(self, orphan: Orphan, apology: str, client: AsyncWebClient, *, team_id: str | None) -> bool:
+        """End the message the crash left open with the apology: the half-streamed answer stops with
+        it (as an answer a shutdown interrupts does), the Thinking… note becomes it. An edit, not a
+        new message, so whatever the age. False if Slack no longer takes it (a stream it closed)."""
+        assert orphan.message is not None
+        kind, ts = orphan.message
+        try:
+            if kind == "stream":
+                await self.budget.call(client, "chat.stopStream", team=team_id, channel=orphan.channel_id, ts=ts,
+                                       markdown_text=f"\n\n{apology}")
+            else:
+                await self.budget.call(client, "chat.update", team=team_id, channel=orphan.channel_id, ts=ts,
+                                       markdown_text=apology)
+        except (SlackApiError, aiohttp.ClientError, OSError, TimeoutError) as exc:
+            log.info("could not end the %s a crash left in thread %s of %s (%s): posting the apology", kind,
+                     orphan.thread_ts, orphan.channel_id, type(exc).__name__)
+            return False
+        return True
 
     async def _row_kept(self, key: str) -> bool:
         """Whether the row of the answer with this op id reached the journal or the database."""

@@ -69,6 +69,16 @@ class Status(Protocol):
         """The answer has been asked for: show a status until its text arrives."""
 
 
+Unfinished = tuple[str, str]  # ("stream" | "status", ts): the message a crash now would leave as it is
+
+
+@runtime_checkable
+class Watched(Protocol):
+    # Told each time the message a crash would leave unfinished changes: an open stream, or the
+    # Thinking… note (None: neither), so that the next start can end it with the apology.
+    watch: Callable[[Unfinished | None], None] | None
+
+
 class _Output:
     """What the replies share: one answer's destination, the splitter and the budget."""
 
@@ -86,6 +96,21 @@ class _Output:
         self._status_sent = False  # its post has gone out (it can no longer just be called off)
         self._placeholder: str | None = None  # the note's ts while it shows
         self._update: Reservation | None = None  # the chat.update slot that will replace the note
+        self._streaming = False  # the current message is an open stream
+        self.watch: Callable[[Unfinished | None], None] | None = None  # see `Watched`
+
+    @property
+    def unfinished(self) -> Unfinished | None:
+        """The message a crash now would leave unfinished: an open stream, else the Thinking… note."""
+        if self._streaming:
+            return ("stream", self.message_ts[-1])
+        if self._placeholder is not None:
+            return ("status", self._placeholder)
+        return None
+
+    def _changed(self) -> None:
+        if self.watch is not None:
+            self.watch(self.unfinished)
 
     async def begin(self) -> None:
         if self._status is None and not self.message_ts:
@@ -112,6 +137,7 @@ class _Output:
             self._release_update()
         else:
             self._placeholder = resp["ts"]
+            self._changed()
 
     def _release_update(self) -> None:
         self.budget.release(self._update)
@@ -138,12 +164,14 @@ class _Output:
             await self._call("chat.delete", ts=ts)
         except SlackApiError as exc:
             log.warning("could not remove the status note (%s)", _error(exc))
+        self._changed()
 
     def _adopt_status(self) -> str | None:
         """The note becomes the answer's first message."""
         ts, self._placeholder = self._placeholder, None
         if ts is not None:
             self.message_ts.append(ts)
+            self._changed()
         return ts
 
     async def _call(self, method: str, *, optional: bool = False, **params: Any) -> Any:
@@ -178,7 +206,6 @@ class StreamedReply(_Output):
         self.user_id = user_id
         self.interval = interval
         self._pending = ""  # escaped text of the current message not yet sent
-        self._streaming = False  # the current message is an open stream
         self._can_stream = True  # False once Slack refused: the rest is posted
         self._last = 0.0
 
@@ -221,6 +248,7 @@ class StreamedReply(_Output):
                 return  # the budget is spent: this message is posted whole when complete
             self.message_ts.append(resp["ts"])
             self._streaming, self._pending, self._last = True, "", now
+            self._changed()
             await self._clear_status()  # the answer shows: the note has done its job
         elif now - self._last >= self.interval:
             try:
@@ -237,7 +265,6 @@ class StreamedReply(_Output):
         """Complete the current message with everything pending (and ``blocks`` under it)."""
         text, self._pending = self._pending, ""
         if self._streaming:
-            self._streaming = False
             extra: dict[str, Any] = {"markdown_text": text} if text else {}
             try:
                 if blocks:
@@ -247,6 +274,9 @@ class StreamedReply(_Output):
             except SlackApiError as exc:
                 log.warning("chat.stopStream refused (%s); posting its text instead", _error(exc))
                 self._can_stream = False
+            finally:  # stopped, or Slack will not take more for it: either way it is no longer open
+                self._streaming = False
+                self._changed()
         if text.strip():
             if len(text) <= UPDATE_LIMIT and await self._status_shown() is not None:
                 ts = self._adopt_status()  # the note becomes this message
@@ -258,6 +288,7 @@ class StreamedReply(_Output):
     async def _abandon_stream(self) -> None:
         """Slack will not take more text for this message: close it as it is."""
         self._streaming, self._can_stream = False, False
+        self._changed()
         with contextlib.suppress(SlackApiError):  # already stopped by Slack: what it shows stays
             await self._call("chat.stopStream", ts=self.message_ts[-1])
 

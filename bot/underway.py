@@ -8,7 +8,9 @@ microseconds, no database) and crossed off once its row is kept (in the journal,
 from there). At the next start, whatever a process that is gone left noted and not crossed off
 gets what a shutdown would have given it: an apology in its thread and an error row
 (``error_type`` Interrupted), written once (the row's op id is the note's key, the one the
-answer's own row would have had).
+answer's own row would have had). What the answer shows while it runs is noted too (`shows`:
+the open stream, the Thinking… note), so the apology ends that message instead of leaving it
+half-written above a new one.
 
 Files: ``<journal dir>/<id>.underway``, one per process, locked by ``<id>.underway.lock``
 while the process runs; a file whose lock nobody holds is a dead process's, and is adopted.
@@ -22,7 +24,7 @@ import os
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +45,7 @@ class Orphan:
     row: dict[str, Any]  # its CallLog as it stood when the answer started
     path: Path  # the file it was noted in
     at: float  # when it started (time.time())
+    message: tuple[str, str] | None = None  # the stream or Thinking… note it left open (`delivery.Unfinished`)
 
 
 class Underway:
@@ -52,6 +55,7 @@ class Underway:
         self._fd = -1
         self._lock_fd = -1
         self._open: set[str] = set()
+        self._shows: dict[str, tuple[str, str] | None] = {}  # what `shows` last noted of each
         self._adopted: list[tuple[Path, int]] = []  # dead processes' files (and their locks) until forgotten
 
     def open(self) -> list[Orphan]:
@@ -100,11 +104,19 @@ class Underway:
         self._write({"key": key, "at": time.time(), "channel": channel_id, "thread_ts": thread_ts, "row": row})
         self._open.add(key)
 
+    def shows(self, key: str, message: tuple[str, str] | None) -> None:
+        """The message of an answer under way that a crash now would leave unfinished (an open
+        stream, the Thinking… note) changed: the apology then ends it, rather than leave it as it is."""
+        if key in self._open and self._shows.get(key) != message:
+            self._shows[key] = message
+            self._write({"shows": key, "message": message})
+
     def finished(self, key: str) -> None:
         """Cross off an answer whose row is kept. With nothing left open the file starts over."""
         if key not in self._open:
             return
         self._open.discard(key)
+        self._shows.pop(key, None)
         if self._open or not self._truncate():
             self._write({"done": key})
 
@@ -158,6 +170,12 @@ def _unfinished(path: Path) -> Iterator[Orphan]:
             continue
         if isinstance(item.get("done"), str):
             started.pop(item["done"], None)
+        elif isinstance(item.get("shows"), str):
+            if (orphan := started.get(item["shows"])) is not None:
+                message = item.get("message")
+                shown = (message[0], message[1]) if (isinstance(message, list) and len(message) == 2
+                                                     and all(isinstance(m, str) for m in message)) else None
+                started[orphan.key] = replace(orphan, message=shown)
         elif isinstance(item.get("key"), str) and isinstance(item.get("row"), dict) and item.get("channel"):
             at = item.get("at")
             started[item["key"]] = Orphan(item["key"], item["channel"], item.get("thread_ts"), item["row"], path,

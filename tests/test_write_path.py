@@ -424,12 +424,15 @@ async def test_a_crash_mid_answer_ends_in_an_apology_and_one_row_after_the_resta
                                                                                   tmp_path: Path):
     """kill -9 while answers stream (no shutdown, no chance to apologise): at the next start, each
     answer that was under way gets the apology and the error row a shutdown would have given it.
-    Before, the people who asked waited for ever and the paid calls had no row. An answer that
-    had finished before the crash gets neither a second row nor an apology."""
+    Before, the people who asked waited for ever and the paid calls had no row. The apology ends
+    what the crash left open: the half-streamed answer stops with it, the Thinking… note becomes
+    it (before, the stream and the note stayed as they were, with the apology under them). An
+    answer that had finished before the crash gets neither a second row nor an apology."""
     async with FakeSlack() as slack, FakeOpenAI() as model:
         model.reply("Finished before the crash.")
         for k in range(3):
             model.reply(chunks=[f"Cut off {k}. "] * 100, chunk_delay=0.1)  # 10 s: the crash comes first
+        model.reply("Too late.", first_token_delay=10)  # the thread shows Thinking… when the crash comes
         env = clean_env(SLACK_BOT_TOKEN=slack.bot_token, SLACK_SIGNING_SECRET=SIGNING_SECRET,
                         SLACK_API_URL=slack.url, OPENAI_API_KEY=model.api_key, OPENAI_BASE_URL=model.url,
                         PROMPTS_DIR=str(PROMPTS), DATABASE_URL=database_url,
@@ -439,7 +442,8 @@ async def test_a_crash_mid_answer_ends_in_an_apology_and_one_row_after_the_resta
         url = f"http://127.0.0.1:{port}"
         finished = mention("finished", channel="C1")
         cut = [mention(f"question {k}", channel=f"C{k + 2}") for k in range(3)]
-        for event in (finished, *cut):
+        slow = mention("a question the model is slow to take up", channel="C9")
+        for event in (finished, *cut, slow):
             slack.add_message(event["channel"], event["text"], user=event["user"], ts=event["ts"])
         async with flywheel_process("run", "--http", "--port", str(port), cwd=tmp_path, env=env) as proc:
             await wait_healthy(url, proc)
@@ -449,6 +453,9 @@ async def test_a_crash_mid_answer_ends_in_an_apology_and_one_row_after_the_resta
                 for event in cut:
                     assert (await sender.event(event))[0] == 200
                 await wait_until(lambda: all(slack.thread(e["channel"], e["ts"])[1:] for e in cut), timeout=10)
+                assert (await sender.event(slow))[0] == 200
+                await wait_until(lambda: slack.thread("C9", slow["ts"])[1:], timeout=10)
+            left = {e["ts"]: [dict(m) for m in slack.thread(e["channel"], e["ts"])[1:]] for e in (*cut, slow)}
             killed = datetime.now(UTC).replace(tzinfo=None)
             proc.kill()  # SIGKILL: nothing runs after this
             await proc.wait()
@@ -462,18 +469,18 @@ async def test_a_crash_mid_answer_ends_in_an_apology_and_one_row_after_the_resta
                 return [m for m in slack.thread(event["channel"], event["ts"])
                         if m.get("user") == slack.bot_user_id and "restarted" in slack.text_of(m)]
 
-            await wait_until(lambda: all(apologies(e) for e in cut), timeout=15)
+            await wait_until(lambda: all(apologies(e) for e in (*cut, slow)), timeout=15)
             store = Store(database_url)
             try:
                 async def rows() -> list[Any]:
                     return await store.list_calls()
 
                 for _ in range(100):
-                    if len(await rows()) >= 4:
+                    if len(await rows()) >= 5:
                         break
                     await asyncio.sleep(0.1)
                 calls = {c.request_ts: c for c in await rows()}
-                assert len(await rows()) == 4, "one row per question, no more"
+                assert len(await rows()) == 5, "one row per question, no more"
             finally:
                 await store.close()
             proc.send_signal(signal.SIGTERM)
@@ -481,12 +488,23 @@ async def test_a_crash_mid_answer_ends_in_an_apology_and_one_row_after_the_resta
             assert proc.returncode == 0, err.decode()[-3000:]
 
     assert calls[finished["ts"]].status == "ok" and not apologies(finished)
-    for event in cut:
+    for event in (*cut, slow):
         row = calls[event["ts"]]
         assert (row.status, row.error_type, row.prompt_name) == ("error", "Interrupted", "ask")
         assert row.created_at.replace(tzinfo=None) < killed, "logged when the answer started, not at the restart"
         assert row.request_text.endswith(event["text"].split("> ", 1)[-1])
         assert len(apologies(event)) == 1
+    for k, event in enumerate(cut):
+        [streamed] = left[event["ts"]]
+        assert streamed["streaming"] and slack.text_of(streamed).startswith(f"Cut off {k}.")
+        [answer] = slack.thread(event["channel"], event["ts"])[1:]  # the same message, no other
+        assert answer["ts"] == streamed["ts"] and not answer["streaming"]
+        text = slack.text_of(answer)
+        assert text.startswith(f"Cut off {k}.") and text.rstrip().endswith("_") and "restarted" in text
+    [note] = left[slow["ts"]]
+    assert "Thinking" in slack.text_of(note)
+    [apology] = slack.thread("C9", slow["ts"])[1:]
+    assert apology["ts"] == note["ts"] and "restarted" in slack.text_of(apology) and "Thinking" not in slack.text_of(apology)
     assert not list((tmp_path / "journal").glob("*.underway")), "nothing left to apologise for at the next start"
 
 
@@ -499,6 +517,10 @@ def test_the_underway_notes_of_a_running_process_are_not_taken_and_a_dead_ones_a
     running.started("r1", channel_id="C1", thread_ts="1.1", row=row)
     for key in ("d1", "d2", "d3"):
         dead.started(key, channel_id="C2", thread_ts=f"{key}.0", row=row)
+    dead.shows("d1", ("status", "5.1"))  # Thinking…
+    dead.shows("d1", ("stream", "5.2"))  # the answer streams (the note is gone)
+    dead.shows("d3", ("stream", "6.1"))
+    dead.shows("d3", None)  # stopped: a long answer goes on in a new message...
     dead.finished("d2")
     with dead.path.open("ab") as f:
         f.write(b'{"key": "d4", "chan')  # the crash cut the last line short
@@ -509,6 +531,7 @@ def test_the_underway_notes_of_a_running_process_are_not_taken_and_a_dead_ones_a
     orphans = after.open()
     assert sorted(o.key for o in orphans) == ["d1", "d3"], "not the running process's, not the crossed-off one"
     assert {o.thread_ts for o in orphans} == {"d1.0", "d3.0"} and orphans[0].row == row
+    assert {o.key: o.message for o in orphans} == {"d1": ("stream", "5.2"), "d3": None}, "what each left open"
     after.settled(orphans[0])
     again = Underway(tmp_path)
     assert again.open() == [], "adopted already: locked by the process that took it"
@@ -536,6 +559,27 @@ async def test_an_answer_cut_off_by_a_crash_long_ago_gets_its_row_but_no_apology
     [call] = await bot.store.list_calls()
     assert (call.status, call.error_type, call.request_text) == ("error", "Interrupted", "hello?")
     assert not bot.slack.calls("chat.postMessage")
+
+
+async def test_the_stream_a_crash_left_open_ends_with_the_apology_or_gets_it_under_it(bot: Harness):
+    """The half-streamed answer stops with the apology, even days later (an edit pings no one);
+    a stream Slack has closed meanwhile gets the apology as a new message under it, as before."""
+    row = {"trigger": "mention", "prompt_name": "ask", "prompt_version": "v1", "model": "m", "messages": [],
+           "channel_id": "C1", "request_ts": "1.000001", "request_text": "hello?"}
+    bot.slack.add_message("C1", "hello?", user="U1", ts="1.000001")
+    opened = [await bot.fw.client.chat_startStream(channel="C1", thread_ts="1.000001", markdown_text=f"Half {k}",
+                                                   recipient_team_id="T1", recipient_user_id="U1")
+              for k in range(2)]
+    await bot.fw.client.chat_stopStream(channel="C1", ts=opened[1]["ts"])  # Slack closed this one
+    old = Orphan("k-old", "C1", "1.000001", row, Path("/nonexistent"), time.time() - 3 * 86400,
+                 message=("stream", opened[0]["ts"]))
+    closed = Orphan("k-closed", "C1", "1.000001", {**row, "request_ts": "1.000002"}, Path("/nonexistent"),
+                    time.time(), message=("stream", opened[1]["ts"]))
+    assert await bot.fw.conversation.apologise_for([old, closed], bot.fw.client) == 2
+    half, other, apology = bot.slack.thread("C1", "1.000001")[1:]
+    assert not half["streaming"] and bot.slack.text_of(half).startswith("Half 0") and "restarted" in bot.slack.text_of(half)
+    assert bot.slack.text_of(other) == "Half 1"
+    assert "restarted" in bot.slack.text_of(apology)
 
 
 async def test_an_apology_for_a_dm_cut_off_by_a_crash_goes_where_the_answer_would_have(bot: Harness):
