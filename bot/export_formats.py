@@ -38,12 +38,14 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
     Format("openai-dpo", 1, ".jsonl", "OpenAI preference fine-tuning (DPO): input, preferred and non-preferred"),
     Format("kto", 1, ".jsonl", "TRL unpaired preference (KTO): prompt, completion, label"),
     Format("eval", 1, ".jsonl", "eval items: input messages with the ideal answer, and the logged answer"),
-    Format("csv", 1, ".csv", "one row per selected call (fit ones only, as every format), for people"),
+    Format("csv", 2, ".csv", "one row per selected call (fit ones only, as every format), for people"),
 )}
 
 ROLES = ("system", "user", "assistant")
-CSV_COLUMNS = ("id", "created_at", "prompt", "version", "model", "user", "channel", "request", "answer",
-               "correction", "up", "down", "status", "cost_usd", "latency_ms")
+# experiment, arm: the A/B experiment the call ran under and the arm it got (empty: none), so
+# that a spreadsheet can compare the arms.
+CSV_COLUMNS = ("id", "created_at", "prompt", "version", "model", "experiment", "arm", "user", "channel", "request",
+               "answer", "correction", "up", "down", "status", "cost_usd", "latency_ms")
 
 
 # -- pseudonyms and redaction ------------------------------------------------------------
@@ -334,7 +336,7 @@ def candidate_rows(fmt: str, rec: Any, scrub: Scrubber) -> list[Any]:
     messages = scrub.messages(rec.messages, rec.user_id, rec.channel_id)
     if fmt == "csv":
         return [csv_cells((rec.id, utc_iso(rec.created_at), rec.prompt_name, rec.prompt_version, rec.model,
-                           scrub.pseudonym(rec.user_id), scrub.channel(rec.channel_id), text(rec.request_text),
+                           rec.experiment, rec.arm, scrub.pseudonym(rec.user_id), scrub.channel(rec.channel_id), text(rec.request_text),
                            text(rec.answer), text(rec.correction), rec.up, rec.down, rec.status,
                            money(rec.cost_usd), rec.latency_ms))]
     if fmt in ("openai-chat", "eval"):

@@ -111,7 +111,8 @@ def _scored(filters: Filters, *, selection: bool = True, negatives: bool = False
 
 
 _CALL_COLUMNS = (Call.messages, Call.answer, Call.user_id, Call.prompt_name, Call.prompt_version, Call.model,
-                 Call.channel_id, Call.request_text, Call.status, Call.cost_usd, Call.latency_ms)
+                 Call.experiment, Call.arm, Call.channel_id, Call.request_text, Call.status, Call.cost_usd,
+                 Call.latency_ms)
 
 
 def selected_query(filters: Filters):

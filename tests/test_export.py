@@ -72,7 +72,7 @@ async def seed(store: Store) -> dict[str, int]:
                              at=DAY + timedelta(minutes=2))
     ids["regen"] = await call(store, "Name a prime.", "7", votes=(1, 1, -1), user_id=ASKER2, channel_id="C2",
                               parent_call_id=ids["down"], at=DAY + timedelta(minutes=3))
-    ids["unrated"] = await call(store, "Say hi", "hi", at=DAY + timedelta(minutes=4))
+    ids["unrated"] = await call(store, "Say hi", "hi", at=DAY + timedelta(minutes=4), experiment="tone", arm="b")
     # Never fit to train on, whatever the votes say.
     await call(store, "bad error", "", votes=(1,), status="error", error_type="ModelError.server",
                finish_reason=None)
@@ -207,15 +207,20 @@ async def test_every_format_gives_the_exact_lines_for_a_small_case(store: Store)
 
     rows, _ = await run_export(store, "csv")
     assert [r["id"] for r in rows] == [str(ids[k]) for k in ("approved", "corrected", "regen", "summary")]
-    assert list(rows[0]) == ["id", "created_at", "prompt", "version", "model", "user", "channel", "request",
-                             "answer", "correction", "up", "down", "status", "cost_usd", "latency_ms"]
+    assert list(rows[0]) == ["id", "created_at", "prompt", "version", "model", "experiment", "arm", "user",
+                             "channel", "request", "answer", "correction", "up", "down", "status", "cost_usd",
+                             "latency_ms"]
     assert rows[1] | {"cost_usd": "", "latency_ms": ""} == {
         "id": str(ids["corrected"]), "created_at": "2026-03-01T10:01:00Z", "prompt": "ask", "version": V1,
-        "model": "gpt-5.4-mini", "user": pseudonym(salt, ASKER), "channel": channel_pseudonym(salt, "C1"),
+        "model": "gpt-5.4-mini", "experiment": "", "arm": "", "user": pseudonym(salt, ASKER),
+        "channel": channel_pseudonym(salt, "C1"),
         "request": "",
         "answer": "Lyon", "correction": "Paris", "up": "0", "down": "1", "status": "ok", "cost_usd": "",
         "latency_ms": ""}
     assert rows[2]["up"] == "2" and rows[2]["down"] == "1"
+    every, _ = await run_export(store, "csv", rating="any", include_unrated=True)
+    [ab] = [r for r in every if r["experiment"]]
+    assert (ab["id"], ab["experiment"], ab["arm"]) == (str(ids["unrated"]), "tone", "b"), "which arm, to compare them"
     assert rows[3]["request"] == f"summarize for {pseudonym(salt, ASKER2)}"
 
     for fmt, lines in (("openai-chat", chat), ("openai-dpo", dpo), ("kto", kto), ("eval", evals)):
