@@ -352,14 +352,16 @@ async def test_over_the_limit_is_a_429_with_an_integer_retry_after(slack: FakeSl
 
 
 async def test_the_window_slides_and_rejected_calls_do_not_use_it(slack: FakeSlack, client: AsyncWebClient):
-    slack.enforce_limits({"chat.postMessage": (2, 0.3)}, per_channel=())
-    started = time.monotonic()
+    # A 1 s window, half of it between the two calls: each step below has ~0.5 s to spare, so a
+    # busy machine (the whole suite on every core) does not move a call across the window's edge.
+    slack.enforce_limits({"chat.postMessage": (2, 1.0)}, per_channel=())
     await client.chat_postMessage(channel="C1", text="1")
-    await asyncio.sleep(0.15)
+    first = time.monotonic()  # the fake counted it before this
+    await asyncio.sleep(0.5)
     await client.chat_postMessage(channel="C2", text="2")  # not per channel: same window
     with pytest.raises(SlackApiError):
         await client.chat_postMessage(channel="C3", text="3")
-    await asyncio.sleep(max(0.0, started + 0.32 - time.monotonic()))  # the first call left the window
+    await asyncio.sleep(max(0.0, first + 1.05 - time.monotonic()))  # the first call left the window
     await client.chat_postMessage(channel="C3", text="3")
     with pytest.raises(SlackApiError):  # the second is still in it
         await client.chat_postMessage(channel="C4", text="4")
