@@ -70,6 +70,7 @@ DB_WAIT = 2.0  # seconds a read or claim on the answer path may wait for the dat
 RECORD_WAIT = 2.0  # seconds an answer waits for its row to reach the database (it is kept anyway)
 APOLOGY_WITHIN = 24 * 3600.0  # seconds: an answer cut off by a crash longer ago gets its row, no apology
 CLAIMS_REMEMBERED = 10_000  # message keys this process remembers having claimed
+CHANNEL_TYPES_REMEMBERED = 10_000  # conversations whose kind this process remembers (`saw_channel`)
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,7 @@ class Ask:
     team_id: str | None = None
     ts: str | None = None  # the asking message (a command's root message)
     thread_ts: str | None = None  # the thread answered in; None: top level
+    channel_type: str | None = None  # Slack's kind of conversation, when known (`Conversation.saw_channel`)
     replay: Replay | None = None  # regenerate, `flywheel replay`: send exactly these messages
     note: str | None = None  # said under the answer (regenerate: which answer it redoes)
 
@@ -101,6 +103,7 @@ class Message:
     thread_ts: str | None = None
     direct: bool = False  # in a DM with the bot
     mention: bool = False  # an app_mention event (Slack also sends the plain message: left to this one)
+    channel_type: str | None = None  # Slack's (message events have it; app_mention events do not)
 
 
 @dataclass(frozen=True)
@@ -152,7 +155,8 @@ class Plan:
         return CallLog(
             trigger=ask.trigger, source=source, prompt_name=self.prompt_name, prompt_version=self.prompt_version,
             model=self.model, messages=[], options=dict(self.options), team_id=ask.team_id,
-            channel_id=ask.channel_id, user_id=ask.user_id, request_ts=ask.ts, thread_ts=ask.thread_ts,
+            channel_id=ask.channel_id, channel_type=ask.channel_type, user_id=ask.user_id, request_ts=ask.ts,
+            thread_ts=ask.thread_ts,
             request_text=ask.text, parent_call_id=self.parent_call_id, experiment=self.experiment, arm=self.arm,
         )
 
@@ -191,6 +195,7 @@ class Conversation:
         self._idle = asyncio.Event()
         self._idle.set()
         self._claimed: OrderedDict[str, None] = OrderedDict()
+        self._channel_types: OrderedDict[str, str] = OrderedDict()  # channel id -> Slack's channel_type
         self._replies: set[Reply] = set()  # answers being written: their messages take votes already
         self._delivering: set[asyncio.Task[Any]] = set()  # answers past the model: only posting is left
         # Deliveries acknowledged and waiting to be dispatched: (when they arrived, how).
@@ -282,6 +287,18 @@ class Conversation:
 
     # -- entry points used by the handlers ------------------------------------------
 
+    def saw_channel(self, channel_id: str | None, channel_type: str | None) -> None:
+        """What kind of conversation a channel is, as an event from it says (message events and
+        reactions carry ``channel_type``; app_mention events do not, but Slack sends each mention
+        as a message event too). A group DM's id looks like a channel's: its calls are logged
+        with the kind, and exports keep them out like a DM's."""
+        if not channel_id or not channel_type:
+            return
+        self._channel_types[channel_id] = channel_type
+        self._channel_types.move_to_end(channel_id)
+        if len(self._channel_types) > CHANNEL_TYPES_REMEMBERED:
+            self._channel_types.popitem(last=False)
+
     async def route_message(self, message: Message, client: AsyncWebClient, bot: BotIdentity) -> Ask | None:
         """Whether and how to answer a message: the prompt it names (a mention, a DM), else the one
         that answered in its thread before; None if it is not for the bot. A message naming a
@@ -309,7 +326,8 @@ class Conversation:
         if message.mention:
             thread_ts = thread_ts or message.ts  # a mention is answered in its thread
         return Ask(trigger=trigger, prompt=prompt, text=text, channel_id=channel, user_id=message.user_id,
-                   team_id=message.team_id, ts=message.ts, thread_ts=thread_ts)
+                   team_id=message.team_id, ts=message.ts, thread_ts=thread_ts,
+                   channel_type=message.channel_type or self._channel_types.get(channel))
 
     async def reply_to_message(self, ask: Ask, client: AsyncWebClient, bot: BotIdentity) -> int | None:
         """Answer a mention, thread follow-up or DM, once per Slack message."""
@@ -592,6 +610,8 @@ class Conversation:
                       key: str | None = None) -> int | None:
         """Keep the call's row (the journal takes it at once) and wait briefly for its id.
         ``parent_ts``: see `Store.record_call`; ``key``: the op id of the row."""
+        if record.channel_type is None and record.channel_id:  # a mention's message event came meanwhile
+            record.channel_type = self._channel_types.get(record.channel_id)
         prompt_file = None if prompt is None else {
             "name": prompt.name, "version": prompt.version, "path": str(prompt.path), "source": prompt.source,
             "model": prompt.model}

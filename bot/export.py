@@ -264,10 +264,10 @@ def _manifest(options: ExportOptions, result: ExportResult, scrub: Scrubber) -> 
     }
 
 
-_DMS_LEFT_OUT = ("calls in direct messages (D… channels) are private conversations and are left out of every "
-                 "format unless --include-dms is given; left_out counts the calls the selection would have "
-                 "drawn on")
-_DMS_INCLUDED = "--include-dms: calls in direct messages are included"
+_DMS_LEFT_OUT = ("calls in direct messages (D… channels) and group DMs are private conversations and are left "
+                 "out of every format unless --include-dms is given; left_out counts the calls the selection "
+                 "would have drawn on")
+_DMS_INCLUDED = "--include-dms: calls in direct messages and group DMs are included"
 _FIT = "status ok, not excluded, finish_reason not length"
 _SELECTION = {
     "openai-chat": f"{_FIT}; approved or corrected unless --rating/--include-unrated say otherwise; one call per "
@@ -286,7 +286,7 @@ def _report(options: ExportOptions, result: ExportResult, stderr: IO[str]) -> No
         print(f"flywheel: {line}", file=stderr)
 
     if result.dms_left_out:
-        say(f"left out {result.dms_left_out} call(s) in direct messages (private conversations; "
+        say(f"left out {result.dms_left_out} call(s) in direct messages and group DMs (private conversations; "
             "--include-dms includes them)")
     if result.skipped:
         reasons = ", ".join(f"{n} {why}" for why, n in sorted(result.skipped.items()))

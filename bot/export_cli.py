@@ -43,8 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--include-unrated", action="store_true", help="also calls nobody rated or corrected")
     add_traffic_arguments(parser)
     parser.add_argument("--include-dms", action="store_true",
-                        help="also calls in direct messages with the bot, left out of every format by default "
-                             "(private conversations)")
+                        help="also calls in direct messages and group DMs with the bot, left out of every "
+                             "format by default (private conversations)")
     parser.add_argument("--split", type=str, metavar="FRACTION",
                         help="e.g. 0.9: stable train/validation split by input (needs --output)")
     parser.add_argument("--redact", action="store_true",

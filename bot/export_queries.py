@@ -8,8 +8,9 @@ What a call contributes:
 Default selection: fit calls that are approved or corrected (for KTO also net-down ones, its
 ``label: false``; DPO pairs them with net-down alternatives). ``--rating up|down|any`` selects
 approved, net-down, or any rated (votes or a correction) calls instead; ``--include-unrated``
-adds fit calls nobody rated. Calls in direct messages (a ``D…`` channel, or logged as a DM) are
-left out unless ``include_dms``, before dedupe; `dm_count_query()` counts what that leaves out.
+adds fit calls nobody rated. Calls in direct messages (a ``D…`` channel, logged as a DM, or in a
+conversation any call of which was logged as a DM or group DM) are left out unless
+``include_dms``, before dedupe; `dm_count_query()` counts what that leaves out.
 One example per input (``calls.input_hash``) and format: the corrected call first, then
 approved, then the newest. DPO pairs and KTO rows come from one input's best
 approved/corrected call and its net-down alternatives (`preference_query`).
@@ -50,10 +51,19 @@ class Filters:
         return out  # since inclusive, until exclusive
 
 
+PRIVATE_TYPES = ("im", "mpim")  # Slack's channel_type of a DM and of a group DM
+
+
 def _in_dm():
-    """A call in a direct message: its channel is a ``D…`` one, or the bot logged it as a DM.
-    (Group DMs are not told apart from private channels: the log keeps no channel type.)"""
-    return or_(func.substr(func.coalesce(Call.channel_id, ""), 1, 1) == "D", Call.trigger == Trigger.DM)
+    """A call in a direct message: its channel is a ``D…`` one, the bot logged it as a DM, or it
+    is in a conversation the bot learnt is a DM or group DM (``calls.channel_type``, on this call
+    or any other of that channel: a mention's own event does not say, a later message does)."""
+    private = aliased(Call)
+    channel = func.coalesce(Call.channel_id, "")  # never NULL: the negation must be true or false
+    return or_(func.substr(channel, 1, 1) == "D", Call.trigger == Trigger.DM,
+               func.coalesce(Call.channel_type, "").in_(PRIVATE_TYPES),
+               channel.in_(select(private.channel_id).where(private.channel_type.in_(PRIVATE_TYPES),
+                                                            private.channel_id.is_not(None))))
 
 
 def _scored(filters: Filters, *, selection: bool = True, negatives: bool = False, only_dms: bool = False):

@@ -105,6 +105,9 @@ class Call(Base):
     source: Mapped[str] = mapped_column(String(16), default="slack", server_default="slack")
     team_id: Mapped[str | None] = mapped_column(String(32))
     channel_id: Mapped[str | None] = mapped_column(String(32))
+    # Slack's kind of conversation (im, mpim, channel, group) as its message events told the bot;
+    # None: not known. A group DM's id looks like a channel's: exports go by this (`_in_dm`).
+    channel_type: Mapped[str | None] = mapped_column(String(16))
     user_id: Mapped[str | None] = mapped_column(String(32))
     request_ts: Mapped[str | None] = mapped_column(String(32))  # the asking message (a command's root)
     thread_ts: Mapped[str | None] = mapped_column(String(32))  # the thread answered in

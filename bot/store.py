@@ -97,6 +97,7 @@ class CallLog:
     options: dict[str, Any] = field(default_factory=dict)
     team_id: str | None = None
     channel_id: str | None = None
+    channel_type: str | None = None  # Slack's: im, mpim, channel, group (None: not known)
     user_id: str | None = None
     request_ts: str | None = None
     thread_ts: str | None = None

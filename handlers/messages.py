@@ -14,6 +14,7 @@ ANSWERABLE_SUBTYPES = (None, "thread_broadcast", "file_share")
 
 async def on_message(event: dict, context: AsyncBoltContext, client: AsyncWebClient,
                      conversation: Conversation) -> None:
+    conversation.saw_channel(event.get("channel"), event.get("channel_type"))  # any message: a group DM's too
     if event.get("subtype") not in ANSWERABLE_SUBTYPES or event.get("bot_id"):
         return
     channel, ts, user = event.get("channel"), event.get("ts"), event.get("user")
@@ -21,6 +22,7 @@ async def on_message(event: dict, context: AsyncBoltContext, client: AsyncWebCli
         return
     bot = BotIdentity(context.bot_user_id, context.bot_id)
     message = Message(channel_id=channel, ts=ts, text=event.get("text") or "", user_id=user, team_id=context.team_id,
-                      thread_ts=event.get("thread_ts"), direct=event.get("channel_type") == "im")
+                      thread_ts=event.get("thread_ts"), direct=event.get("channel_type") == "im",
+                      channel_type=event.get("channel_type"))
     if (ask := await conversation.route_message(message, client, bot)) is not None:
         await conversation.reply_to_message(ask, client, bot)

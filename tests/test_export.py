@@ -22,7 +22,8 @@ from bot.export import ExportOptions, Filters, export
 from bot.models import Call
 from bot.store import CallLog, Store
 
-from conftest import on_terminal
+from conftest import Harness, on_terminal
+from fakes.slack_sender import message as message_event
 
 pytestmark = pytest.mark.db
 
@@ -551,6 +552,43 @@ async def test_direct_messages_are_left_out_unless_asked_for(store: Store, tmp_p
     assert manifest["direct_messages"]["included"] is False and manifest["direct_messages"]["left_out"] == 3
     assert "--include-dms" in manifest["direct_messages"]["why"]
     assert manifest["filters"]["include_dms"] is False
+
+
+async def test_a_group_dm_is_left_out_like_a_dm(bot: Harness) -> None:
+    """A group DM's id looks like a channel's (G…, or C… nowadays): only its message events say
+    ``mpim``, and the mention event does not. The mention asked there (whose message event came
+    along as Slack sends it) and the follow-up in its thread are logged as a group DM's and left
+    out of exports unless --include-dms, like a DM's. Before, they were exported as a channel's."""
+    for answer in ("Group answer.", "Group follow-up.", "Channel answer."):
+        bot.model.reply(answer)
+    asked = await bot.mention("what do we ship?", channel="G0GROUP1")
+    twin = message_event(asked["text"], channel="G0GROUP1", channel_type="mpim", ts=asked["ts"])
+    status, _ = await bot.sender.event(twin)  # the same message, as the message event Slack sends with it
+    assert status == 200
+    await bot.calls(1)
+    await bot.message("and when?", channel="G0GROUP1", channel_type="mpim", thread_ts=asked["ts"])
+    await bot.calls(2)
+    await bot.mention("what do we ship?", channel="C1")
+    calls = await bot.calls(3)
+    assert [(c.answer, c.channel_type) for c in calls] == [
+        ("Group answer.", "mpim"), ("Group follow-up.", "mpim"), ("Channel answer.", None)]
+
+    rows, err = await run_export(bot.store, "csv", rating="any", include_unrated=True)
+    assert [r["answer"] for r in rows] == ["Channel answer."], err
+    assert "left out 2 call(s) in direct messages and group DMs" in err
+    rows, _ = await run_export(bot.store, "csv", rating="any", include_unrated=True, include_dms=True)
+    assert [r["answer"] for r in rows] == ["Group answer.", "Group follow-up.", "Channel answer."]
+
+
+async def test_a_call_in_a_group_dm_not_logged_as_one_is_left_out_with_the_rest_of_it(store: Store) -> None:
+    """A mention whose message event went to another process is logged without the kind: any other
+    call of that conversation logged as a group DM's keeps it out too."""
+    await call(store, "first", "unknown kind", votes=(1,), channel_id="C0GROUP2")
+    await call(store, "second", "known kind", votes=(1,), channel_id="C0GROUP2", channel_type="mpim")
+    await call(store, "third", "a channel", votes=(1,), channel_id="C0CHANNEL", channel_type="channel")
+    rows, err = await run_export(store, "openai-chat")
+    assert [r["messages"][-1]["content"] for r in rows] == ["a channel"]
+    assert "left out 2 call(s)" in err
 
 
 async def test_manifest_names_the_channel_filter_by_its_pseudonym(store: Store, tmp_path: Path) -> None:

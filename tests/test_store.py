@@ -288,6 +288,7 @@ async def test_record_call_round_trips_every_field(store: Store) -> None:
         options={"temperature": 0.2, "stop": ["\n"]},
         team_id="T1",
         channel_id="C9",
+        channel_type="mpim",
         user_id="U1",
         request_ts="100.000001",
         thread_ts="99.000001",
