@@ -58,10 +58,11 @@ def _in_dm():
     """A call in a direct message: its channel is a ``D…`` one, the bot logged it as a DM, or it
     is in a conversation the bot learnt is a DM or group DM (``calls.channel_type``, on this call
     or any other of that channel: a mention's own event does not say, a later message does)."""
+    # Through the channel only (ix_calls_channel_type answers the subquery): reading each call's
+    # own channel_type would read past its messages and answer, stored before it.
     private = aliased(Call)
     channel = func.coalesce(Call.channel_id, "")  # never NULL: the negation must be true or false
     return or_(func.substr(channel, 1, 1) == "D", Call.trigger == Trigger.DM,
-               func.coalesce(Call.channel_type, "").in_(PRIVATE_TYPES),
                channel.in_(select(private.channel_id).where(private.channel_type.in_(PRIVATE_TYPES),
                                                             private.channel_id.is_not(None))))
 

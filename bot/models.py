@@ -94,6 +94,9 @@ class Call(Base):
         Index("ix_calls_input_hash", "input_hash"),
         Index("ix_calls_source_created_at", "source", "created_at"),
         Index("ix_calls_experiment", "experiment", "arm"),
+        # Which conversations are DMs or group DMs (exports leave them out), without reading the
+        # calls: channel_type is stored after the wide columns.
+        Index("ix_calls_channel_type", "channel_type", "channel_id"),
         UniqueConstraint("op_id", name="uq_calls_op_id"),
     )
 

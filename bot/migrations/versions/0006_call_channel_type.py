@@ -22,8 +22,10 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table('calls') as batch:
         batch.add_column(sa.Column('channel_type', sa.String(length=16), nullable=True))
+        batch.create_index('ix_calls_channel_type', ['channel_type', 'channel_id'])
 
 
 def downgrade() -> None:
     with op.batch_alter_table('calls') as batch:
+        batch.drop_index('ix_calls_channel_type')
         batch.drop_column('channel_type')
