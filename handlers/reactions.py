@@ -8,6 +8,7 @@ nor stored, the request fails and Slack delivers the reaction again later.
 
 from slack_bolt.context.async_context import AsyncBoltContext
 
+from bot.conversation import Conversation
 from bot.feedback import Reaction, Votes
 
 
@@ -29,5 +30,8 @@ def _on_bot_message(event: dict, context: AsyncBoltContext) -> bool:
     return author is None or not context.bot_user_id or author == context.bot_user_id
 
 
-async def recorded() -> None:
-    """Nothing left to do once the vote is kept; Bolt acknowledges the event."""
+async def recorded(event: dict, conversation: Conversation) -> None:
+    """The vote is kept; Bolt acknowledges the event. What it says of the conversation (a group
+    DM?) is remembered for the calls logged there."""
+    item = event.get("item") or {}
+    conversation.saw_channel(item.get("channel"), item.get("channel_type"))

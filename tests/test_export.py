@@ -24,6 +24,7 @@ from bot.store import CallLog, Store
 
 from conftest import Harness, on_terminal
 from fakes.slack_sender import message as message_event
+from fakes.slack_sender import reaction
 
 pytestmark = pytest.mark.db
 
@@ -578,6 +579,18 @@ async def test_a_group_dm_is_left_out_like_a_dm(bot: Harness) -> None:
     assert "left out 2 call(s) in direct messages and group DMs" in err
     rows, _ = await run_export(bot.store, "csv", rating="any", include_unrated=True, include_dms=True)
     assert [r["answer"] for r in rows] == ["Group answer.", "Group follow-up.", "Channel answer."]
+
+
+async def test_a_reaction_in_a_group_dm_tells_the_bot_what_the_conversation_is(bot: Harness) -> None:
+    """Reactions say the conversation's kind too (``item.channel_type``): a mention asked there
+    afterwards is logged as a group DM's even when its own message event never comes."""
+    bot.model.reply("Later answer.")
+    status, _ = await bot.sender.event(reaction("reaction_added", "eyes", user="U1", channel="G0GROUP3",
+                                                ts="1.000001", item_user="U2", channel_type="mpim"))
+    assert status == 200
+    await bot.mention("and now?", channel="G0GROUP3")
+    [call] = await bot.calls(1)
+    assert call.channel_type == "mpim"
 
 
 async def test_a_call_in_a_group_dm_not_logged_as_one_is_left_out_with_the_rest_of_it(store: Store) -> None:

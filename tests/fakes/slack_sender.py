@@ -119,9 +119,11 @@ def message(
 
 
 def reaction(
-    kind: str, reaction: str, *, user: str, channel: str, ts: str, item_user: str | None = BOT_USER_ID
+    kind: str, reaction: str, *, user: str, channel: str, ts: str, item_user: str | None = BOT_USER_ID,
+    channel_type: str | None = None,
 ) -> dict[str, Any]:
-    """A ``reaction_added``/``reaction_removed`` event on message ``ts`` (👍 is ``"+1"``)."""
+    """A ``reaction_added``/``reaction_removed`` event on message ``ts`` (👍 is ``"+1"``); newer
+    payloads say the conversation's ``item.channel_type`` too."""
     if kind not in ("reaction_added", "reaction_removed"):
         raise ValueError(f"kind must be reaction_added or reaction_removed, not {kind!r}")
     event: dict[str, Any] = {
@@ -133,6 +135,8 @@ def reaction(
     }
     if item_user is not None:
         event["item_user"] = item_user
+    if channel_type is not None:
+        event["item"]["channel_type"] = channel_type
     return event
 
 
