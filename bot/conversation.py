@@ -156,8 +156,8 @@ class Plan:
             trigger=ask.trigger, source=source, prompt_name=self.prompt_name, prompt_version=self.prompt_version,
             model=self.model, messages=[], options=dict(self.options), team_id=ask.team_id,
             channel_id=ask.channel_id, channel_type=ask.channel_type, user_id=ask.user_id, request_ts=ask.ts,
-            thread_ts=ask.thread_ts,
-            request_text=ask.text, parent_call_id=self.parent_call_id, experiment=self.experiment, arm=self.arm,
+            thread_ts=ask.thread_ts, request_text=ask.text, parent_call_id=self.parent_call_id,
+            experiment=self.experiment, arm=self.arm,
         )
 
 

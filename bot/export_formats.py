@@ -336,9 +336,9 @@ def candidate_rows(fmt: str, rec: Any, scrub: Scrubber) -> list[Any]:
     messages = scrub.messages(rec.messages, rec.user_id, rec.channel_id)
     if fmt == "csv":
         return [csv_cells((rec.id, utc_iso(rec.created_at), rec.prompt_name, rec.prompt_version, rec.model,
-                           rec.experiment, rec.arm, scrub.pseudonym(rec.user_id), scrub.channel(rec.channel_id), text(rec.request_text),
-                           text(rec.answer), text(rec.correction), rec.up, rec.down, rec.status,
-                           money(rec.cost_usd), rec.latency_ms))]
+                           rec.experiment, rec.arm, scrub.pseudonym(rec.user_id), scrub.channel(rec.channel_id),
+                           text(rec.request_text), text(rec.answer), text(rec.correction), rec.up, rec.down,
+                           rec.status, money(rec.cost_usd), rec.latency_ms))]
     if fmt in ("openai-chat", "eval"):
         target = text(rec.correction if rec.correction is not None else rec.answer)
         if fmt == "openai-chat":
