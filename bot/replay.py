@@ -397,8 +397,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "that whole day)")
     parser.add_argument("--channel", metavar="ID", help="only logged calls in this Slack channel id")
     add_traffic_arguments(parser)
-    parser.add_argument("--include-dms", action="store_true", help="also calls in direct messages (left out by "
-                        "default, as in exports)")
+    parser.add_argument("--include-dms", action="store_true", help="also calls in direct messages and group DMs "
+                        "(left out by default, as in exports)")
     parser.add_argument("--limit", type=int, metavar="N", help="at most N inputs (from the log: the newest; from "
                         "a file: the first)")
     parser.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY, metavar="N",
